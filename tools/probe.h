@@ -1,0 +1,40 @@
+/* probe.h - the component table of `stylora probe` (see cmd_probe.c).
+ * A component reads named inputs from a->in and adds named outputs to a->out;
+ * buffers it allocates for outputs are handed to probe_keep (freed after save).
+ */
+#ifndef SL_PROBE_H
+#define SL_PROBE_H
+
+#include "core/safetensors.h"
+
+#define PROBE_MAX_EXTRA 16
+#define PROBE_MAX_SCRATCH 256
+
+typedef struct ProbeScratch { int n; void *ptrs[PROBE_MAX_SCRATCH]; } ProbeScratch;
+
+typedef struct ProbeArgs {
+    const char *model;
+    const SlStFile *in;
+    SlStWriter *out;
+    const char **extra;  /* "--set KEY=VALUE" strings */
+    int threads;         /* 0 = default */
+    ProbeScratch *scratch;
+} ProbeArgs;
+
+typedef struct ProbeComponent {
+    const char *name;
+    const char *inputs;   /* for --help */
+    const char *outputs;
+    SlStatus (*run)(const ProbeArgs *a, SlCtx *ctx);
+} ProbeComponent;
+
+const SlStEntry *probe_input(const ProbeArgs *a, const char *name, int required, SlCtx *ctx);
+/* Reads input `name` as F32 (any numeric dtype), checks its rank, fills shape;
+ * the buffer is owned by the caller (or probe_keep). */
+float *probe_input_f32(const ProbeArgs *a, const char *name, int ndim, int64_t *shape, SlCtx *ctx);
+float *probe_keep(const ProbeArgs *a, float *p);
+const char *probe_setting(const ProbeArgs *a, const char *key);
+
+/* The registered components; each model adds `&probe_xxx,` here. NULL ends the list. */
+#define PROBE_COMPONENTS NULL
+#endif

@@ -1,0 +1,40 @@
+/* stylora.c - the command-line entry point: dispatches to subcommands.
+ *
+ *   stylora inspect PATH      what a file or folder holds and what it is
+ *   stylora probe COMPONENT   run one model component on tensors from a file
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "cli.h"
+
+static const CliCmd k_cmds[] = {
+    {"inspect", "PATH", "show a file's or folder's tensors, metadata and what it is recognized as", cmd_inspect},
+    {"probe", "COMPONENT --model DIR --in IN.safetensors --out OUT.safetensors",
+     "run one model component on tensors from a file and write its outputs", cmd_probe},
+};
+
+static void usage(FILE *out) {
+    fprintf(out,
+            "stylora - teach a Stable-Diffusion-style model a style with LoRA, on the CPU\n\n"
+            "usage: stylora COMMAND [options]\n\ncommands:\n");
+    for (size_t i = 0; i < sizeof k_cmds / sizeof k_cmds[0]; i++)
+        fprintf(out, "  %-10s %s\n", k_cmds[i].name, k_cmds[i].summary);
+    fprintf(out, "\n'stylora COMMAND --help' lists the options of a command.\n");
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
+    }
+    if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "help") == 0) {
+        usage(stdout);
+        return 0;
+    }
+    for (size_t i = 0; i < sizeof k_cmds / sizeof k_cmds[0]; i++)
+        if (strcmp(argv[1], k_cmds[i].name) == 0) return k_cmds[i].run(argc - 1, argv + 1);
+    fprintf(stderr, "stylora: error: unknown command '%s'\n\n", argv[1]);
+    usage(stderr);
+    return 2;
+}
