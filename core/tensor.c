@@ -104,7 +104,11 @@ void sl_f16_to_f32(float *dst, const uint16_t *src, size_t n) {
     for (; i + 8 <= n; i += 8)
         _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(src + i))));
 #endif
-    for (; i < n; i++) dst[i] = sl_half_to_float(src[i]);
+    for (; i < n; i++) { /* src may be unaligned (mapped files): load bytes */
+        uint16_t h;
+        memcpy(&h, (const char *)src + 2 * i, 2);
+        dst[i] = sl_half_to_float(h);
+    }
 }
 
 void sl_f32_to_f16(uint16_t *dst, const float *src, size_t n) {
@@ -125,7 +129,9 @@ void sl_bf16_to_f32(float *dst, const uint16_t *src, size_t n) {
     }
 #endif
     for (; i < n; i++) {
-        uint32_t b = (uint32_t)src[i] << 16;
+        uint16_t h;
+        memcpy(&h, (const char *)src + 2 * i, 2);
+        uint32_t b = (uint32_t)h << 16;
         memcpy(dst + i, &b, 4);
     }
 }
@@ -145,7 +151,7 @@ SlStatus sl_convert_to_f32(float *dst, const void *src, SlDType dt, size_t n, Sl
     case SL_F32: memmove(dst, src, n * 4); break;
     case SL_F16: sl_f16_to_f32(dst, src, n); break;
     case SL_BF16: sl_bf16_to_f32(dst, src, n); break;
-    case SL_F64: for (size_t i = 0; i < n; i++) dst[i] = (float)((const double *)src)[i]; break;
+    case SL_F64: for (size_t i = 0; i < n; i++) { double v; memcpy(&v, (const char *)src + 8 * i, 8); dst[i] = (float)v; } break;
     case SL_I64: for (size_t i = 0; i < n; i++) { int64_t v; memcpy(&v, (const char *)src + 8 * i, 8); dst[i] = (float)v; } break;
     case SL_I32: for (size_t i = 0; i < n; i++) { int32_t v; memcpy(&v, (const char *)src + 4 * i, 4); dst[i] = (float)v; } break;
     case SL_I16: for (size_t i = 0; i < n; i++) { int16_t v; memcpy(&v, (const char *)src + 2 * i, 2); dst[i] = (float)v; } break;
