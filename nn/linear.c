@@ -1,0 +1,80 @@
+/* linear.c - fully connected layer: out[N,O] = in[N,I] w[O,I]^T + b[O].
+ *
+ * The fast path is three sl_sgemm calls (forward, din, dw; nn/gemm.h: tiled
+ * OpenBLAS, same bits for any thread count); the _ref
+ * twins are plain triple loops with double accumulators, used as the test
+ * oracle and never calling BLAS.
+ *
+ * Dimension letters: N rows (tokens), I in-features, O out-features.
+ * Not here: LoRA (styles/), quantized weights (nn/nf4).
+ */
+#include "nn.h"
+#include "nn/gemm.h"
+
+/* out [N,O], in [N,I], w [O,I], b [O] or NULL. out is overwritten. */
+void sl_linear_forward(float *out, const float *in, const float *w, const float *b,
+                       int64_t N, int64_t I, int64_t O) {
+    if (N <= 0 || O <= 0) return;
+    float beta = 0.0f;
+    if (b) {
+        for (int64_t n = 0; n < N; n++)
+            for (int64_t o = 0; o < O; o++) out[n * O + o] = b[o];
+        beta = 1.0f;
+    }
+    if (I <= 0) {
+        if (!b)
+            for (int64_t i = 0; i < N * O; i++) out[i] = 0.0f;
+        return;
+    }
+    sl_sgemm(0, 1, N, O, I, 1.0f, in, I, w, I, beta, out, O);
+}
+
+/* din [N,I] += dout w; dw [O,I] += dout^T in; db [O] += sum_n dout. */
+void sl_linear_backward(float *din, float *dw, float *db, const float *dout,
+                        const float *in, const float *w, int64_t N, int64_t I, int64_t O) {
+    if (N <= 0 || O <= 0) return;
+    if (din && I > 0)
+        sl_sgemm(0, 0, N, I, O, 1.0f, dout, O, w, I, 1.0f, din, I);
+    if (dw && I > 0)
+        sl_sgemm(1, 0, O, I, N, 1.0f, dout, O, in, I, 1.0f, dw, I);
+    if (db) {
+        for (int64_t n = 0; n < N; n++) {
+            const float *d = dout + n * O;
+            for (int64_t o = 0; o < O; o++) db[o] += d[o];
+        }
+    }
+}
+
+void sl_linear_forward_ref(float *out, const float *in, const float *w, const float *b,
+                           int64_t N, int64_t I, int64_t O) {
+    for (int64_t n = 0; n < N; n++)
+        for (int64_t o = 0; o < O; o++) {
+            double s = b ? b[o] : 0.0;
+            for (int64_t i = 0; i < I; i++) s += (double)in[n * I + i] * w[o * I + i];
+            out[n * O + o] = (float)s;
+        }
+}
+
+void sl_linear_backward_ref(float *din, float *dw, float *db, const float *dout,
+                            const float *in, const float *w, int64_t N, int64_t I, int64_t O) {
+    if (din)
+        for (int64_t n = 0; n < N; n++)
+            for (int64_t i = 0; i < I; i++) {
+                double s = 0.0;
+                for (int64_t o = 0; o < O; o++) s += (double)dout[n * O + o] * w[o * I + i];
+                din[n * I + i] += (float)s;
+            }
+    if (dw)
+        for (int64_t o = 0; o < O; o++)
+            for (int64_t i = 0; i < I; i++) {
+                double s = 0.0;
+                for (int64_t n = 0; n < N; n++) s += (double)dout[n * O + o] * in[n * I + i];
+                dw[o * I + i] += (float)s;
+            }
+    if (db)
+        for (int64_t o = 0; o < O; o++) {
+            double s = 0.0;
+            for (int64_t n = 0; n < N; n++) s += dout[n * O + o];
+            db[o] += (float)s;
+        }
+}
