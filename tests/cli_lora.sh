@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# cli_lora.sh - `stylora lora convert` and `stylora lora merge` through the real
+# program on the tiny golden adapter: PEFT -> kohya -> PEFT round trip (kohya names
+# resolved with --model and with the built-in table must give identical files),
+# a merge of the same adapter split 0.8 + 0.2, and errors that name the file.
+set -u
+bin=${SL_STYLORA:?}; shared=${SL_SHARED_DIR:?}
+g=$shared/golden/tiny-sd1
+tmp=${SL_BINARY_DIR:-.}/tmp_cli_lora; rm -rf "$tmp"; mkdir -p "$tmp"
+fails=0; checks=0
+ok()   { checks=$((checks+1)); echo "ok   $1"; }
+bad()  { checks=$((checks+1)); fails=$((fails+1)); echo "FAIL $1"; }
+expect_ok() { # name, needle, command...
+  local name=$1 needle=$2; shift 2
+  local out; out=$("$@" 2>&1); local rc=$?
+  if [[ $rc -eq 0 && "$out" == *"$needle"* ]]; then ok "$name"; else bad "$name (rc $rc): $out"; fi
+}
+expect_err() { # name, needle, command...: exit code 1 and needle in the error line
+  local name=$1 needle=$2; shift 2
+  local err; err=$("$@" 2>&1 >/dev/null); local rc=$?
+  if [[ $rc -eq 1 && "$err" == *"$needle"* ]]; then ok "$name"; else bad "$name (rc $rc): $err"; fi
+}
+expect_ok "lora --help" "convert" "$bin" lora --help
+expect_ok "peft -> kohya" "(kohya, F32): 32 modules" "$bin" lora convert "$g/lora/pytorch_lora_weights.safetensors" --to kohya --alpha 8 --out "$tmp/k.safetensors"
+expect_ok "kohya file recognized" "kohya format" "$bin" inspect "$tmp/k.safetensors"
+expect_ok "kohya -> peft (model names)" "32 modules" "$bin" lora convert "$tmp/k.safetensors" --to peft --model "$g" --out "$tmp/p_model.safetensors"
+expect_ok "kohya -> peft (built-in names)" "32 modules" "$bin" lora convert "$tmp/k.safetensors" --to peft --out "$tmp/p_table.safetensors"
+if cmp -s "$tmp/p_model.safetensors" "$tmp/p_table.safetensors"; then ok "model and table name resolution agree"; else bad "model and table name resolution differ"; fi
+expect_ok "peft -> peft keeps alpha" "32 modules" "$bin" lora convert "$tmp/p_table.safetensors" --to peft --dtype f16 --out "$tmp/p16.safetensors"
+expect_ok "merge 0.8 + 0.2" "merged 2 adapter(s)" "$bin" lora merge --model "$g" --lora "$tmp/k.safetensors:0.8" --lora "$tmp/p_table.safetensors:0.2" --out "$tmp/merged"
+if [[ -f "$tmp/merged/config.json" && -f "$tmp/merged/diffusion_pytorch_model.safetensors" ]]; then ok "merged folder written"; else bad "merged folder missing"; fi
+expect_ok "merged weights recognized" "diffusers U-Net weights" "$bin" inspect "$tmp/merged/diffusion_pytorch_model.safetensors"
+# errors
+expect_err "PEFT without alpha" "alpha" "$bin" lora convert "$g/lora/pytorch_lora_weights.safetensors" --to kohya --out "$tmp/x.safetensors"
+expect_err "not an adapter" "not an adapter file" "$bin" lora convert "$g/unet/diffusion_pytorch_model.safetensors" --to kohya --out "$tmp/x.safetensors"
+expect_err "missing adapter file" "nothere.safetensors" "$bin" lora merge --model "$g" --lora "$tmp/nothere.safetensors" --out "$tmp/m2"
+expect_err "model without unet" "no unet" "$bin" lora merge --model "$tmp" --lora "$tmp/k.safetensors" --out "$tmp/m3"
+"$bin" lora convert x --to onnx --out y >/dev/null 2>&1; rc=$?
+if [[ $rc -eq 2 ]]; then ok "bad --to is a usage error"; else bad "bad --to gave rc $rc"; fi
+echo "cli_lora: $checks checks, $fails failed"
+[[ $fails -eq 0 ]]
