@@ -5,6 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <omp.h>
+
 void cli_usage(FILE *out, const char *cmd, const char *synopsis, const CliOpt *opts) {
     fprintf(out, "usage: stylora %s %s\n", cmd, synopsis ? synopsis : "");
     if (opts && opts[0].name) fprintf(out, "\noptions:\n");
@@ -107,4 +109,9 @@ double cli_num(const char *cmd, const char *opt, const char *s) {
         exit(2);
     }
     return v;
+}
+
+void cli_threads(long long n) {
+    /* OpenBLAS stays single-threaded (nn/gemm.h): threads are stylora's own */
+    omp_set_num_threads((int)n);
 }

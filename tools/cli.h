@@ -38,7 +38,14 @@ int cli_fail(const char *cmd, const SlCtx *ctx);
 long long cli_int(const char *cmd, const char *opt, const char *s, long long lo, long long hi);
 double cli_num(const char *cmd, const char *opt, const char *s);
 
+/* Sets the thread count (n >= 1). */
+void cli_threads(long long n);
+
 int cmd_inspect(int argc, char **argv);
+int cmd_train(int argc, char **argv);
 int cmd_probe(int argc, char **argv);
+int cmd_lora(int argc, char **argv);
+int cmd_tokenize(int argc, char **argv);
+int cmd_sample(int argc, char **argv);
 
 #endif

@@ -49,13 +49,16 @@ float *probe_input_f32(const ProbeArgs *a, const char *name, int ndim, int64_t *
 
 int cmd_probe(int argc, char **argv) {
     const char *model = NULL, *in = NULL, *out = NULL, *threads = NULL, *quiet = NULL;
-    const char *extra[PROBE_MAX_EXTRA] = {0};
+    const char *extra[PROBE_MAX_EXTRA] = {0}, *lora[PROBE_MAX_LORA + 1] = {0}, *merge = NULL, *lora_alpha = NULL;
     const CliOpt opts[] = {
         {"--model", "DIR", "model folder (diffusers layout) or single-file checkpoint", &model, 0},
         {"--in", "IN.safetensors", "input tensors", &in, 0},
         {"--out", "OUT.safetensors", "where the outputs go (written atomically)", &out, 0},
         {"--threads", "N", "threads (default: all cores)", &threads, 0},
         {"--set", "KEY=VALUE", "component-specific setting", extra, PROBE_MAX_EXTRA},
+        {"--lora", "FILE[:WEIGHT]", "apply an adapter (unet, unet-grad, denoise)", lora, PROBE_MAX_LORA},
+        {"--merge", NULL, "merge the adapters into the weights first", &merge, 0},
+        {"--lora-alpha", "A", "alpha for adapter files that store none (PEFT)", &lora_alpha, 0},
         {"--quiet", NULL, "no progress or info lines", &quiet, 0},
         {0},
     };
@@ -84,7 +87,10 @@ int cmd_probe(int argc, char **argv) {
     }
     SlCtx ctx;
     cli_ctx_init(&ctx, quiet != NULL);
-    ProbeArgs a = {.model = model, .extra = extra, .threads = threads ? (int)cli_int("probe", "--threads", threads, 1, 1024) : 0};
+    if (threads) cli_threads(cli_int("probe", "--threads", threads, 1, 1024));
+    int saved = 0;
+    ProbeArgs a = {.model = model, .out_path = out, .saved = &saved, .extra = extra, .threads = threads ? (int)cli_int("probe", "--threads", threads, 1, 1024) : 0,
+                   .lora = lora, .merge = merge != NULL, .lora_alpha = lora_alpha ? (float)cli_num("probe", "--lora-alpha", lora_alpha) : 0};
     SlStFile fin;
     if (sl_st_open(&fin, in, &ctx) != SL_OK) return cli_fail("probe", &ctx);
     a.in = &fin;
@@ -93,9 +99,10 @@ int cmd_probe(int argc, char **argv) {
     a.out = &w;
     ProbeScratch scratch = {0};
     a.scratch = &scratch;
-    SlStatus st = comp->run(&a, &ctx);
-    if (st == SL_OK) st = sl_st_writer_meta(&w, "stylora.probe", comp->name, &ctx);
-    if (st == SL_OK) st = sl_st_writer_save(&w, out, &ctx);
+    SlStatus st = sl_st_writer_meta(&w, "stylora.probe", comp->name, &ctx);
+    if (st == SL_OK) st = comp->run(&a, &ctx);
+    /* components whose outputs die with them save themselves (unet-grad) */
+    if (st == SL_OK && !saved) st = sl_st_writer_save(&w, out, &ctx);
     sl_st_writer_free(&w);
     for (int i = 0; i < scratch.n; i++) sl_free(scratch.ptrs[i]);
     sl_st_close(&fin);

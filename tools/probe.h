@@ -9,15 +9,21 @@
 
 #define PROBE_MAX_EXTRA 16
 #define PROBE_MAX_SCRATCH 256
+#define PROBE_MAX_LORA 8
 
 typedef struct ProbeScratch { int n; void *ptrs[PROBE_MAX_SCRATCH]; } ProbeScratch;
 
 typedef struct ProbeArgs {
     const char *model;
+    const char *out_path;  /* where the writer saves */
+    int *saved;            /* set to 1 by a component that saved the writer itself */
     const SlStFile *in;
     SlStWriter *out;
     const char **extra;  /* "--set KEY=VALUE" strings */
     int threads;         /* 0 = default */
+    const char **lora;   /* PROBE_MAX_LORA "FILE[:WEIGHT]" strings (NULL-terminated early) */
+    int merge;           /* merge the adapters instead of hooking them */
+    float lora_alpha;    /* alpha for files that store none (0: none) */
     ProbeScratch *scratch;
 } ProbeArgs;
 
@@ -35,6 +41,7 @@ float *probe_input_f32(const ProbeArgs *a, const char *name, int ndim, int64_t *
 float *probe_keep(const ProbeArgs *a, float *p);
 const char *probe_setting(const ProbeArgs *a, const char *key);
 
-/* The registered components; each model adds `&probe_xxx,` here. NULL ends the list. */
-#define PROBE_COMPONENTS NULL
+/* The registered components (tools/probe_models.c); NULL ends the list. */
+extern const ProbeComponent probe_textenc, probe_vae_encode, probe_vae_decode, probe_unet, probe_unet_grad, probe_denoise;
+#define PROBE_COMPONENTS &probe_textenc, &probe_vae_encode, &probe_vae_decode, &probe_unet, &probe_unet_grad, &probe_denoise, NULL
 #endif

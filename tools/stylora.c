@@ -2,9 +2,16 @@
  *
  *   stylora inspect PATH      what a file or folder holds and what it is
  *   stylora probe COMPONENT   run one model component on tensors from a file
+ *   stylora tokenize TEXT     CLIP token ids
+ *   stylora lora convert|merge  adapter files: kohya <-> PEFT; merge into a U-Net
+ *   stylora train             a style adapter from a folder of images
+ *   stylora sample            images from prompts
  */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+
+#include "nn/gemm.h"
 
 #include "cli.h"
 
@@ -12,6 +19,10 @@ static const CliCmd k_cmds[] = {
     {"inspect", "PATH", "show a file's or folder's tensors, metadata and what it is recognized as", cmd_inspect},
     {"probe", "COMPONENT --model DIR --in IN.safetensors --out OUT.safetensors",
      "run one model component on tensors from a file and write its outputs", cmd_probe},
+    {"tokenize", "--model DIR TEXT", "print CLIP token ids of a text", cmd_tokenize},
+    {"lora", "convert|merge ...", "convert adapter files (kohya <-> PEFT) or merge adapters into a U-Net", cmd_lora},
+    {"train", "--model DIR --data FOLDER --out ADAPTER.safetensors [options]", "train a style adapter on a folder of images", cmd_train},
+    {"sample", "--model DIR --prompt TEXT [options]", "draw images from prompts", cmd_sample},
 };
 
 static void usage(FILE *out) {
@@ -24,6 +35,11 @@ static void usage(FILE *out) {
 }
 
 int main(int argc, char **argv) {
+    /* Idle OpenMP threads sleep instead of spinning: on a busy machine spinning
+     * threads steal the cores the working ones need (measured: 20x slower
+     * training on a loaded 2-core machine). OMP_WAIT_POLICY=active overrides. */
+    setenv("OMP_WAIT_POLICY", "passive", 0);
+    sl_gemm_init();
     if (argc < 2) {
         usage(stderr);
         return 2;

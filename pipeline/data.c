@@ -1,0 +1,204 @@
+/* data.c - training images and captions; see data.h. */
+#include "pipeline/data.h"
+
+#include <ctype.h>
+#include <dirent.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "core/config.h"
+#include "core/image.h"
+#include "core/weights.h"
+
+static int is_image_name(const char *name) {
+    const char *dot = strrchr(name, '.');
+    if (!dot) return 0;
+    static const char *ext[] = {".png", ".jpg", ".jpeg", ".bmp", ".tga", ".gif"};
+    for (size_t i = 0; i < sizeof ext / sizeof ext[0]; i++)
+        if (strcasecmp(dot, ext[i]) == 0) return 1;
+    return 0;
+}
+
+/* "N_name" -> N (1 if the folder name has no such prefix). */
+static int folder_repeats(const char *name, int inherited) {
+    char *end;
+    long n = strtol(name, &end, 10);
+    if (end != name && *end == '_' && n >= 1 && n <= 100000) return (int)n;
+    return inherited;
+}
+
+typedef struct Found { char **paths; int *repeats; int n, cap; } Found;
+
+static SlStatus walk(Found *f, const char *dir, int repeats, int depth, SlCtx *ctx) {
+    if (depth > 32) return sl_fail(ctx, SL_ERR_ARG, "%s: folders nested too deep", dir);
+    DIR *d = opendir(dir);
+    if (!d) return sl_fail(ctx, SL_ERR_IO, "%s: cannot open folder: %s", dir, strerror(errno));
+    struct dirent *de;
+    SlStatus st = SL_OK;
+    while (!st && (de = readdir(d))) {
+        if (de->d_name[0] == '.') continue;
+        char p[4096];
+        sl_path_join(p, sizeof p, dir, de->d_name);
+        if (sl_path_is_dir(p)) {
+            st = walk(f, p, folder_repeats(de->d_name, repeats), depth + 1, ctx);
+        } else if (is_image_name(de->d_name)) {
+            if (f->n == f->cap) {
+                int cap = f->cap ? 2 * f->cap : 64;
+                char **np = realloc(f->paths, (size_t)cap * sizeof(char *));
+                int *nr = np ? realloc(f->repeats, (size_t)cap * sizeof(int)) : NULL;
+                if (np) f->paths = np;
+                if (!np || !nr) { st = sl_fail(ctx, SL_ERR_NOMEM, "out of memory scanning %s", dir); break; }
+                f->repeats = nr;
+                f->cap = cap;
+            }
+            f->paths[f->n] = strdup(p);
+            f->repeats[f->n] = repeats;
+            if (!f->paths[f->n]) st = sl_fail(ctx, SL_ERR_NOMEM, "out of memory");
+            else f->n++;
+        }
+    }
+    closedir(d);
+    return st;
+}
+
+static int cmp_item(const void *a, const void *b) {
+    return strcmp(((const SlDataItem *)a)->path, ((const SlDataItem *)b)->path);
+}
+
+/* Trims whitespace and collapses newlines into spaces, in place. */
+static void clean_caption(char *s) {
+    size_t o = 0;
+    for (size_t i = 0; s[i]; i++) {
+        char c = s[i];
+        if (c == '\n' || c == '\r' || c == '\t') c = ' ';
+        if (c == ' ' && (o == 0 || s[o - 1] == ' ')) continue;
+        s[o++] = c;
+    }
+    while (o && s[o - 1] == ' ') o--;
+    s[o] = '\0';
+}
+
+static SlStatus read_caption(const char *img_path, const SlDataOpts *o, char **out, SlCtx *ctx) {
+    char p[4096];
+    snprintf(p, sizeof p, "%s", img_path);
+    char *dot = strrchr(p, '.');
+    char *text = NULL;
+    static const char *exts[] = {".txt", ".caption"};
+    for (int i = 0; i < 2 && !text; i++) {
+        snprintf(dot, sizeof p - (size_t)(dot - p), "%s", exts[i]);
+        if (sl_path_is_file(p)) SL_TRY(sl_read_file(p, 1u << 20, &text, NULL, ctx));
+    }
+    if (!text) text = strdup(o->default_caption ? o->default_caption : "");
+    if (!text) return sl_fail(ctx, SL_ERR_NOMEM, "out of memory");
+    clean_caption(text);
+    if (o->trigger && *o->trigger) {
+        size_t n = strlen(o->trigger) + strlen(text) + 3;
+        char *t = malloc(n);
+        if (!t) { free(text); return sl_fail(ctx, SL_ERR_NOMEM, "out of memory"); }
+        snprintf(t, n, "%s%s%s", o->trigger, *text ? ", " : "", text);
+        free(text);
+        text = t;
+    }
+    *out = text;
+    return SL_OK;
+}
+
+SlStatus sl_dataset_scan(SlDataset *d, const char *dir, const SlDataOpts *opts, SlCtx *ctx) {
+    memset(d, 0, sizeof *d);
+    SlDataOpts none = {0};
+    const SlDataOpts *o = opts ? opts : &none;
+    snprintf(d->root, sizeof d->root, "%s", dir);
+    if (!sl_path_is_dir(dir)) return sl_fail(ctx, SL_ERR_IO, "%s: training data folder not found", dir);
+    Found f = {0};
+    SlStatus st = walk(&f, dir, 1, 0, ctx);
+    if (!st && f.n == 0)
+        st = sl_fail(ctx, SL_ERR_MISSING, "%s: no images (png, jpg, jpeg, bmp, tga, gif) in this folder or below it", dir);
+    if (!st) {
+        d->items = calloc((size_t)f.n, sizeof(SlDataItem));
+        if (!d->items) st = sl_fail(ctx, SL_ERR_NOMEM, "out of memory");
+    }
+    if (!st) {
+        for (int i = 0; i < f.n; i++) {
+            d->items[i].path = f.paths[i]; /* ownership moves to the dataset */
+            d->items[i].repeats = f.repeats[i];
+            f.paths[i] = NULL;
+            d->n_samples += f.repeats[i];
+        }
+        d->n = f.n;
+        qsort(d->items, (size_t)d->n, sizeof(SlDataItem), cmp_item);
+        for (int i = 0; !st && i < d->n; i++) st = read_caption(d->items[i].path, o, &d->items[i].caption, ctx);
+    }
+    for (int i = 0; i < f.n; i++) free(f.paths[i]);
+    free(f.paths);
+    free(f.repeats);
+    if (st) sl_dataset_free(d);
+    return st;
+}
+
+void sl_dataset_free(SlDataset *d) {
+    for (int i = 0; i < d->n; i++) { free(d->items[i].path); free(d->items[i].caption); }
+    free(d->items);
+    memset(d, 0, sizeof *d);
+}
+
+int sl_dataset_item_of_sample(const SlDataset *d, int64_t s) {
+    for (int i = 0; i < d->n; i++) {
+        if (s < d->items[i].repeats) return i;
+        s -= d->items[i].repeats;
+    }
+    return d->n - 1;
+}
+
+SlStatus sl_data_prepare_image(float *chw, const char *path, int R, float crop_u, int flip, int64_t max_pixels,
+                               SlCtx *ctx) {
+    SlImageReadOpts ro = sl_image_read_opts_default();
+    if (max_pixels > 0) ro.max_pixels = max_pixels;
+    ro.channels = 3; /* alpha composited on white */
+    SlImage img = {0}, rs = {0}, cr = {0};
+    SL_TRY(sl_image_read(&img, path, &ro, ctx));
+    int w = img.w, h = img.h, nw, nh;
+    if (w <= h) { nw = R; nh = (int)((int64_t)h * R / w); if (nh < R) nh = R; }
+    else { nh = R; nw = (int)((int64_t)w * R / h); if (nw < R) nw = R; }
+    SlStatus st = sl_image_resize(&rs, &img, nw, nh, (nw < w || nh < h) ? SL_RESIZE_AREA : SL_RESIZE_BILINEAR, ctx);
+    if (!st) {
+        if (crop_u < 0) crop_u = 0;
+        if (crop_u > 1) crop_u = 1;
+        int x = (int)((nw - R) * crop_u + 0.5f), y = (int)((nh - R) * crop_u + 0.5f);
+        st = sl_image_crop(&cr, &rs, nw > R ? x : 0, nh > R ? y : 0, R, R, ctx);
+    }
+    if (!st) {
+        if (flip) sl_image_flip_h(&cr);
+        sl_image_to_chw(chw, &cr, 3);
+    }
+    if (st) sl_fail_prefix(ctx, "%s", path);
+    sl_image_free(&img);
+    sl_image_free(&rs);
+    sl_image_free(&cr);
+    return st;
+}
+
+uint64_t sl_hash_bytes(const void *data, size_t n, uint64_t h) {
+    const uint8_t *p = data;
+    for (size_t i = 0; i < n; i++) {
+        h ^= p[i];
+        h *= 0x100000001b3ull;
+    }
+    return h;
+}
+
+SlStatus sl_file_hash(const char *path, uint64_t salt, uint64_t *out, SlCtx *ctx) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return sl_fail(ctx, SL_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+    uint64_t h = sl_hash_bytes(&salt, sizeof salt, 0xcbf29ce484222325ull);
+    uint8_t buf[65536];
+    size_t k;
+    while ((k = fread(buf, 1, sizeof buf, f)) > 0) h = sl_hash_bytes(buf, k, h);
+    int err = ferror(f);
+    fclose(f);
+    if (err) return sl_fail(ctx, SL_ERR_IO, "%s: read error", path);
+    *out = h;
+    return SL_OK;
+}

@@ -1,0 +1,59 @@
+/* data.h - a training set from a folder of images and captions.
+ *
+ * Layout (kohya's conventions): images anywhere below the folder (PNG, JPEG,
+ * BMP, TGA, GIF), the caption of NAME.png in NAME.txt (or NAME.caption), else
+ * the default caption; a sub-folder named "N_anything" repeats its images N
+ * times per epoch. An optional trigger word is put first ("trigger, caption").
+ * Items are sorted by path so the order never depends on the file system.
+ *
+ * Images are read when prepared (sl_data_prepare_image): RGBA is composited on
+ * white, the shorter side is resized to the training resolution (area filter
+ * when shrinking, bilinear when enlarging) and the longer side cropped (center,
+ * or at an offset the caller draws), optionally mirrored.
+ *
+ * Dimension letters: R resolution (square crops), C = 3 channels.
+ */
+#ifndef SL_PIPELINE_DATA_H
+#define SL_PIPELINE_DATA_H
+
+#include <stdint.h>
+
+#include "core/status.h"
+
+typedef struct SlDataOpts {
+    const char *default_caption; /* when an image has no caption file (may be NULL: "") */
+    const char *trigger;         /* put first, may be NULL */
+    int64_t max_pixels;          /* refuse larger images (0: the image reader's default) */
+} SlDataOpts;
+
+typedef struct SlDataItem {
+    char *path;
+    char *caption;      /* trigger + caption text, whitespace-trimmed */
+    int repeats;        /* from an "N_name" folder, else 1 */
+} SlDataItem;
+
+typedef struct SlDataset {
+    char root[1024];
+    int n;              /* images found */
+    SlDataItem *items;
+    int64_t n_samples;  /* sum of repeats: samples per epoch */
+} SlDataset;
+
+/* Scans dir recursively. An empty folder (no image files) is SL_ERR_MISSING;
+ * an unreadable caption file is an error naming it. */
+SlStatus sl_dataset_scan(SlDataset *d, const char *dir, const SlDataOpts *opts, SlCtx *ctx);
+void sl_dataset_free(SlDataset *d);
+/* Index of the item behind epoch sample s (0 <= s < n_samples, in item order). */
+int sl_dataset_item_of_sample(const SlDataset *d, int64_t s);
+
+/* Reads path and makes a [3,R,R] float image in [-1,1]: composite on white,
+ * resize the shorter side to R, crop at (crop_u in [0,1]) of the slack along the
+ * longer side (0.5 = center), mirror if flip. */
+SlStatus sl_data_prepare_image(float *chw, const char *path, int R, float crop_u, int flip, int64_t max_pixels,
+                               SlCtx *ctx);
+
+/* 64-bit FNV-1a of a file's bytes, mixed with `salt` (cache keys). */
+SlStatus sl_file_hash(const char *path, uint64_t salt, uint64_t *out, SlCtx *ctx);
+uint64_t sl_hash_bytes(const void *data, size_t n, uint64_t h);
+
+#endif

@@ -1,0 +1,198 @@
+/* model.c - loading a whole model from its layouts; see model.h. */
+#include "pipeline/model.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/config.h"
+#include "nn/nn.h"
+
+static SlStatus load_text(SlModel *m, SlWeights *w, const char *cfg_dir, SlClipLayout layout, SlCtx *ctx) {
+    char p[4096], tp[4096];
+    snprintf(tp, sizeof tp, "%s/text_encoder/config.json", cfg_dir);
+    SL_TRY(sl_clip_config_load(&m->clip_cfg, tp, ctx));
+    SL_TRY(sl_clip_load(&m->clip, &m->clip_cfg, w, layout, ctx));
+    snprintf(p, sizeof p, "%s/tokenizer", cfg_dir);
+    if (sl_path_is_dir(p)) SL_TRY(sl_tokenizer_load(&m->tok, p, ctx));
+    return SL_OK;
+}
+
+static SlStatus load_sched(SlModel *m, const char *cfg_dir, SlCtx *ctx) {
+    char p[4096];
+    snprintf(p, sizeof p, "%s/scheduler/scheduler_config.json", cfg_dir);
+    if (!sl_path_is_file(p)) {
+        /* SD's training schedule when a model has no scheduler folder */
+        sl_sched_config_default(&m->sched_cfg);
+        m->sched_cfg.beta_start = 0.00085;
+        m->sched_cfg.beta_end = 0.012;
+        m->sched_cfg.beta_schedule = SL_BETA_SCALED_LINEAR;
+        m->sched_cfg.steps_offset = 1;
+        m->sched_cfg.set_alpha_to_one = 0;
+        m->sched_cfg.clip_sample = 0;
+        sl_log(ctx, SL_LOG_WARN, "%s: no scheduler/scheduler_config.json; using SD 1.x's scaled_linear schedule", m->path);
+    } else {
+        SL_TRY(sl_sched_config_load(&m->sched_cfg, p, ctx));
+    }
+    SL_TRY(sl_schedule_init(&m->sched, &m->sched_cfg, ctx));
+    m->has_sched = 1;
+    return SL_OK;
+}
+
+static SlStatus load_unet(SlModel *m, SlWeights *w, const char *cfg_dir, int ldm, SlCtx *ctx) {
+    char p[4096];
+    snprintf(p, sizeof p, "%s/unet/config.json", cfg_dir);
+    SL_TRY(sl_unet_config_load(&m->unet_cfg, p, ctx));
+    SL_TRY(sl_unet_init(&m->unet, &m->unet_cfg, ctx));
+    m->has_unet = 1;
+    if (ldm) {
+        SlKeyPair *pairs;
+        int n;
+        SL_TRY(sl_unet_ldm_map(&m->unet, &pairs, &n, ctx));
+        SlStatus st = sl_weights_set_map(w, pairs, n, ctx);
+        sl_unet_free_map(pairs, n);
+        SL_TRY(st);
+    }
+    SL_TRY(sl_unet_load(&m->unet, w, ctx));
+    sl_weights_report_unused(w, 8, ctx);
+    return SL_OK;
+}
+
+static SlStatus load_diffusers(SlModel *m, const SlModelOpts *o, SlCtx *ctx) {
+    char p[4096], cp[4096];
+    SlWeights w;
+    if (!o->skip_text) {
+        SL_TRY(sl_weights_open_dir(&w, sl_path_join(p, sizeof p, m->path, "text_encoder"), ctx));
+        SlStatus st = load_text(m, &w, m->path, SL_CLIP_LAYOUT_AUTO, ctx);
+        sl_weights_close(&w);
+        SL_TRY(st);
+    }
+    if (!o->skip_vae) {
+        SL_TRY(sl_vae_config_load(&m->vae_cfg, sl_path_join(cp, sizeof cp, m->path, "vae/config.json"), ctx));
+        SL_TRY(sl_weights_open_dir(&w, sl_path_join(p, sizeof p, m->path, "vae"), ctx));
+        SlStatus st = sl_vae_load(&m->vae, &m->vae_cfg, &w, ctx);
+        if (!st) sl_weights_report_unused(&w, 8, ctx);
+        sl_weights_close(&w);
+        SL_TRY(st);
+    }
+    if (!o->skip_unet) {
+        SL_TRY(sl_weights_open_dir(&w, sl_path_join(p, sizeof p, m->path, "unet"), ctx));
+        SlStatus st = load_unet(m, &w, m->path, 0, ctx);
+        sl_weights_close(&w);
+        SL_TRY(st);
+    }
+    return load_sched(m, m->path, ctx);
+}
+
+static SlStatus load_single(SlModel *m, const SlModelOpts *o, SlCtx *ctx) {
+    if (!o->config_dir)
+        return sl_fail(ctx, SL_ERR_ARG,
+                       "%s: a single-file checkpoint carries no configs; give a diffusers-layout folder with the "
+                       "configs and tokenizer (--config DIR)", m->path);
+    SlWeights all, view;
+    SL_TRY(sl_weights_open_file(&all, m->path, ctx));
+    SlStatus st = SL_OK;
+    if (!o->skip_text) {
+        const SlStEntry *e;
+        sl_weights_view(&view, &all, SL_CKPT_TE2_PREFIX);
+        e = sl_weights_find(&view, "token_embedding.weight", NULL);
+        if (e) {
+            st = load_text(m, &view, o->config_dir, SL_CLIP_LAYOUT_OPENCLIP, ctx);
+        } else {
+            sl_weights_close(&view);
+            sl_weights_view(&view, &all, SL_CKPT_TE1_PREFIX);
+            st = load_text(m, &view, o->config_dir, SL_CLIP_LAYOUT_AUTO, ctx);
+        }
+        sl_weights_close(&view);
+    }
+    if (!st && !o->skip_vae) {
+        char cp[4096];
+        st = sl_vae_config_load(&m->vae_cfg, sl_path_join(cp, sizeof cp, o->config_dir, "vae/config.json"), ctx);
+        if (!st) {
+            sl_weights_view(&view, &all, SL_CKPT_VAE_PREFIX);
+            st = sl_vae_load(&m->vae, &m->vae_cfg, &view, ctx);
+            sl_weights_close(&view);
+        }
+    }
+    if (!st && !o->skip_unet) {
+        sl_weights_view(&view, &all, SL_CKPT_UNET_PREFIX);
+        st = load_unet(m, &view, o->config_dir, 1, ctx);
+        sl_weights_close(&view);
+    }
+    sl_weights_close(&all);
+    SL_TRY(st);
+    return load_sched(m, o->config_dir, ctx);
+}
+
+SlStatus sl_model_load(SlModel *m, const char *path, const SlModelOpts *opts, SlCtx *ctx) {
+    SlModelOpts none = {0};
+    const SlModelOpts *o = opts ? opts : &none;
+    memset(m, 0, sizeof *m);
+    snprintf(m->path, sizeof m->path, "%s", path);
+    m->layout = sl_model_layout(path);
+    SlStatus st;
+    switch (m->layout) {
+    case SL_LAYOUT_DIFFUSERS: st = load_diffusers(m, o, ctx); break;
+    case SL_LAYOUT_SINGLE_FILE: st = load_single(m, o, ctx); break;
+    default:
+        if (sl_path_is_dir(path))
+            st = sl_fail(ctx, SL_ERR_FORMAT, "%s: not a model folder (expected model_index.json or unet/, vae/, text_encoder/)", path);
+        else if (sl_path_is_file(path))
+            st = sl_fail(ctx, SL_ERR_FORMAT, "%s: not a Stable Diffusion checkpoint (no model.diffusion_model.* tensors)", path);
+        else
+            st = sl_fail(ctx, SL_ERR_IO, "%s: no such file or folder", path);
+    }
+    if (st) {
+        SlCtx keep = *ctx;
+        sl_model_free(m);
+        *ctx = keep;
+    }
+    return st;
+}
+
+void sl_model_free(SlModel *m) {
+    sl_tokenizer_free(m->tok);
+    sl_clip_free(m->clip);
+    sl_vae_free(m->vae);
+    if (m->has_unet) sl_unet_free(&m->unet);
+    if (m->has_sched) sl_schedule_free(&m->sched);
+    sl_sched_config_free(&m->sched_cfg);
+    memset(m, 0, sizeof *m);
+}
+
+int sl_model_text_len(const SlModel *m) {
+    if (m->tok) return sl_tokenizer_max_length(m->tok);
+    return (int)m->clip_cfg.P;
+}
+
+SlStatus sl_model_encode_prompts(SlModel *m, const char *const *prompts, int B, int clip_skip, float *cond,
+                                 int32_t *ids_out, SlCtx *ctx) {
+    if (!m->clip) return sl_fail(ctx, SL_ERR_ARG, "%s: the text encoder was not loaded", m->path);
+    if (!m->tok) return sl_fail(ctx, SL_ERR_MISSING, "%s: the model has no tokenizer/ folder, so prompts cannot be encoded", m->path);
+    const SlClipConfig *c = &m->clip_cfg;
+    if (clip_skip < 1 || clip_skip > c->L)
+        return sl_fail(ctx, SL_ERR_ARG, "clip skip %d is outside [1, %lld] for this text encoder", clip_skip, (long long)c->L);
+    int T = sl_model_text_len(m);
+    if (T > c->P) T = (int)c->P;
+    int32_t *ids = malloc((size_t)B * T * sizeof *ids);
+    float *hs = clip_skip > 1 ? sl_alloc((size_t)(c->L + 1) * B * T * c->D * sizeof(float)) : NULL;
+    float *mean = clip_skip > 1 ? sl_alloc((size_t)B * T * 2 * sizeof(float)) : NULL;
+    SlStatus st = SL_OK;
+    if (!ids || (clip_skip > 1 && (!hs || !mean))) st = sl_fail(ctx, SL_ERR_NOMEM, "out of memory encoding prompts");
+    for (int b = 0; !st && b < B; b++) {
+        st = sl_tokenizer_encode(m->tok, prompts[b], ids + (size_t)b * T, T, NULL, ctx);
+        if (st) sl_fail_prefix(ctx, "prompt %d", b + 1);
+    }
+    if (!st) st = sl_clip_forward(m->clip, ids, B, T, cond, hs, NULL, ctx);
+    if (!st && clip_skip > 1) {
+        /* hidden state L+1-clip_skip through the final LayerNorm */
+        const float *h = hs + (size_t)(c->L + 1 - clip_skip) * B * T * c->D;
+        sl_layernorm_forward(cond, mean, mean + (size_t)B * T, h, m->clip->params.lnf_w, m->clip->params.lnf_b,
+                             (int64_t)B * T, c->D, c->eps);
+    }
+    if (!st && ids_out) memcpy(ids_out, ids, (size_t)B * T * sizeof *ids);
+    free(ids);
+    sl_free(hs);
+    sl_free(mean);
+    return st;
+}

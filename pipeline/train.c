@@ -1,0 +1,742 @@
+/* train.c - the trainer; see train.h. */
+#include "pipeline/train.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "core/config.h"
+#include "core/image.h"
+#include "core/progress.h"
+#include "core/rng.h"
+#include "core/safetensors.h"
+#include "pipeline/denoise.h"
+
+/* Philox streams, one per purpose: draws never collide between purposes. */
+enum {
+    STREAM_PERM = 1,       /* per-epoch shuffles: stream + epoch << 8 */
+    STREAM_T = 2,          /* timestep of sample g */
+    STREAM_NOISE = 3,      /* noise of sample g */
+    STREAM_LATENT = 4,     /* latent sampling noise of sample g */
+    STREAM_FLIP = 5,
+    STREAM_CAPDROP = 6,
+    STREAM_OFFSET = 7,     /* noise offset of sample g */
+    STREAM_ADAPTER = 8,    /* adapter init */
+    STREAM_DROPOUT = 9,
+    STREAM_SAMPLE = 10,    /* sample images during training */
+};
+
+#define STATE_FORMAT "stylora-train-state-1"
+
+void sl_train_config_default(SlTrainConfig *c) {
+    memset(c, 0, sizeof *c);
+    c->steps = 1000;
+    c->batch = 1;
+    c->grad_accum = 1;
+    c->rank = 8;
+    c->alpha = 8;
+    c->lr = 1e-3f;
+    c->lr_schedule = SL_LR_CONSTANT;
+    c->adam = sl_adamw_defaults();
+    c->grad_clip = 1.0f;
+    c->clip_skip = 1;
+    c->flip = 0;
+    c->seed = 42;
+    c->format = SL_ADAPTER_FMT_KOHYA;
+    c->save_dtype = SL_F32;
+    c->sample_steps = 20;
+    c->sample_cfg = 5.0f;
+}
+
+void sl_trainer_state_path(char *buf, size_t n, const char *out) { snprintf(buf, n, "%s.state", out); }
+
+/* ---- settings that shape the run (checked on resume, kept in metadata) ---- */
+
+typedef struct Setting { const char *key; char val[256]; } Setting;
+
+static int settings_of(const SlTrainConfig *c, Setting *s) {
+    int n = 0;
+#define SET(k, ...) (s[n].key = (k), snprintf(s[n].val, sizeof s[n].val, __VA_ARGS__), n++)
+    SET("steps_total", "%lld", (long long)c->steps);
+    SET("batch", "%lld", (long long)c->batch);
+    SET("grad_accum", "%lld", (long long)c->grad_accum);
+    SET("resolution", "%lld", (long long)c->resolution);
+    SET("rank", "%lld", (long long)c->rank);
+    SET("conv_rank", "%lld", (long long)c->conv_rank);
+    SET("alpha", "%.9g", c->alpha);
+    SET("targets", "%s", c->targets ? c->targets : "attn");
+    SET("dora", "%d", c->dora);
+    SET("rslora", "%d", c->rslora);
+    SET("init", "%s", c->gaussian_init ? "gaussian" : "kaiming");
+    SET("dropout", "%.9g", c->dropout);
+    SET("full", "%d", c->full);
+    SET("lr", "%.9g", c->lr);
+    SET("lr_scheduler", "%s", sl_lr_schedule_name(c->lr_schedule));
+    SET("warmup", "%lld", (long long)c->warmup);
+    SET("adam", "%.9g,%.9g,%.9g,%.9g", c->adam.beta1, c->adam.beta2, c->adam.eps, c->adam.weight_decay);
+    SET("grad_clip", "%.9g", c->grad_clip);
+    SET("min_snr_gamma", "%.9g", c->min_snr_gamma);
+    SET("noise_offset", "%.9g", c->noise_offset);
+    SET("caption_dropout", "%.9g", c->caption_dropout);
+    SET("clip_skip", "%d", c->clip_skip);
+    SET("trigger", "%s", c->trigger ? c->trigger : "");
+    SET("caption", "%s", c->caption ? c->caption : "");
+    SET("flip", "%d", c->flip);
+    SET("seed", "%llu", (unsigned long long)c->seed);
+#undef SET
+    return n;
+}
+
+/* ---- caches ---- */
+
+static uint64_t hash_floats(const float *x, size_t n, uint64_t h) { return sl_hash_bytes(x, n * sizeof(float), h); }
+
+static SlStatus cache_read(const char *path, const char *const *names, float *const *dst, const size_t *n, int k,
+                           int *hit, SlCtx *ctx) {
+    *hit = 0;
+    if (!sl_path_is_file(path)) return SL_OK;
+    SlStFile f;
+    SlCtx quiet;
+    sl_ctx_init(&quiet);
+    if (sl_st_open(&f, path, &quiet) != SL_OK) {
+        sl_log(ctx, SL_LOG_WARN, "cache: ignoring unreadable %s (%s)", path, quiet.msg);
+        return SL_OK;
+    }
+    int ok = 1;
+    for (int i = 0; i < k && ok; i++) {
+        const SlStEntry *e = sl_st_find(&f, names[i]);
+        ok = e && e->dtype == SL_F32 && (size_t)sl_shape_numel(e->ndim, e->shape) == n[i] &&
+             sl_st_read_f32(&f, e, dst[i], &quiet) == SL_OK;
+    }
+    sl_st_close(&f);
+    *hit = ok;
+    return SL_OK;
+}
+
+static SlStatus cache_write(const char *path, const char *const *names, float *const *src, const size_t *n, int k,
+                            SlCtx *ctx) {
+    SlStWriter w;
+    sl_st_writer_init(&w);
+    SlStatus st = SL_OK;
+    for (int i = 0; i < k && !st; i++) {
+        int64_t shape[1] = {(int64_t)n[i]};
+        st = sl_st_writer_add(&w, names[i], SL_F32, 1, shape, src[i], ctx);
+    }
+    if (!st) st = sl_st_writer_save(&w, path, ctx);
+    sl_st_writer_free(&w);
+    if (st) { /* a cache that cannot be written only costs time */
+        sl_log(ctx, SL_LOG_WARN, "cache: %s", ctx->msg);
+        sl_ctx_clear(ctx);
+    }
+    return SL_OK;
+}
+
+/* Encodes every image (and its mirror with flip) into the latent cache. */
+static SlStatus cache_latents(SlTrainer *tr, SlCtx *ctx) {
+    const SlTrainConfig *c = &tr->cfg;
+    const int nf = c->flip ? 2 : 1;
+    const size_t nl = (size_t)(tr->C * tr->h * tr->w), ni = (size_t)(3 * tr->R * tr->R);
+    int64_t nvae;
+    float *vw = sl_vae_weight_data(tr->model.vae, &nvae);
+    uint64_t salt = hash_floats(vw, (size_t)nvae, 0xcbf29ce484222325ull);
+    salt = sl_hash_bytes(&tr->R, sizeof tr->R, salt);
+    tr->valid = malloc((size_t)tr->data.n * sizeof(int));
+    tr->lat_mean = sl_alloc((size_t)tr->data.n * nf * nl * sizeof(float));
+    tr->lat_std = sl_alloc((size_t)tr->data.n * nf * nl * sizeof(float));
+    float *img = sl_alloc(ni * sizeof(float)), *logvar = sl_alloc(nl * sizeof(float));
+    if (!tr->valid || !tr->lat_mean || !tr->lat_std || !img || !logvar) {
+        sl_free(img);
+        sl_free(logvar);
+        return sl_fail(ctx, SL_ERR_NOMEM, "out of memory for the latent cache");
+    }
+    SlProgress bar;
+    sl_progress_begin(&bar, "encoding images", tr->data.n, c->progress, c->progress == NULL);
+    SlStatus st = SL_OK;
+    for (int i = 0; i < tr->data.n && !st; i++) {
+        const char *path = tr->data.items[i].path;
+        uint64_t key;
+        SlCtx fctx = *ctx;
+        SlStatus fst = sl_file_hash(path, salt, &key, &fctx);
+        float *mean = tr->lat_mean + (size_t)tr->n_valid * nf * nl, *std = tr->lat_std + (size_t)tr->n_valid * nf * nl;
+        char cpath[4096] = "";
+        int hit = 0;
+        if (!fst && c->cache_dir) {
+            snprintf(cpath, sizeof cpath, "%s/lat_%016llx_%d.safetensors", c->cache_dir, (unsigned long long)key, nf);
+            const char *names[2] = {"mean", "std"};
+            float *dst[2] = {mean, std};
+            size_t n[2] = {nf * nl, nf * nl};
+            cache_read(cpath, names, dst, n, 2, &hit, ctx);
+        }
+        for (int f = 0; !fst && !hit && f < nf; f++) {
+            fst = sl_data_prepare_image(img, path, (int)tr->R, 0.5f, f, 0, &fctx);
+            if (!fst) fst = sl_vae_encode(tr->model.vae, img, 1, tr->R, tr->R, mean + f * nl, logvar, &fctx);
+            for (size_t k = 0; !fst && k < nl; k++) std[f * nl + k] = expf(0.5f * logvar[k]);
+        }
+        if (fst) {
+            if (c->stop_on_bad_image) { *ctx = fctx; st = fst; break; }
+            sl_log(ctx, SL_LOG_WARN, "skipping image: %s", fctx.msg);
+            continue;
+        }
+        if (hit) tr->cache_hits++;
+        else {
+            tr->cache_misses++;
+            if (cpath[0]) {
+                const char *names[2] = {"mean", "std"};
+                float *src[2] = {mean, std};
+                size_t n[2] = {nf * nl, nf * nl};
+                cache_write(cpath, names, src, n, 2, ctx);
+            }
+        }
+        tr->valid[tr->n_valid++] = i;
+        sl_progress_update(&bar, i + 1, NULL);
+    }
+    sl_progress_end(&bar);
+    sl_free(img);
+    sl_free(logvar);
+    SL_TRY(st);
+    if (tr->n_valid == 0) return sl_fail(ctx, SL_ERR_FORMAT, "%s: none of the %d images could be read", tr->data.root, tr->data.n);
+    return SL_OK;
+}
+
+/* Encodes every valid image's caption, plus the empty caption (last). */
+static SlStatus cache_text(SlTrainer *tr, SlCtx *ctx) {
+    const size_t nt = (size_t)(tr->T * tr->D);
+    tr->text = sl_alloc((size_t)(tr->n_valid + 1) * nt * sizeof(float));
+    if (!tr->text) return sl_fail(ctx, SL_ERR_NOMEM, "out of memory for the text cache");
+    const SlClip *clip = tr->model.clip;
+    int64_t nw = 0;
+    uint64_t salt = 0xcbf29ce484222325ull;
+    for (int64_t l = 0; l < clip->cfg.L; l++) { /* a cheap fingerprint of the text encoder */
+        nw = clip->cfg.D * clip->cfg.D;
+        salt = hash_floats(clip->params.layers[l].q.w, (size_t)nw, salt);
+    }
+    salt = hash_floats(clip->params.tok_emb, (size_t)(clip->cfg.V * clip->cfg.D), salt);
+    salt = sl_hash_bytes(&tr->cfg.clip_skip, sizeof tr->cfg.clip_skip, salt);
+    for (int i = 0; i <= tr->n_valid; i++) {
+        const char *cap = i < tr->n_valid ? tr->data.items[tr->valid[i]].caption : "";
+        float *dst = tr->text + (size_t)i * nt;
+        char cpath[4096] = "";
+        int hit = 0;
+        if (tr->cfg.cache_dir) {
+            uint64_t key = sl_hash_bytes(cap, strlen(cap), salt);
+            snprintf(cpath, sizeof cpath, "%s/te_%016llx.safetensors", tr->cfg.cache_dir, (unsigned long long)key);
+            const char *names[1] = {"text"};
+            float *d[1] = {dst};
+            size_t n[1] = {nt};
+            cache_read(cpath, names, d, n, 1, &hit, ctx);
+        }
+        if (hit) { tr->cache_hits++; continue; }
+        tr->cache_misses++;
+        const char *pp[1] = {cap};
+        SlStatus st = sl_model_encode_prompts(&tr->model, pp, 1, tr->cfg.clip_skip, dst, NULL, ctx);
+        if (st) {
+            if (i < tr->n_valid) sl_fail_prefix(ctx, "caption of %s", tr->data.items[tr->valid[i]].path);
+            return st;
+        }
+        if (cpath[0]) {
+            const char *names[1] = {"text"};
+            float *s[1] = {dst};
+            size_t n[1] = {nt};
+            cache_write(cpath, names, s, n, 1, ctx);
+        }
+    }
+    return SL_OK;
+}
+
+/* ---- parameters ---- */
+
+static SlStatus collect_params(SlTrainer *tr, SlCtx *ctx) {
+    if (tr->cfg.full) {
+        SlUNet *u = &tr->model.unet;
+        tr->params = calloc((size_t)u->n_params, sizeof(SlParamRef));
+        if (!tr->params) return sl_fail(ctx, SL_ERR_NOMEM, "out of memory");
+        for (int i = 0; i < u->n_params; i++) {
+            SlUNetParam *p = &u->params[i];
+            tr->params[i] = (SlParamRef){*p->w, *p->g, sl_shape_numel(p->ndim, p->shape), 1, p->name};
+        }
+        tr->n_params = u->n_params;
+        return SL_OK;
+    }
+    SlAdapter *ad = &tr->adapter;
+    tr->params = calloc((size_t)ad->n * 3, sizeof(SlParamRef));
+    if (!tr->params) return sl_fail(ctx, SL_ERR_NOMEM, "out of memory");
+    for (int i = 0; i < ad->n; i++) {
+        SlLoraMod *m = &ad->mods[i];
+        int64_t na = m->r * m->I * m->k * m->k, nb = m->O * m->r;
+        tr->params[tr->n_params++] = (SlParamRef){m->A, m->dA, na, 1, m->name};
+        tr->params[tr->n_params++] = (SlParamRef){m->B, m->dB, nb, 1, m->name};
+        if (m->mag) tr->params[tr->n_params++] = (SlParamRef){m->mag, m->dmag, m->O, 1, m->name};
+    }
+    return SL_OK;
+}
+
+static void zero_grads(SlTrainer *tr) {
+    if (tr->cfg.full) sl_unet_zero_grads(&tr->model.unet);
+    else sl_adapter_zero_grads(&tr->adapter);
+}
+
+/* ---- checkpoints ---- */
+
+static SlStatus write_state(SlTrainer *tr, SlCtx *ctx) {
+    char path[4096], buf[64];
+    sl_trainer_state_path(path, sizeof path, tr->cfg.out);
+    SlStWriter w;
+    sl_st_writer_init(&w);
+    SlStatus st = sl_st_writer_meta(&w, "stylora.format", STATE_FORMAT, ctx);
+    snprintf(buf, sizeof buf, "%lld", (long long)tr->step);
+    if (!st) st = sl_st_writer_meta(&w, "stylora.step", buf, ctx);
+    Setting s[64];
+    int ns = settings_of(&tr->cfg, s);
+    for (int i = 0; i < ns && !st; i++) {
+        char key[128];
+        snprintf(key, sizeof key, "stylora.train.%s", s[i].key);
+        st = sl_st_writer_meta(&w, key, s[i].val, ctx);
+    }
+    for (int i = 0; i < tr->n_params && !st; i++) {
+        char name[64];
+        int64_t shape[1] = {tr->params[i].n};
+        snprintf(name, sizeof name, "w.%05d", i);
+        st = sl_st_writer_add(&w, name, SL_F32, 1, shape, tr->params[i].w, ctx);
+        snprintf(name, sizeof name, "m.%05d", i);
+        if (!st) st = sl_st_writer_add(&w, name, SL_F32, 1, shape, tr->opt.m[i], ctx);
+        snprintf(name, sizeof name, "v.%05d", i);
+        if (!st) st = sl_st_writer_add(&w, name, SL_F32, 1, shape, tr->opt.v[i], ctx);
+    }
+    if (!st) st = sl_st_writer_save(&w, path, ctx);
+    sl_st_writer_free(&w);
+    return st;
+}
+
+static SlStatus read_state(SlTrainer *tr, SlCtx *ctx) {
+    char path[4096];
+    sl_trainer_state_path(path, sizeof path, tr->cfg.out);
+    if (!sl_path_is_file(path))
+        return sl_fail(ctx, SL_ERR_MISSING, "%s: no checkpoint to resume from (it is written next to --out)", path);
+    SlStFile f;
+    SL_TRY(sl_st_open(&f, path, ctx));
+    SlStatus st = SL_OK;
+    const char *fmt = sl_st_meta(&f, "stylora.format"), *step = sl_st_meta(&f, "stylora.step");
+    if (!fmt || strcmp(fmt, STATE_FORMAT) != 0 || !step)
+        st = sl_fail(ctx, SL_ERR_FORMAT, "%s: not a stylora training checkpoint", path);
+    Setting s[64];
+    int ns = settings_of(&tr->cfg, s);
+    for (int i = 0; i < ns && !st; i++) {
+        char key[128];
+        snprintf(key, sizeof key, "stylora.train.%s", s[i].key);
+        const char *v = sl_st_meta(&f, key);
+        if (!v || strcmp(v, s[i].val) != 0)
+            st = sl_fail(ctx, SL_ERR_ARG, "%s: the checkpoint was made with %s = %s, this run has %s: resume with the same settings",
+                         path, s[i].key, v ? v : "(none)", s[i].val);
+    }
+    for (int i = 0; i < tr->n_params && !st; i++) {
+        char name[64];
+        int64_t shape[1] = {tr->params[i].n};
+        snprintf(name, sizeof name, "w.%05d", i);
+        st = sl_st_load_f32(&f, name, 1, shape, tr->params[i].w, ctx);
+        snprintf(name, sizeof name, "m.%05d", i);
+        if (!st) st = sl_st_load_f32(&f, name, 1, shape, tr->opt.m[i], ctx);
+        snprintf(name, sizeof name, "v.%05d", i);
+        if (!st) st = sl_st_load_f32(&f, name, 1, shape, tr->opt.v[i], ctx);
+    }
+    if (!st) {
+        tr->step = strtoll(step, NULL, 10);
+        tr->opt.step = tr->step;
+    }
+    sl_st_close(&f);
+    return st;
+}
+
+static SlStatus set_adapter_meta(SlTrainer *tr, SlCtx *ctx) {
+    SlAdapter *ad = &tr->adapter;
+    const SlTrainConfig *c = &tr->cfg;
+    char v[1536];
+#define META(k, ...) (snprintf(v, sizeof v, __VA_ARGS__), sl_adapter_set_meta(ad, k, v, ctx))
+    SL_TRY(META("ss_sd_model_name", "%s", c->base_model_name ? c->base_model_name : tr->model.path));
+    SL_TRY(META("ss_resolution", "(%lld, %lld)", (long long)tr->R, (long long)tr->R));
+    SL_TRY(META("ss_max_train_steps", "%lld", (long long)c->steps));
+    SL_TRY(META("ss_steps", "%lld", (long long)tr->step));
+    SL_TRY(META("ss_seed", "%llu", (unsigned long long)c->seed));
+    SL_TRY(META("ss_learning_rate", "%g", c->lr));
+    SL_TRY(META("ss_unet_lr", "%g", c->lr));
+    SL_TRY(META("ss_lr_scheduler", "%s", sl_lr_schedule_name(c->lr_schedule)));
+    SL_TRY(META("ss_lr_warmup_steps", "%lld", (long long)c->warmup));
+    SL_TRY(META("ss_batch_size_per_device", "%lld", (long long)c->batch));
+    SL_TRY(META("ss_gradient_accumulation_steps", "%lld", (long long)c->grad_accum));
+    SL_TRY(META("ss_num_train_images", "%d", tr->n_valid));
+    SL_TRY(META("ss_max_grad_norm", "%g", c->grad_clip));
+    SL_TRY(META("ss_min_snr_gamma", "%g", c->min_snr_gamma));
+    SL_TRY(META("ss_noise_offset", "%g", c->noise_offset));
+    SL_TRY(META("ss_caption_dropout_rate", "%g", c->caption_dropout));
+    SL_TRY(META("ss_clip_skip", "%d", c->clip_skip));
+    SL_TRY(META("ss_network_dropout", "%g", c->dropout));
+    SL_TRY(META("ss_optimizer", "AdamW(betas=(%g, %g), eps=%g, weight_decay=%g)", c->adam.beta1, c->adam.beta2,
+                c->adam.eps, c->adam.weight_decay));
+    SL_TRY(META("ss_training_comment", "trained with stylora%s%s", c->trigger ? "; trigger: " : "", c->trigger ? c->trigger : ""));
+    SL_TRY(META("ss_base_model_version", "%s", tr->D == 1024 ? "sd_v2" : "sd_v1"));
+    SL_TRY(META("ss_v2", "%s", tr->D == 1024 ? "True" : "False"));
+    SL_TRY(META("ss_flip_aug", "%s", c->flip ? "True" : "False"));
+    if (c->trigger) SL_TRY(META("ss_tag_frequency", "{\"%s\": {\"%s\": %d}}", "data", c->trigger, tr->n_valid));
+    Setting s[64];
+    int ns = settings_of(c, s);
+    for (int i = 0; i < ns; i++) {
+        char key[128];
+        snprintf(key, sizeof key, "stylora.train.%s", s[i].key);
+        SL_TRY(sl_adapter_set_meta(ad, key, s[i].val, ctx));
+    }
+#undef META
+    return SL_OK;
+}
+
+static SlStatus save_full_unet(SlTrainer *tr, SlCtx *ctx) {
+    SlUNet *u = &tr->model.unet;
+    SlStWriter w;
+    sl_st_writer_init(&w);
+    SlStatus st = SL_OK;
+    for (int i = 0; i < u->n_params && !st; i++) {
+        SlUNetParam *p = &u->params[i];
+        st = sl_st_writer_add_f32_as(&w, p->name, tr->cfg.save_dtype, p->ndim, p->shape, *p->w, ctx);
+    }
+    if (!st) st = sl_st_writer_save(&w, tr->cfg.out, ctx);
+    sl_st_writer_free(&w);
+    return st;
+}
+
+SlStatus sl_trainer_save(SlTrainer *tr, SlCtx *ctx) {
+    SL_TRY(write_state(tr, ctx));
+    if (tr->cfg.full) return save_full_unet(tr, ctx);
+    SL_TRY(set_adapter_meta(tr, ctx));
+    SlAdapterSaveOpts so = {tr->cfg.format, tr->cfg.save_dtype};
+    return sl_adapter_save(&tr->adapter, tr->cfg.out, &so, ctx);
+}
+
+/* ---- set-up ---- */
+
+static SlStatus check_out_writable(const char *out, SlCtx *ctx) {
+    char dir[4096];
+    snprintf(dir, sizeof dir, "%s", out);
+    char *slash = strrchr(dir, '/');
+    if (slash) *slash = '\0';
+    else snprintf(dir, sizeof dir, ".");
+    if (!sl_path_is_dir(dir)) return sl_fail(ctx, SL_ERR_IO, "%s: output folder %s does not exist", out, dir);
+    char probe[4200];
+    snprintf(probe, sizeof probe, "%s/.stylora-write-test.%ld", dir, (long)getpid());
+    FILE *f = fopen(probe, "wb");
+    if (!f) return sl_fail(ctx, SL_ERR_IO, "%s: cannot write into %s: %s (checked before training)", out, dir, strerror(errno));
+    fclose(f);
+    unlink(probe);
+    return SL_OK;
+}
+
+SlStatus sl_trainer_init(SlTrainer *tr, const SlTrainConfig *cfg, SlCtx *ctx) {
+    memset(tr, 0, sizeof *tr);
+    tr->cfg = *cfg;
+    SlTrainConfig *c = &tr->cfg;
+    if (!c->model || !c->data || !c->out) return sl_fail(ctx, SL_ERR_ARG, "training needs a model, a data folder and an output path");
+    if (c->steps < 1 || c->batch < 1 || c->grad_accum < 1 || c->rank < 1 || !(c->lr > 0) || c->caption_dropout < 0 ||
+        c->caption_dropout > 1 || c->dropout < 0 || c->dropout >= 1)
+        return sl_fail(ctx, SL_ERR_ARG, "bad training settings: steps, batch, grad accumulation and rank must be >= 1, "
+                                        "lr > 0, dropouts in [0,1)");
+    if (c->alpha <= 0) c->alpha = (float)c->rank;
+    SL_TRY(check_out_writable(c->out, ctx));
+    if (c->cache_dir && !sl_path_is_dir(c->cache_dir) && mkdir(c->cache_dir, 0755) != 0)
+        return sl_fail(ctx, SL_ERR_IO, "%s: cannot create the cache folder: %s", c->cache_dir, strerror(errno));
+    /* the data first: an empty folder fails before any model loads */
+    SlDataOpts dopts = {c->caption, c->trigger, 0};
+    SL_TRY(sl_dataset_scan(&tr->data, c->data, &dopts, ctx));
+    sl_log(ctx, SL_LOG_INFO, "data: %d images in %s", tr->data.n, c->data);
+    SlModelOpts mo = {.config_dir = c->config_dir};
+    SL_TRY(sl_model_load(&tr->model, c->model, &mo, ctx));
+    SlModel *m = &tr->model;
+    const int f = sl_vae_downscale(&m->vae_cfg);
+    tr->R = c->resolution ? c->resolution : m->vae_cfg.sample_size;
+    const int64_t down = (int64_t)f << (m->unet_cfg.n_blocks - 1);
+    if (tr->R % down)
+        return sl_fail(ctx, SL_ERR_ARG, "resolution %lld must be a multiple of %lld for this model", (long long)tr->R, (long long)down);
+    c->resolution = tr->R;
+    tr->C = m->vae_cfg.latent_channels;
+    tr->h = tr->w = tr->R / f;
+    tr->T = sl_model_text_len(m);
+    tr->D = m->clip_cfg.D;
+    if (tr->C != m->unet_cfg.in_channels || tr->D != m->unet_cfg.cross_dim)
+        return sl_fail(ctx, SL_ERR_SHAPE, "%s: the VAE/text encoder do not fit the U-Net (latent channels %lld vs %lld, text width %lld vs %lld)",
+                       m->path, (long long)tr->C, (long long)m->unet_cfg.in_channels, (long long)tr->D, (long long)m->unet_cfg.cross_dim);
+    SL_TRY(cache_latents(tr, ctx));
+    SL_TRY(cache_text(tr, ctx));
+    sl_log(ctx, SL_LOG_INFO, "caches: %d hits, %d misses; %d of %d images usable", tr->cache_hits, tr->cache_misses,
+           tr->n_valid, tr->data.n);
+    tr->n_samples = 0;
+    for (int i = 0; i < tr->n_valid; i++) tr->n_samples += tr->data.items[tr->valid[i]].repeats;
+    /* the U-Net is planned for the largest batch it will see (training, or 2 for guided samples),
+     * so the adapter caches planned from it cover every later call */
+    int64_t Bmax = c->batch > 2 ? c->batch : 2;
+    SL_TRY(sl_unet_plan(&m->unet, Bmax, tr->h, tr->w, tr->T, ctx));
+    if (c->full) {
+        SL_TRY(sl_unet_enable_grads(&m->unet, ctx));
+    } else {
+        sl_sites_init(&tr->sites);
+        SL_TRY(sl_sites_add_unet(&tr->sites, &m->unet, ctx));
+        SlAdapterOpts ao = sl_adapter_opts_default();
+        ao.targets = c->targets;
+        ao.rank = c->rank;
+        ao.conv_rank = c->conv_rank;
+        ao.alpha = c->alpha;
+        ao.rslora = c->rslora;
+        ao.dora = c->dora;
+        ao.init = c->gaussian_init ? SL_LORA_INIT_GAUSSIAN : SL_LORA_INIT_KAIMING;
+        ao.seed = c->seed ^ ((uint64_t)STREAM_ADAPTER << 56);
+        SL_TRY(sl_adapter_create(&tr->adapter, &tr->sites, &ao, ctx));
+        SL_TRY(sl_adapter_enable_grads(&tr->adapter, ctx));
+        SlAdapter *ads[1] = {&tr->adapter};
+        float w1[1] = {1.0f};
+        SL_TRY(sl_adapter_set_apply(&tr->set, &tr->sites, ads, w1, 1, c->dropout, c->seed ^ ((uint64_t)STREAM_DROPOUT << 56), ctx));
+        tr->set.training = 1;
+    }
+    SL_TRY(collect_params(tr, ctx));
+    SL_TRY(sl_adamw_init(&tr->opt, tr->params, tr->n_params, &c->adam, ctx));
+    if (c->resume) {
+        SL_TRY(read_state(tr, ctx));
+        sl_log(ctx, SL_LOG_INFO, "resuming at step %lld of %lld", (long long)tr->step, (long long)c->steps);
+    }
+    /* step buffers */
+    const size_t B = (size_t)c->batch, nl = (size_t)(tr->C * tr->h * tr->w), nt = (size_t)(tr->T * tr->D);
+    tr->x0 = sl_alloc(B * nl * sizeof(float));
+    tr->eps = sl_alloc(B * nl * sizeof(float));
+    tr->xt = sl_alloc(B * nl * sizeof(float));
+    tr->target = sl_alloc(B * nl * sizeof(float));
+    tr->pred = sl_alloc(B * nl * sizeof(float));
+    tr->dout = sl_alloc(B * nl * sizeof(float));
+    tr->ehs = sl_alloc(B * nt * sizeof(float));
+    tr->tt = sl_alloc(B * sizeof(float));
+    tr->snr_w = sl_alloc(B * sizeof(float));
+    tr->tint = malloc(B * sizeof(int64_t));
+    tr->perm = malloc((size_t)tr->n_samples * sizeof(int64_t));
+    tr->perm_epoch = -1;
+    if (!tr->x0 || !tr->eps || !tr->xt || !tr->target || !tr->pred || !tr->dout || !tr->ehs || !tr->tt || !tr->snr_w ||
+        !tr->tint || !tr->perm)
+        return sl_fail(ctx, SL_ERR_NOMEM, "out of memory for the training buffers");
+    for (int i = 0; i < tr->n_params; i++) tr->n_fused += (size_t)tr->params[i].n;
+    return SL_OK;
+}
+
+void sl_trainer_free(SlTrainer *tr) {
+    if (!tr->cfg.full && tr->set.n_ad) sl_adapter_set_remove(&tr->set);
+    sl_adapter_free(&tr->adapter);
+    sl_sites_free(&tr->sites);
+    sl_adamw_free(&tr->opt);
+    free(tr->params);
+    sl_dataset_free(&tr->data);
+    sl_model_free(&tr->model);
+    free(tr->valid);
+    sl_free(tr->lat_mean);
+    sl_free(tr->lat_std);
+    sl_free(tr->text);
+    sl_free(tr->x0); sl_free(tr->eps); sl_free(tr->xt); sl_free(tr->target); sl_free(tr->pred); sl_free(tr->dout);
+    sl_free(tr->ehs); sl_free(tr->tt); sl_free(tr->snr_w); sl_free(tr->fused);
+    free(tr->tint);
+    free(tr->perm);
+    memset(tr, 0, sizeof *tr);
+}
+
+/* ---- one step ---- */
+
+/* The epoch order: a seeded Fisher-Yates shuffle of the samples (repeats included). */
+static void epoch_perm(SlTrainer *tr, int64_t epoch) {
+    if (tr->perm_epoch == epoch) return;
+    int64_t k = 0;
+    for (int i = 0; i < tr->n_valid; i++)
+        for (int r = 0; r < tr->data.items[tr->valid[i]].repeats; r++) tr->perm[k++] = i;
+    SlRng rng = {tr->cfg.seed, STREAM_PERM + ((uint64_t)epoch << 8), 0};
+    for (int64_t i = tr->n_samples - 1; i > 0; i--) {
+        int64_t j = (int64_t)sl_rng_uniform_int(&rng, (uint32_t)(i + 1));
+        int64_t t = tr->perm[i];
+        tr->perm[i] = tr->perm[j];
+        tr->perm[j] = t;
+    }
+    tr->perm_epoch = epoch;
+}
+
+/* Fills x0, eps, xt, target, ehs, t for micro-batch `micro` of the current step. */
+static SlStatus make_batch(SlTrainer *tr, int64_t micro, SlCtx *ctx) {
+    const SlTrainConfig *c = &tr->cfg;
+    const int64_t B = c->batch, nl = tr->C * tr->h * tr->w, nt = tr->T * tr->D, hw = tr->h * tr->w;
+    const int nf = c->flip ? 2 : 1;
+    const SlSchedule *sched = &tr->model.sched;
+    const float sf = (float)tr->model.vae_cfg.scaling_factor, shift = (float)tr->model.vae_cfg.shift_factor;
+    for (int64_t b = 0; b < B; b++) {
+        const uint64_t g = (uint64_t)((tr->step * c->grad_accum + micro) * B + b); /* global sample index */
+        epoch_perm(tr, (int64_t)(g / (uint64_t)tr->n_samples));
+        const int item = (int)tr->perm[g % (uint64_t)tr->n_samples];
+        uint32_t u[2];
+        sl_rng_u32(u, 2, c->seed, STREAM_FLIP, 2 * g);
+        const int flip = c->flip ? (int)(u[0] & 1) : 0;
+        const float *mean = tr->lat_mean + ((size_t)item * nf + flip) * nl, *std = tr->lat_std + ((size_t)item * nf + flip) * nl;
+        float *x0 = tr->x0 + b * nl, *eps = tr->eps + b * nl;
+        sl_rng_normal(x0, nl, c->seed, STREAM_LATENT, g * (uint64_t)nl);
+        for (int64_t i = 0; i < nl; i++) x0[i] = (mean[i] + std[i] * x0[i] - shift) * sf;
+        sl_rng_normal(eps, nl, c->seed, STREAM_NOISE, g * (uint64_t)nl);
+        if (c->noise_offset > 0) { /* per-channel offset (Crosslabs' noise offset) */
+            float off[64];
+            int64_t C = tr->C < 64 ? tr->C : 64;
+            sl_rng_normal(off, C, c->seed, STREAM_OFFSET, g * 64);
+            for (int64_t ch = 0; ch < C; ch++)
+                for (int64_t i = 0; i < hw; i++) eps[ch * hw + i] += c->noise_offset * off[ch];
+        }
+        uint32_t tu;
+        sl_rng_u32(&tu, 1, c->seed, STREAM_T, g);
+        tr->tint[b] = (int64_t)(((uint64_t)tu * (uint64_t)sched->T) >> 32);
+        tr->tt[b] = (float)tr->tint[b];
+        float cd;
+        sl_rng_uniform(&cd, 1, c->seed, STREAM_CAPDROP, g);
+        const int empty = c->caption_dropout > 0 && cd < c->caption_dropout;
+        memcpy(tr->ehs + b * nt, tr->text + (size_t)(empty ? tr->n_valid : item) * nt, (size_t)nt * sizeof(float));
+        tr->snr_w[b] = c->min_snr_gamma > 0 ? sl_schedule_min_snr_weight(sched, tr->tint[b], c->min_snr_gamma, sched->cfg.prediction_type) : 1.0f;
+    }
+    SL_TRY(sl_schedule_add_noise(tr->xt, tr->x0, tr->eps, tr->tint, (int)B, (size_t)nl, sched, ctx));
+    return sl_schedule_target(tr->target, tr->x0, tr->eps, tr->tint, (int)B, (size_t)nl, sched->cfg.prediction_type, sched, ctx);
+}
+
+SlStatus sl_trainer_step(SlTrainer *tr, SlCtx *ctx) {
+    const SlTrainConfig *c = &tr->cfg;
+    SlUNet *u = &tr->model.unet;
+    const int64_t B = c->batch, nl = tr->C * tr->h * tr->w;
+    if (u->B != B) SL_TRY(sl_unet_plan(u, B, tr->h, tr->w, tr->T, ctx));
+    zero_grads(tr);
+    double loss = 0;
+    if (!c->full) tr->set.step = (uint64_t)tr->step;
+    for (int64_t micro = 0; micro < c->grad_accum; micro++) {
+        if (!c->full) tr->set.step = (uint64_t)(tr->step * c->grad_accum + micro);
+        SL_TRY(make_batch(tr, micro, ctx));
+        sl_unet_forward(u, tr->pred, tr->xt, tr->tt, tr->ehs);
+        /* loss = mean_b(w_b * mean_i (pred - target)^2) / accum; dL/dpred accordingly */
+        const double norm = 1.0 / ((double)B * nl * c->grad_accum);
+        for (int64_t b = 0; b < B; b++) {
+            double sb = 0;
+            const float *p = tr->pred + b * nl, *t = tr->target + b * nl;
+            float *d = tr->dout + b * nl;
+            for (int64_t i = 0; i < nl; i++) {
+                float e = p[i] - t[i];
+                sb += (double)e * e;
+                d[i] = (float)(2.0 * tr->snr_w[b] * e * norm);
+            }
+            loss += tr->snr_w[b] * sb * norm;
+        }
+        if (!isfinite(loss))
+            return sl_fail(ctx, SL_ERR_NUMERIC, "step %lld: the loss is not finite (the U-Net output went bad); "
+                                                "the last checkpoint is kept", (long long)tr->step + 1);
+        sl_unet_backward(u, NULL, tr->dout);
+    }
+    if (tr->reduce_grads) { /* data-parallel slot: one fused buffer */
+        if (!tr->fused && !(tr->fused = sl_alloc(tr->n_fused * sizeof(float))))
+            return sl_fail(ctx, SL_ERR_NOMEM, "out of memory for the gradient buffer");
+        size_t o = 0;
+        for (int i = 0; i < tr->n_params; i++) {
+            memcpy(tr->fused + o, tr->params[i].g, (size_t)tr->params[i].n * sizeof(float));
+            o += (size_t)tr->params[i].n;
+        }
+        tr->reduce_grads(tr->reduce_user, tr->fused, tr->n_fused);
+        o = 0;
+        for (int i = 0; i < tr->n_params; i++) {
+            memcpy(tr->params[i].g, tr->fused + o, (size_t)tr->params[i].n * sizeof(float));
+            o += (size_t)tr->params[i].n;
+        }
+    }
+    int bad = sl_grad_first_nonfinite(tr->params, tr->n_params);
+    if (bad >= 0)
+        return sl_fail(ctx, SL_ERR_NUMERIC, "step %lld: gradient of '%s' is not finite; the last checkpoint is kept",
+                       (long long)tr->step + 1, tr->params[bad].name);
+    tr->grad_norm = (float)(c->grad_clip > 0 ? sl_grad_clip(tr->params, tr->n_params, c->grad_clip)
+                                             : sl_grad_global_norm(tr->params, tr->n_params));
+    tr->lr = sl_lr_at(c->lr_schedule, c->lr, tr->step, c->warmup, c->steps);
+    sl_adamw_step(&tr->opt, tr->lr);
+    tr->loss = (float)loss;
+    tr->step++;
+    return SL_OK;
+}
+
+SlStatus sl_trainer_eval_loss(SlTrainer *tr, int n, uint64_t seed, double *loss, SlCtx *ctx) {
+    SlTrainConfig *c = &tr->cfg;
+    SlUNet *u = &tr->model.unet;
+    const int64_t B = c->batch, nl = tr->C * tr->h * tr->w;
+    if (u->B != B) SL_TRY(sl_unet_plan(u, B, tr->h, tr->w, tr->T, ctx));
+    const int64_t step = tr->step, perm_epoch = tr->perm_epoch;
+    const uint64_t run_seed = c->seed;
+    const float capdrop = c->caption_dropout;
+    const int training = tr->set.training;
+    c->seed = seed;
+    c->caption_dropout = 0;
+    tr->set.training = 0;
+    tr->perm_epoch = -1;
+    double total = 0;
+    SlStatus st = SL_OK;
+    for (int k = 0; k < n && !st; k++) {
+        tr->step = k;
+        st = make_batch(tr, 0, ctx);
+        if (st) break;
+        sl_unet_forward(u, tr->pred, tr->xt, tr->tt, tr->ehs);
+        for (int64_t i = 0; i < B * nl; i++) {
+            double e = (double)tr->pred[i] - tr->target[i];
+            total += e * e;
+        }
+    }
+    c->seed = run_seed;
+    c->caption_dropout = capdrop;
+    tr->set.training = training;
+    tr->step = step;
+    tr->perm_epoch = -1;
+    (void)perm_epoch;
+    *loss = total / ((double)n * B * nl);
+    return st;
+}
+
+void sl_trainer_memory(const SlTrainer *tr, size_t *params, size_t *grads, size_t *optim) {
+    size_t n = 0;
+    for (int i = 0; i < tr->n_params; i++) n += (size_t)tr->params[i].n;
+    *params = n * sizeof(float);
+    *grads = n * sizeof(float);
+    *optim = sl_adamw_state_bytes(&tr->opt);
+}
+
+/* ---- samples during training ---- */
+
+SlStatus sl_trainer_sample(SlTrainer *tr, const char *dir, SlCtx *ctx) {
+    const SlTrainConfig *c = &tr->cfg;
+    if (!c->n_sample_prompts) return SL_OK;
+    SlModel *m = &tr->model;
+    const size_t nl = (size_t)(tr->C * tr->h * tr->w), nt = (size_t)(tr->T * tr->D);
+    const int f = sl_vae_downscale(&m->vae_cfg);
+    float *lat = sl_alloc(nl * sizeof(float)), *cond = sl_alloc(nt * sizeof(float)), *unc = sl_alloc(nt * sizeof(float));
+    float *img = sl_alloc((size_t)3 * tr->R * tr->R * sizeof(float));
+    SlStatus st = (!lat || !cond || !unc || !img) ? sl_fail(ctx, SL_ERR_NOMEM, "out of memory") : SL_OK;
+    const char *empty[1] = {""};
+    if (!st) st = sl_model_encode_prompts(m, empty, 1, c->clip_skip, unc, NULL, ctx);
+    int was_training = tr->set.training;
+    tr->set.training = 0;
+    for (int i = 0; i < c->n_sample_prompts && !st; i++) {
+        const char *pp[1] = {c->sample_prompts[i]};
+        st = sl_model_encode_prompts(m, pp, 1, c->clip_skip, cond, NULL, ctx);
+        sl_rng_normal(lat, (int64_t)nl, c->seed, STREAM_SAMPLE, (uint64_t)i * nl);
+        SlDenoiseOpts o = {.steps = c->sample_steps, .guidance = c->sample_cfg, .seed = c->seed + (uint64_t)i};
+        o.sampler.kind = SL_SAMPLER_EULER_A;
+        o.sampler.karras = -1;
+        if (!st) st = sl_denoise(&m->unet, &m->sched, lat, cond, unc, 1, tr->h, tr->w, tr->T, &o, ctx);
+        for (size_t k = 0; !st && k < nl; k++) lat[k] = (float)(lat[k] / m->vae_cfg.scaling_factor + m->vae_cfg.shift_factor);
+        if (!st) st = sl_vae_decode(m->vae, lat, 1, tr->h, tr->w, img, ctx);
+        SlImage out = {0};
+        if (!st) st = sl_image_from_chw(&out, img, 3, (int)(tr->h * f), (int)(tr->w * f), ctx);
+        if (!st) {
+            char path[4096];
+            snprintf(path, sizeof path, "%s/sample-step%06lld-%d.png", dir, (long long)tr->step, i);
+            SlImageText text[1] = {{(char *)"parameters", (char *)c->sample_prompts[i]}};
+            st = sl_image_write_png(&out, path, text, 1, ctx);
+        }
+        sl_image_free(&out);
+    }
+    tr->set.training = was_training;
+    sl_free(lat); sl_free(cond); sl_free(unc); sl_free(img);
+    /* sampling re-planned the U-Net: plan it back for training */
+    if (!st) st = sl_unet_plan(&m->unet, c->batch > 2 ? c->batch : 2, tr->h, tr->w, tr->T, ctx);
+    return st;
+}

@@ -1,0 +1,283 @@
+/* cmd_train.c - `stylora train`: a style adapter from a folder of images.
+ *
+ * Options come from the command line and, with --config FILE.json, from a
+ * JSON object whose keys are the option names without "--" (command-line
+ * options win). Every setting is echoed into the adapter's metadata. The run
+ * shows a progress bar (step, smoothed loss, it/s, ETA), writes a CSV log
+ * (step, loss, lr, grad norm) and a loss-curve PNG beside the adapter, saves
+ * checkpoints every --save-every steps (adapter + <out>.state, atomically), and
+ * on Ctrl-C saves a checkpoint and exits; --resume continues bit-exactly.
+ */
+#include <errno.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "cli.h"
+#include "core/config.h"
+#include "core/progress.h"
+#include "pipeline/plot.h"
+#include "pipeline/train.h"
+
+static volatile sig_atomic_t g_stop = 0;
+static void on_sigint(int sig) {
+    (void)sig;
+    g_stop = 1;
+}
+
+#define N_OPTS 48
+typedef struct TrainArgs {
+    const char *v[N_OPTS];
+    const char *sample_prompt[SL_TRAIN_MAX_SAMPLE_PROMPTS];
+} TrainArgs;
+
+enum {
+    A_MODEL, A_MCONFIG, A_DATA, A_OUT, A_STEPS, A_BATCH, A_ACCUM, A_RES, A_RANK, A_CONV_RANK, A_ALPHA, A_TARGETS,
+    A_DORA, A_RSLORA, A_INIT, A_DROPOUT, A_FULL, A_LR, A_SCHED, A_WARMUP, A_B1, A_B2, A_EPS, A_WD, A_CLIP, A_SNR,
+    A_NOISE_OFF, A_CAP_DROP, A_CLIP_SKIP, A_TRIGGER, A_CAPTION, A_FLIP, A_BAD, A_SEED, A_THREADS, A_SAVE_EVERY,
+    A_RESUME, A_FORMAT, A_SAVE_DTYPE, A_CACHE, A_SAMPLE_EVERY, A_SAMPLE_STEPS, A_SAMPLE_CFG, A_CONFIG, A_QUIET,
+    A_LOG, A_NAME, A_COUNT
+};
+
+static const char *json_key(const char *opt) { return opt + 2; } /* "--rank" -> "rank" */
+
+int cmd_train(int argc, char **argv) {
+    TrainArgs a;
+    memset(&a, 0, sizeof a);
+    const CliOpt opts[] = {
+        {"--model", "DIR", "base model: diffusers folder or single-file .safetensors (required)", &a.v[A_MODEL], 0},
+        {"--model-config", "DIR", "configs + tokenizer folder for a single-file checkpoint", &a.v[A_MCONFIG], 0},
+        {"--data", "FOLDER", "training images (+ NAME.txt captions; N_name folders repeat N times) (required)", &a.v[A_DATA], 0},
+        {"--out", "FILE", "adapter to write (.safetensors) (required)", &a.v[A_OUT], 0},
+        {"--steps", "N", "optimizer steps (default 1000)", &a.v[A_STEPS], 0},
+        {"--batch", "N", "images per step (default 1)", &a.v[A_BATCH], 0},
+        {"--grad-accum", "N", "micro-batches per step (default 1)", &a.v[A_ACCUM], 0},
+        {"--resolution", "N", "training image size (default: the VAE's sample size)", &a.v[A_RES], 0},
+        {"--rank", "R", "LoRA rank (default 8)", &a.v[A_RANK], 0},
+        {"--conv-rank", "R", "rank of LoCon conv adapters (default: --rank)", &a.v[A_CONV_RANK], 0},
+        {"--alpha", "A", "LoRA alpha; scale = alpha/rank (default: = rank)", &a.v[A_ALPHA], 0},
+        {"--targets", "LIST", "modules: attn (default), proj, ff, resnet, or patterns (see README)", &a.v[A_TARGETS], 0},
+        {"--dora", NULL, "train DoRA (magnitude + direction)", &a.v[A_DORA], 0},
+        {"--rslora", NULL, "scale alpha/sqrt(rank)", &a.v[A_RSLORA], 0},
+        {"--init", "KIND", "kaiming (default) | gaussian", &a.v[A_INIT], 0},
+        {"--dropout", "P", "dropout on the adapter input (default 0)", &a.v[A_DROPOUT], 0},
+        {"--full", NULL, "train every U-Net weight instead (the full fine-tuning baseline)", &a.v[A_FULL], 0},
+        {"--lr", "X", "learning rate (default 1e-3)", &a.v[A_LR], 0},
+        {"--lr-scheduler", "NAME", "constant (default) | constant_with_warmup | linear | cosine", &a.v[A_SCHED], 0},
+        {"--warmup", "N", "warmup steps (default 0)", &a.v[A_WARMUP], 0},
+        {"--adam-beta1", "B", "default 0.9", &a.v[A_B1], 0},
+        {"--adam-beta2", "B", "default 0.999", &a.v[A_B2], 0},
+        {"--adam-eps", "E", "default 1e-8", &a.v[A_EPS], 0},
+        {"--weight-decay", "W", "default 0.01", &a.v[A_WD], 0},
+        {"--grad-clip", "N", "clip the global gradient norm (default 1; 0 = off)", &a.v[A_CLIP], 0},
+        {"--min-snr-gamma", "G", "min-SNR-gamma loss weighting (default off; 5 is common)", &a.v[A_SNR], 0},
+        {"--noise-offset", "X", "noise offset (default 0)", &a.v[A_NOISE_OFF], 0},
+        {"--caption-dropout", "P", "train on the empty caption with probability P (default 0)", &a.v[A_CAP_DROP], 0},
+        {"--clip-skip", "K", "text-encoder layer, A1111 convention (default 1)", &a.v[A_CLIP_SKIP], 0},
+        {"--trigger", "WORD", "trigger word put first in every caption", &a.v[A_TRIGGER], 0},
+        {"--caption", "TEXT", "caption for images without a caption file", &a.v[A_CAPTION], 0},
+        {"--flip", NULL, "random horizontal flips", &a.v[A_FLIP], 0},
+        {"--stop-on-bad-image", NULL, "stop instead of skipping unreadable images", &a.v[A_BAD], 0},
+        {"--seed", "N", "seed (default 42)", &a.v[A_SEED], 0},
+        {"--threads", "N", "threads (default: all cores)", &a.v[A_THREADS], 0},
+        {"--save-every", "N", "checkpoint every N steps (default: only at the end)", &a.v[A_SAVE_EVERY], 0},
+        {"--resume", NULL, "continue from <out>.state", &a.v[A_RESUME], 0},
+        {"--format", "NAME", "kohya (default) | peft", &a.v[A_FORMAT], 0},
+        {"--save-dtype", "T", "fp32 (default) | fp16 | bf16", &a.v[A_SAVE_DTYPE], 0},
+        {"--cache-dir", "DIR", "keep latent/text caches on disk here", &a.v[A_CACHE], 0},
+        {"--sample-every", "N", "write sample images every N steps", &a.v[A_SAMPLE_EVERY], 0},
+        {"--sample-prompt", "TEXT", "prompt for the sample images", a.sample_prompt, SL_TRAIN_MAX_SAMPLE_PROMPTS},
+        {"--sample-steps", "N", "sampling steps for samples (default 20)", &a.v[A_SAMPLE_STEPS], 0},
+        {"--sample-cfg", "S", "guidance for samples (default 5)", &a.v[A_SAMPLE_CFG], 0},
+        {"--config", "FILE.json", "read options from a JSON object", &a.v[A_CONFIG], 0},
+        {"--log", "FILE.csv", "CSV log (default: <out>.csv)", &a.v[A_LOG], 0},
+        {"--base-name", "NAME", "base model name written into the metadata", &a.v[A_NAME], 0},
+        {"--quiet", NULL, "no progress bar", &a.v[A_QUIET], 0},
+        {0},
+    };
+    const char *syn = "--model DIR --data FOLDER --out ADAPTER.safetensors [options]";
+    const char *pos[1];
+    int npos;
+    cli_parse("train", syn, opts, argc, argv, pos, 0, &npos);
+    SlCtx ctx;
+    cli_ctx_init(&ctx, a.v[A_QUIET] != NULL);
+    /* JSON config: fills what the command line left empty */
+    SlConfig jc = {0};
+    if (a.v[A_CONFIG]) {
+        if (sl_config_load(&jc, a.v[A_CONFIG], &ctx) != SL_OK) return cli_fail("train", &ctx);
+        const cJSON *it;
+        cJSON_ArrayForEach(it, jc.root) {
+            int found = 0;
+            for (int i = 0; opts[i].name; i++) {
+                const char *k = json_key(opts[i].name);
+                char norm[64];
+                snprintf(norm, sizeof norm, "%s", it->string);
+                for (char *p = norm; *p; p++) if (*p == '_') *p = '-';
+                if (strcmp(k, norm) != 0) continue;
+                found = 1;
+                if (opts[i].repeat) {
+                    if (!cJSON_IsArray(it)) { fprintf(stderr, "stylora train: error: %s: '%s' must be a list of strings\n", a.v[A_CONFIG], it->string); return 1; }
+                    int n = 0;
+                    const cJSON *s;
+                    cJSON_ArrayForEach(s, it) if (cJSON_IsString(s) && n < opts[i].repeat && !opts[i].value[n]) opts[i].value[n++] = s->valuestring;
+                } else if (!*opts[i].value) {
+                    if (cJSON_IsString(it)) *opts[i].value = it->valuestring;
+                    else if (cJSON_IsBool(it)) { if (cJSON_IsTrue(it)) *opts[i].value = "1"; }
+                    else if (cJSON_IsNumber(it)) {
+                        static char nums[N_OPTS][32];
+                        snprintf(nums[i % N_OPTS], 32, "%.17g", it->valuedouble);
+                        *opts[i].value = nums[i % N_OPTS];
+                    } else { fprintf(stderr, "stylora train: error: %s: '%s' has the wrong type\n", a.v[A_CONFIG], it->string); return 1; }
+                }
+            }
+            if (!found) { fprintf(stderr, "stylora train: error: %s: unknown option '%s'\n", a.v[A_CONFIG], it->string); return 1; }
+        }
+    }
+    if (!a.v[A_MODEL] || !a.v[A_DATA] || !a.v[A_OUT]) {
+        fprintf(stderr, "stylora train: error: --model, --data and --out are required\n");
+        cli_usage(stderr, "train", syn, opts);
+        return 2;
+    }
+    SlTrainConfig c;
+    sl_train_config_default(&c);
+    c.model = a.v[A_MODEL];
+    c.config_dir = a.v[A_MCONFIG];
+    c.data = a.v[A_DATA];
+    c.out = a.v[A_OUT];
+    c.cache_dir = a.v[A_CACHE];
+#define INT(idx, field, lo, hi) if (a.v[idx]) c.field = cli_int("train", opts[idx].name, a.v[idx], lo, hi)
+#define NUM(idx, field) if (a.v[idx]) c.field = (float)cli_num("train", opts[idx].name, a.v[idx])
+    INT(A_STEPS, steps, 1, 100000000);
+    INT(A_BATCH, batch, 1, 4096);
+    INT(A_ACCUM, grad_accum, 1, 4096);
+    INT(A_RES, resolution, 8, 8192);
+    INT(A_RANK, rank, 1, 4096);
+    INT(A_CONV_RANK, conv_rank, 1, 4096);
+    NUM(A_ALPHA, alpha);
+    else c.alpha = 0; /* = rank */
+    NUM(A_DROPOUT, dropout);
+    NUM(A_LR, lr);
+    INT(A_WARMUP, warmup, 0, 100000000);
+    NUM(A_B1, adam.beta1);
+    NUM(A_B2, adam.beta2);
+    NUM(A_EPS, adam.eps);
+    NUM(A_WD, adam.weight_decay);
+    NUM(A_CLIP, grad_clip);
+    NUM(A_SNR, min_snr_gamma);
+    NUM(A_NOISE_OFF, noise_offset);
+    NUM(A_CAP_DROP, caption_dropout);
+    INT(A_CLIP_SKIP, clip_skip, 1, 64);
+    INT(A_SEED, seed, 0, (1LL << 62));
+    INT(A_SAVE_EVERY, save_every, 0, 100000000);
+    INT(A_SAMPLE_EVERY, sample_every, 0, 100000000);
+    INT(A_SAMPLE_STEPS, sample_steps, 1, 1000);
+    NUM(A_SAMPLE_CFG, sample_cfg);
+#undef INT
+#undef NUM
+    c.targets = a.v[A_TARGETS];
+    c.dora = a.v[A_DORA] != NULL;
+    c.rslora = a.v[A_RSLORA] != NULL;
+    c.full = a.v[A_FULL] != NULL;
+    c.flip = a.v[A_FLIP] != NULL;
+    c.stop_on_bad_image = a.v[A_BAD] != NULL;
+    c.resume = a.v[A_RESUME] != NULL;
+    c.trigger = a.v[A_TRIGGER];
+    c.caption = a.v[A_CAPTION];
+    c.base_model_name = a.v[A_NAME];
+    if (a.v[A_INIT]) {
+        if (strcmp(a.v[A_INIT], "gaussian") == 0) c.gaussian_init = 1;
+        else if (strcmp(a.v[A_INIT], "kaiming") != 0) { fprintf(stderr, "stylora train: error: --init is kaiming or gaussian\n"); return 2; }
+    }
+    if (a.v[A_SCHED] && !sl_lr_schedule_from_name(a.v[A_SCHED], &c.lr_schedule)) {
+        fprintf(stderr, "stylora train: error: unknown --lr-scheduler '%s'\n", a.v[A_SCHED]);
+        return 2;
+    }
+    if (a.v[A_FORMAT]) {
+        if (strcmp(a.v[A_FORMAT], "peft") == 0) c.format = SL_ADAPTER_FMT_PEFT;
+        else if (strcmp(a.v[A_FORMAT], "kohya") != 0) { fprintf(stderr, "stylora train: error: --format is kohya or peft\n"); return 2; }
+    }
+    if (a.v[A_SAVE_DTYPE]) {
+        if (strcmp(a.v[A_SAVE_DTYPE], "fp16") == 0) c.save_dtype = SL_F16;
+        else if (strcmp(a.v[A_SAVE_DTYPE], "bf16") == 0) c.save_dtype = SL_BF16;
+        else if (strcmp(a.v[A_SAVE_DTYPE], "fp32") != 0) { fprintf(stderr, "stylora train: error: --save-dtype is fp32, fp16 or bf16\n"); return 2; }
+    }
+    for (int i = 0; i < SL_TRAIN_MAX_SAMPLE_PROMPTS && a.sample_prompt[i]; i++) c.sample_prompts[c.n_sample_prompts++] = a.sample_prompt[i];
+    if (a.v[A_THREADS]) cli_threads(cli_int("train", "--threads", a.v[A_THREADS], 1, 1024));
+    c.progress = a.v[A_QUIET] ? NULL : stderr;
+
+    SlTrainer tr;
+    if (sl_trainer_init(&tr, &c, &ctx) != SL_OK) {
+        int rc = cli_fail("train", &ctx);
+        sl_trainer_free(&tr);
+        sl_config_free(&jc);
+        return rc;
+    }
+    size_t pb, gb, ob;
+    sl_trainer_memory(&tr, &pb, &gb, &ob);
+    sl_log(&ctx, SL_LOG_INFO, "training %s: %d tensors, %.2f MB trainable, %.2f MB optimizer state; %lld steps of batch %lld at %lldx%lld",
+           c.full ? "every U-Net weight" : "a LoRA adapter", tr.n_params, pb / 1e6, ob / 1e6, (long long)c.steps,
+           (long long)c.batch, (long long)tr.R, (long long)tr.R);
+    char log_path[4096], curve_path[4096], out_dir[4096];
+    snprintf(log_path, sizeof log_path, "%s", a.v[A_LOG] ? a.v[A_LOG] : "");
+    if (!a.v[A_LOG]) snprintf(log_path, sizeof log_path, "%s.csv", c.out);
+    snprintf(curve_path, sizeof curve_path, "%s.loss.png", c.out);
+    snprintf(out_dir, sizeof out_dir, "%s", c.out);
+    char *slash = strrchr(out_dir, '/');
+    if (slash) *slash = '\0';
+    else snprintf(out_dir, sizeof out_dir, ".");
+    FILE *csv = fopen(log_path, c.resume ? "a" : "w");
+    if (!csv) {
+        fprintf(stderr, "stylora train: error: %s: cannot write the log: %s\n", log_path, strerror(errno));
+        sl_trainer_free(&tr);
+        return 1;
+    }
+    if (!c.resume) fprintf(csv, "step,loss,lr,grad_norm\n");
+    float *losses = malloc((size_t)c.steps * sizeof(float));
+    int64_t n_losses = 0;
+    signal(SIGINT, on_sigint);
+    signal(SIGTERM, on_sigint);
+    SlProgress bar;
+    sl_progress_begin(&bar, "train", c.steps, stderr, a.v[A_QUIET] != NULL);
+    double ema = 0;
+    SlStatus st = SL_OK;
+    int64_t first = tr.step;
+    while (tr.step < c.steps && !st) {
+        st = sl_trainer_step(&tr, &ctx);
+        if (st) break;
+        ema = tr.step - 1 == first ? tr.loss : 0.95 * ema + 0.05 * tr.loss;
+        if (losses) losses[n_losses++] = tr.loss;
+        fprintf(csv, "%lld,%.6g,%.6g,%.6g\n", (long long)tr.step, tr.loss, tr.lr, tr.grad_norm);
+        char extra[96];
+        snprintf(extra, sizeof extra, "loss %.4f lr %.2e", ema, tr.lr);
+        sl_progress_update(&bar, tr.step, extra);
+        int save = (c.save_every && tr.step % c.save_every == 0) || g_stop;
+        if (save && tr.step < c.steps) {
+            fflush(csv);
+            st = sl_trainer_save(&tr, &ctx);
+        }
+        if (!st && c.sample_every && tr.step % c.sample_every == 0) st = sl_trainer_sample(&tr, out_dir, &ctx);
+        if (g_stop && !st) {
+            sl_progress_end(&bar);
+            fprintf(stderr, "stylora train: interrupted at step %lld; checkpoint saved (%s), continue with --resume\n",
+                    (long long)tr.step, c.out);
+            fclose(csv);
+            free(losses);
+            sl_trainer_free(&tr);
+            sl_config_free(&jc);
+            return 130;
+        }
+    }
+    sl_progress_end(&bar);
+    if (!st) st = sl_trainer_save(&tr, &ctx);
+    fclose(csv);
+    if (!st && losses && n_losses > 1) st = sl_plot_curve_png(curve_path, losses, (int)n_losses, 0.95f, 640, 320, &ctx);
+    free(losses);
+    int rc = 0;
+    if (st) rc = cli_fail("train", &ctx);
+    else if (!a.v[A_QUIET])
+        printf("%s\n", c.out);
+    sl_trainer_free(&tr);
+    sl_config_free(&jc);
+    return rc;
+}

@@ -1,0 +1,328 @@
+/* sample_jobs.c - options, prompts files and <lora:...> tags of `stylora sample`.
+ *
+ * Prompts file: one job a line; blank lines and lines starting with '#' are
+ * skipped. A line is either a plain prompt, or options in the form of A1111's
+ * "prompts from file" script, quoted like a shell command line:
+ *   --prompt "a red circle <lora:outline:0.8>" --negative_prompt "blurry"
+ *   --seed 7 --steps 20 --cfg_scale 7 --width 64 --height 64
+ *   --sampler_name euler_a --batch_size 2
+ * Anything not given on a line comes from the command line's options.
+ */
+#include "sample_jobs.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+#include "core/config.h"
+#include "core/weights.h"
+
+void sample_args_parse(SampleArgs *a, int argc, char **argv) {
+    memset(a, 0, sizeof *a);
+    const CliOpt opts[] = {
+        {"--model", "DIR", "model: diffusers folder or single-file .safetensors (required)", &a->model, 0},
+        {"--config", "DIR", "configs + tokenizer folder for a single-file checkpoint", &a->config, 0},
+        {"--prompt", "TEXT", "the prompt (may hold <lora:NAME:WEIGHT> tags)", &a->prompt, 0},
+        {"--negative", "TEXT", "negative prompt (default empty)", &a->negative, 0},
+        {"--prompts", "FILE", "one job a line (plain prompt, or A1111-style --prompt/--seed/... options)", &a->prompts_file, 0},
+        {"--lora", "FILE[:WEIGHT]", "apply an adapter with a weight (default 1)", a->lora, SAMPLE_MAX_LORA},
+        {"--lora-dir", "DIR", "where <lora:NAME:W> tags find NAME.safetensors (default: the prompts file's folder, or .)", &a->lora_dir, 0},
+        {"--lora-alpha", "A", "alpha for adapter files that store none (PEFT files)", &a->lora_alpha, 0},
+        {"--merge", NULL, "merge adapters into the weights (as fast as the base) instead of the runtime path", &a->merge, 0},
+        {"--sampler", "NAME", "ddim | euler | euler_a | dpmpp_2m (default euler_a)", &a->sampler, 0},
+        {"--schedule", "NAME", "default | karras (default: default)", &a->schedule, 0},
+        {"--steps", "N", "sampling steps (default 20)", &a->steps, 0},
+        {"--cfg", "S", "classifier-free guidance scale (default 7; 1 disables)", &a->cfg, 0},
+        {"--eta", "E", "DDIM eta (default 0)", &a->eta, 0},
+        {"--seed", "N", "seed of the first image (default 42); image i uses seed+i", &a->seed, 0},
+        {"--width", "W", "image width (default: the VAE's sample size)", &a->width, 0},
+        {"--height", "H", "image height (default: the VAE's sample size)", &a->height, 0},
+        {"--batch", "N", "images per prompt (default 1)", &a->batch, 0},
+        {"--clip-skip", "K", "1 = last text-encoder layer (default), 2 = penultimate, ... (A1111's convention)", &a->clip_skip, 0},
+        {"--out", "DIR", "output folder (default out)", &a->out, 0},
+        {"--preview", "N", "write an intermediate decode every N steps", &a->preview, 0},
+        {"--grid", NULL, "also write grid.png of all images", &a->grid, 0},
+        {"--vae-tile", "N", "decode in tiles of N latent pixels (bounds memory at large sizes)", &a->vae_tile, 0},
+        {"--threads", "N", "threads (default: all cores)", &a->threads, 0},
+        {"--quiet", NULL, "no progress bars", &a->quiet, 0},
+        {0},
+    };
+    const char *syn = "--model DIR (--prompt TEXT | --prompts FILE) [options]";
+    const char *pos[1];
+    int npos;
+    cli_parse("sample", syn, opts, argc, argv, pos, 0, &npos);
+    if (!a->model || (!a->prompt == !a->prompts_file)) {
+        fprintf(stderr, "stylora sample: error: give --model and exactly one of --prompt and --prompts\n");
+        cli_usage(stderr, "sample", syn, opts);
+        exit(2);
+    }
+    if (!a->out) a->out = "out";
+}
+
+const char *sample_model_name(const char *path) {
+    static char buf[256];
+    const char *s = strrchr(path, '/');
+    size_t len = strlen(path);
+    while (s && s[1] == '\0' && s > path) { /* trailing slash */
+        len = (size_t)(s - path);
+        const char *t = s - 1;
+        while (t > path && *t != '/') t--;
+        s = *t == '/' ? t : NULL;
+        if (!s) break;
+    }
+    const char *start = s ? s + 1 : path;
+    size_t n = len - (size_t)(start - path);
+    if (n >= sizeof buf) n = sizeof buf - 1;
+    memcpy(buf, start, n);
+    buf[n] = '\0';
+    char *dot = strstr(buf, ".safetensors");
+    if (dot) *dot = '\0';
+    return buf;
+}
+
+static SlStatus add_lora(SampleJob *j, const char *path, float weight, SlCtx *ctx) {
+    if (j->n_lora == SAMPLE_MAX_LORA) return sl_fail(ctx, SL_ERR_ARG, "%s: more than %d adapters", j->where, SAMPLE_MAX_LORA);
+    if (!isfinite(weight)) return sl_fail(ctx, SL_ERR_ARG, "%s: adapter weight is not a number", j->where);
+    snprintf(j->lora[j->n_lora].path, sizeof j->lora[0].path, "%s", path);
+    j->lora[j->n_lora].weight = weight;
+    j->n_lora++;
+    return SL_OK;
+}
+
+/* "FILE[:WEIGHT]" (a ':' followed by a number at the end is the weight). */
+static SlStatus parse_lora_arg(SampleJob *j, const char *arg, SlCtx *ctx) {
+    char path[1024];
+    snprintf(path, sizeof path, "%s", arg);
+    float weight = 1.0f;
+    char *colon = strrchr(path, ':');
+    if (colon) {
+        char *end;
+        errno = 0;
+        double v = strtod(colon + 1, &end);
+        if (end != colon + 1 && *end == '\0' && !errno) {
+            weight = (float)v;
+            *colon = '\0';
+        }
+    }
+    return add_lora(j, path, weight, ctx);
+}
+
+SlStatus sample_parse_lora_tags(SampleJob *j, char *prompt, const char *lora_dir, SlCtx *ctx) {
+    char *p;
+    while ((p = strstr(prompt, "<lora:"))) {
+        char *end = strchr(p, '>');
+        if (!end) return sl_fail(ctx, SL_ERR_ARG, "%s: unclosed <lora:...> tag", j->where);
+        *end = '\0';
+        char *name = p + 6, *w = strrchr(name, ':');
+        float weight = 1.0f;
+        if (w) {
+            char *e;
+            weight = strtof(w + 1, &e);
+            if (e == w + 1 || *e) return sl_fail(ctx, SL_ERR_ARG, "%s: bad weight in <lora:%s>", j->where, name);
+            *w = '\0';
+        }
+        if (!*name) return sl_fail(ctx, SL_ERR_ARG, "%s: empty name in a <lora:...> tag", j->where);
+        /* NAME, NAME.safetensors, DIR/NAME, DIR/NAME.safetensors: the first that exists */
+        char path[2048], cand[4][2048];
+        const char *dir = lora_dir ? lora_dir : ".";
+        snprintf(cand[0], sizeof cand[0], "%s", name);
+        snprintf(cand[1], sizeof cand[1], "%s.safetensors", name);
+        snprintf(cand[2], sizeof cand[2], "%s/%s", dir, name);
+        snprintf(cand[3], sizeof cand[3], "%s/%s.safetensors", dir, name);
+        int k = 0;
+        while (k < 4 && !sl_path_is_file(cand[k])) k++;
+        if (k == 4) return sl_fail(ctx, SL_ERR_IO, "%s: <lora:%s>: no adapter file %s (nor %s)", j->where, name, cand[3], cand[1]);
+        snprintf(path, sizeof path, "%s", cand[k]);
+        SL_TRY(add_lora(j, path, weight, ctx));
+        memmove(p, end + 1, strlen(end + 1) + 1);
+    }
+    /* collapse the spaces a removed tag leaves behind */
+    size_t o = 0;
+    for (size_t i = 0; prompt[i]; i++) {
+        if (prompt[i] == ' ' && (o == 0 || prompt[o - 1] == ' ')) continue;
+        prompt[o++] = prompt[i];
+    }
+    while (o && prompt[o - 1] == ' ') o--;
+    prompt[o] = '\0';
+    return SL_OK;
+}
+
+/* Shell-like split of a line into argv (double/single quotes, backslash escapes). */
+static int split_line(char *line, char **argv, int cap) {
+    int n = 0;
+    char *r = line, *w = line;
+    while (*r) {
+        while (*r == ' ' || *r == '\t') r++;
+        if (!*r) break;
+        if (n == cap) return -1;
+        argv[n++] = w;
+        char quote = 0;
+        while (*r && (quote || (*r != ' ' && *r != '\t'))) {
+            if (quote && *r == quote) { quote = 0; r++; continue; }
+            if (!quote && (*r == '"' || *r == '\'')) { quote = *r++; continue; }
+            if (*r == '\\' && r[1] && quote != '\'') r++;
+            *w++ = *r++;
+        }
+        if (quote) return -2;
+        if (*r) r++;
+        *w++ = '\0';
+    }
+    return n;
+}
+
+static SlStatus job_defaults(SampleJob *j, const SampleArgs *a, SlCtx *ctx) {
+    memset(j, 0, sizeof *j);
+    j->steps = a->steps ? (int)cli_int("sample", "--steps", a->steps, 1, 1000) : 20;
+    j->cfg = a->cfg ? (float)cli_num("sample", "--cfg", a->cfg) : 7.0f;
+    j->eta = a->eta ? (float)cli_num("sample", "--eta", a->eta) : 0.0f;
+    j->seed = a->seed ? (uint64_t)cli_int("sample", "--seed", a->seed, 0, (1LL << 62)) : 42;
+    j->width = a->width ? (int)cli_int("sample", "--width", a->width, 8, 8192) : 0;
+    j->height = a->height ? (int)cli_int("sample", "--height", a->height, 8, 8192) : 0;
+    j->batch = a->batch ? (int)cli_int("sample", "--batch", a->batch, 1, 1000) : 1;
+    j->sampler = SL_SAMPLER_EULER_A;
+    if (a->sampler && !sl_sampler_kind_from_name(a->sampler, &j->sampler))
+        return sl_fail(ctx, SL_ERR_ARG, "unknown sampler '%s' (ddim, euler, euler_a, dpmpp_2m)", a->sampler);
+    j->karras = -1;
+    if (a->schedule) {
+        if (strcmp(a->schedule, "karras") == 0) j->karras = 1;
+        else if (strcmp(a->schedule, "default") == 0) j->karras = 0;
+        else return sl_fail(ctx, SL_ERR_ARG, "unknown schedule '%s' (default, karras)", a->schedule);
+    }
+    snprintf(j->negative, sizeof j->negative, "%s", a->negative ? a->negative : "");
+    for (int i = 0; i < SAMPLE_MAX_LORA && a->lora[i]; i++) SL_TRY(parse_lora_arg(j, a->lora[i], ctx));
+    return SL_OK;
+}
+
+/* Applies one prompts-file line's options to j. */
+static SlStatus job_from_line(SampleJob *j, char *line, const char *where, SlCtx *ctx) {
+    char *argv[64];
+    int n = split_line(line, argv, 64);
+    if (n == -2) return sl_fail(ctx, SL_ERR_ARG, "%s: unbalanced quote", where);
+    if (n < 0) return sl_fail(ctx, SL_ERR_ARG, "%s: too many words", where);
+    if (n == 0 || strncmp(argv[0], "--", 2) != 0) { /* a plain prompt: the whole line */
+        return SL_OK;
+    }
+    j->prompt[0] = '\0';
+    for (int i = 0; i < n; i++) {
+        const char *k = argv[i];
+        if (i + 1 >= n) return sl_fail(ctx, SL_ERR_ARG, "%s: option %s has no value", where, k);
+        const char *v = argv[++i];
+        char *end;
+        errno = 0;
+        if (strcmp(k, "--prompt") == 0) snprintf(j->prompt, sizeof j->prompt, "%s", v);
+        else if (strcmp(k, "--negative_prompt") == 0 || strcmp(k, "--negative") == 0) snprintf(j->negative, sizeof j->negative, "%s", v);
+        else if (strcmp(k, "--sampler_name") == 0 || strcmp(k, "--sampler") == 0) {
+            if (!sl_sampler_kind_from_name(v, &j->sampler)) return sl_fail(ctx, SL_ERR_ARG, "%s: unknown sampler '%s'", where, v);
+        } else {
+            long long x = 0;
+            double d = 0;
+            int is_float = strcmp(k, "--cfg_scale") == 0 || strcmp(k, "--cfg") == 0 || strcmp(k, "--eta") == 0;
+            if (is_float) d = strtod(v, &end);
+            else x = strtoll(v, &end, 10);
+            if (end == v || *end || errno || (!is_float && x < 0) || (is_float && !isfinite(d)))
+                return sl_fail(ctx, SL_ERR_ARG, "%s: option %s has a bad value '%s'", where, k, v);
+            if (strcmp(k, "--seed") == 0) j->seed = (uint64_t)x;
+            else if (strcmp(k, "--steps") == 0 && x >= 1 && x <= 1000) j->steps = (int)x;
+            else if (strcmp(k, "--width") == 0 && x >= 8 && x <= 8192) j->width = (int)x;
+            else if (strcmp(k, "--height") == 0 && x >= 8 && x <= 8192) j->height = (int)x;
+            else if ((strcmp(k, "--batch_size") == 0 || strcmp(k, "--batch") == 0) && x >= 1 && x <= 1000) j->batch = (int)x;
+            else if (strcmp(k, "--cfg_scale") == 0 || strcmp(k, "--cfg") == 0) j->cfg = (float)d;
+            else if (strcmp(k, "--eta") == 0) j->eta = (float)d;
+            else return sl_fail(ctx, SL_ERR_ARG, "%s: unknown option %s or value out of range", where, k);
+        }
+    }
+    if (!j->prompt[0]) return sl_fail(ctx, SL_ERR_ARG, "%s: no --prompt on this line", where);
+    return SL_OK;
+}
+
+SlStatus sample_jobs_build(const SampleArgs *a, SampleJob **jobs, int *n, SlCtx *ctx) {
+    *jobs = NULL;
+    *n = 0;
+    if (a->prompt) {
+        SampleJob *j = calloc(1, sizeof *j);
+        if (!j) return sl_fail(ctx, SL_ERR_NOMEM, "out of memory");
+        SlStatus st = job_defaults(j, a, ctx);
+        snprintf(j->where, sizeof j->where, "--prompt");
+        snprintf(j->prompt, sizeof j->prompt, "%s", a->prompt);
+        if (!st) st = sample_parse_lora_tags(j, j->prompt, a->lora_dir, ctx);
+        if (st) { free(j); return st; }
+        *jobs = j;
+        *n = 1;
+        return SL_OK;
+    }
+    char *text;
+    SL_TRY(sl_read_file(a->prompts_file, 16u << 20, &text, NULL, ctx));
+    char dir[2048];
+    snprintf(dir, sizeof dir, "%s", a->prompts_file);
+    char *slash = strrchr(dir, '/');
+    if (slash) *slash = '\0';
+    else snprintf(dir, sizeof dir, ".");
+    const char *lora_dir = a->lora_dir ? a->lora_dir : dir;
+    SlStatus st = SL_OK;
+    int line_no = 0;
+    for (char *line = text, *next; line && !st; line = next) {
+        next = strchr(line, '\n');
+        if (next) *next++ = '\0';
+        line_no++;
+        size_t len = strlen(line);
+        while (len && (line[len - 1] == '\r' || isspace((unsigned char)line[len - 1]))) line[--len] = '\0';
+        while (*line == ' ' || *line == '\t') line++;
+        if (!*line || *line == '#') continue;
+        SampleJob *grown = realloc(*jobs, (size_t)(*n + 1) * sizeof(SampleJob));
+        if (!grown) { st = sl_fail(ctx, SL_ERR_NOMEM, "out of memory"); break; }
+        *jobs = grown;
+        SampleJob *j = &grown[*n];
+        st = job_defaults(j, a, ctx);
+        snprintf(j->where, sizeof j->where, "%.50s:%d", sample_model_name(a->prompts_file), line_no);
+        snprintf(j->prompt, sizeof j->prompt, "%s", line);
+        char copy[SAMPLE_TEXT_MAX];
+        snprintf(copy, sizeof copy, "%s", line);
+        char where[2200];
+        snprintf(where, sizeof where, "%s:%d", a->prompts_file, line_no);
+        if (!st) st = job_from_line(j, copy, where, ctx);
+        if (!st) {
+            snprintf(j->where, sizeof j->where, "line %d", line_no);
+            st = sample_parse_lora_tags(j, j->prompt, lora_dir, ctx);
+            if (st) sl_fail_prefix(ctx, "%s", a->prompts_file);
+        }
+        if (!st) (*n)++;
+    }
+    free(text);
+    if (!st && *n == 0) st = sl_fail(ctx, SL_ERR_ARG, "%s: no prompts in the file", a->prompts_file);
+    if (st) { free(*jobs); *jobs = NULL; *n = 0; }
+    return st;
+}
+
+SlStatus sample_grid(SlImage *out, const SlImage *imgs, int n, SlCtx *ctx) {
+    int cols = (int)ceil(sqrt((double)n)), rows = (n + cols - 1) / cols;
+    int w = imgs[0].w, h = imgs[0].h, c = imgs[0].c;
+    for (int i = 1; i < n; i++)
+        if (imgs[i].w != w || imgs[i].h != h || imgs[i].c != c)
+            return sl_fail(ctx, SL_ERR_ARG, "grid: images differ in size (%dx%d vs %dx%d)", imgs[i].w, imgs[i].h, w, h);
+    SL_TRY(sl_image_alloc(out, w * cols, h * rows, c, ctx));
+    memset(out->data, 255, (size_t)out->w * out->h * c);
+    for (int i = 0; i < n; i++) {
+        int gx = (i % cols) * w, gy = (i / cols) * h;
+        for (int y = 0; y < h; y++)
+            memcpy(out->data + ((size_t)(gy + y) * out->w + gx) * c, imgs[i].data + (size_t)y * w * c, (size_t)w * c);
+    }
+    return SL_OK;
+}
+
+void sample_run_init(SampleRun *r, const SampleArgs *a, const SampleJob *jobs, int n_jobs) {
+    memset(r, 0, sizeof *r);
+    r->out_dir = a->out;
+    r->merge = a->merge != NULL;
+    r->clip_skip = a->clip_skip ? (int)cli_int("sample", "--clip-skip", a->clip_skip, 1, 64) : 1;
+    r->preview = a->preview ? (int)cli_int("sample", "--preview", a->preview, 1, 1000) : 0;
+    r->grid = a->grid != NULL;
+    r->quiet = a->quiet != NULL;
+    r->vae_tile = a->vae_tile ? (int)cli_int("sample", "--vae-tile", a->vae_tile, 8, 4096) : 0;
+    r->lora_alpha = a->lora_alpha ? (float)cli_num("sample", "--lora-alpha", a->lora_alpha) : 0.0f;
+    if (a->threads) cli_threads(cli_int("sample", "--threads", a->threads, 1, 1024));
+    for (int i = 0; i < n_jobs; i++) r->n_images += jobs[i].batch;
+}

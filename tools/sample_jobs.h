@@ -1,0 +1,70 @@
+/* sample_jobs.h - the jobs of `stylora sample`: options, prompts files,
+ * <lora:NAME:WEIGHT> tags, adapters per job, and the grid image.
+ */
+#ifndef SL_SAMPLE_JOBS_H
+#define SL_SAMPLE_JOBS_H
+
+#include <stdint.h>
+
+#include "core/image.h"
+#include "pipeline/model.h"
+#include "pipeline/sampler.h"
+
+#define SAMPLE_MAX_LORA 8
+#define SAMPLE_TEXT_MAX 4096
+
+typedef struct SampleArgs {
+    const char *model, *config, *prompt, *negative, *prompts_file, *lora_dir, *out;
+    const char *lora[SAMPLE_MAX_LORA];
+    const char *merge, *sampler, *schedule, *steps, *cfg, *seed, *width, *height, *batch, *clip_skip, *eta;
+    const char *preview, *grid, *quiet, *vae_tile, *lora_alpha, *threads;
+} SampleArgs;
+
+typedef struct SampleLora {
+    char path[1024];
+    float weight;
+} SampleLora;
+
+typedef struct SampleJob {
+    char where[64];                  /* "--prompt" or "prompts.txt:12" for messages */
+    char prompt[SAMPLE_TEXT_MAX];    /* without <lora:...> tags */
+    char negative[SAMPLE_TEXT_MAX];
+    uint64_t seed;
+    int steps, width, height, batch;
+    float cfg, eta;
+    SlSamplerKind sampler;
+    int karras;                      /* -1: the scheduler config decides */
+    int n_lora;
+    SampleLora lora[SAMPLE_MAX_LORA];
+} SampleJob;
+
+/* Adapter state across jobs (the base stays loaded). */
+typedef struct SampleRun {
+    const char *out_dir;
+    int merge, clip_skip, preview, grid, quiet, vae_tile;
+    float lora_alpha;                /* alpha for adapter files that store none (PEFT) */
+    int image_index, n_images;
+    void *adapters;                  /* styles/ state of the job being run */
+} SampleRun;
+
+/* Parses argv (exits with usage on a bad command line). */
+void sample_args_parse(SampleArgs *a, int argc, char **argv);
+/* Builds the job list from --prompt or the prompts file. A bad line is an
+ * error naming the file and line number. *jobs is malloc'd. */
+SlStatus sample_jobs_build(const SampleArgs *a, SampleJob **jobs, int *n, SlCtx *ctx);
+/* Removes <lora:NAME:WEIGHT> tags from prompt (in place) and appends them to j. */
+SlStatus sample_parse_lora_tags(SampleJob *j, char *prompt, const char *lora_dir, SlCtx *ctx);
+
+void sample_run_init(SampleRun *r, const SampleArgs *a, const SampleJob *jobs, int n_jobs);
+void sample_run_free(SampleRun *r, SlModel *m);
+/* Attaches (or merges, with --merge) the job's adapters to the model. */
+SlStatus sample_adapters_apply(SampleRun *r, SlModel *m, const SampleJob *j, SlCtx *ctx);
+/* Detaches / unmerges them, leaving the base weights bit-exact. */
+SlStatus sample_adapters_remove(SampleRun *r, SlModel *m, SlCtx *ctx);
+
+/* A near-square grid of same-sized images. */
+SlStatus sample_grid(SlImage *out, const SlImage *imgs, int n, SlCtx *ctx);
+/* The last path component without ".safetensors" (points into a static buffer). */
+const char *sample_model_name(const char *path);
+
+#endif
