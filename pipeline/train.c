@@ -518,6 +518,7 @@ SlStatus sl_trainer_init(SlTrainer *tr, const SlTrainConfig *cfg, SlCtx *ctx) {
         !tr->tint || !tr->perm)
         return sl_fail(ctx, SL_ERR_NOMEM, "out of memory for the training buffers");
     for (int i = 0; i < tr->n_params; i++) tr->n_fused += (size_t)tr->params[i].n;
+    tr->world = 1;
     return SL_OK;
 }
 
@@ -566,7 +567,8 @@ static SlStatus make_batch(SlTrainer *tr, int64_t micro, SlCtx *ctx) {
     const SlSchedule *sched = &tr->model.sched;
     const float sf = (float)tr->model.vae_cfg.scaling_factor, shift = (float)tr->model.vae_cfg.shift_factor;
     for (int64_t b = 0; b < B; b++) {
-        const uint64_t g = (uint64_t)((tr->step * c->grad_accum + micro) * B + b); /* global sample index */
+        /* global sample index: rank r of W takes slots r*B.. of each global batch of W*B */
+        const uint64_t g = (uint64_t)(((tr->step * c->grad_accum + micro) * tr->world + tr->rank) * B + b);
         epoch_perm(tr, (int64_t)(g / (uint64_t)tr->n_samples));
         const int item = (int)tr->perm[g % (uint64_t)tr->n_samples];
         uint32_t u[2];
@@ -611,7 +613,7 @@ SlStatus sl_trainer_step(SlTrainer *tr, SlCtx *ctx) {
         SL_TRY(make_batch(tr, micro, ctx));
         sl_unet_forward(u, tr->pred, tr->xt, tr->tt, tr->ehs);
         /* loss = mean_b(w_b * mean_i (pred - target)^2) / accum; dL/dpred accordingly */
-        const double norm = 1.0 / ((double)B * nl * c->grad_accum);
+        const double norm = 1.0 / ((double)B * tr->world * nl * c->grad_accum);
         for (int64_t b = 0; b < B; b++) {
             double sb = 0;
             const float *p = tr->pred + b * nl, *t = tr->target + b * nl;

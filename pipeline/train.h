@@ -115,7 +115,11 @@ typedef struct SlTrainer {
     float *x0, *eps, *xt, *target, *pred, *dout, *ehs, *tt, *snr_w;
     int64_t *tint;
     /* last step */
-    float loss, lr, grad_norm;
+    float loss, lr, grad_norm;   /* loss: this rank's share of the global mean (sum over ranks) */
+    /* data parallelism: this process is rank `rank` of `world` (1 by default);
+     * rank r takes samples r*B.. of each global batch of world*B, and the loss
+     * is normalised by the global batch, so reduce_grads must SUM */
+    int rank, world;
     /* data-parallel slot: called with every trainable gradient in one buffer */
     void (*reduce_grads)(void *user, float *buf, size_t n);
     void *reduce_user;

@@ -5,7 +5,8 @@
  * conv1x1 projections, 3 blocks, no mid block, per-block layers_per_block):
  *   - forward output (max abs err <= 1e-4 * max|ref|),
  *   - MSE loss (1e-5 relative),
- *   - full fine-tuning: the gradient of EVERY parameter and of the input sample
+ *   - full fine-tuning: the gradient of EVERY parameter, of the input sample and
+ *     of encoder_hidden_states
  *     (each within 1e-3 * that tensor's max |ref|).
  * Both run again with gradient checkpointing (same tolerances).
  * conv3 is also loaded from a single-file checkpoint (model.diffusion_model.*,
@@ -85,8 +86,19 @@ static void run(const char *name, int ldm, int ckpt) {
     float lf = (float)(loss / (double)n_out);
     snprintf(what, sizeof what, "%s: loss", label);
     sl_test_close(what, &lf, rloss, 1, 0, LOSS_RTOL);
+    int64_t n_e = 0;
+    float *rge = get(&ex, "grad.in.ehs", &n_e, &ctx), *ge = calloc((size_t)(n_e ? n_e : 1), sizeof(float));
+    CHECK(rge != NULL, "%s: grad.in.ehs present", name);
+    u.dehs = ge;
     sl_unet_zero_grads(&u);
     sl_unet_backward(&u, gs, dout);
+    if (rge) {
+        snprintf(what, sizeof what, "%s: grad.in.ehs", label);
+        sl_test_close(what, ge, rge, (size_t)n_e, GRAD_TOL * sl_test_scale(rge, (size_t)n_e), 0);
+    }
+    free(rge);
+    free(ge);
+    u.dehs = NULL;
     snprintf(what, sizeof what, "%s: grad.in.sample", label);
     sl_test_close(what, gs, rgs, (size_t)n_s, GRAD_TOL * sl_test_scale(rgs, (size_t)n_s), 0);
     int compared = 0, failed_before = sl_test_failures;

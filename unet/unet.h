@@ -189,6 +189,7 @@ typedef struct SlUNet {
     float *t1, *t1a, *emb, *emb_act, *demb_act; /* [B,4c0] */
     float *no, *no_mean, *no_rstd, *no_act; /* conv_norm_out: [B,c0,H,W], [B*G] x2, silu [B,c0,H,W] */
     const float *sample, *ehs; /* inputs of the last forward */
+    float *dehs;               /* caller-set, may be NULL: backward accumulates dL/d(ehs) [B,T,D] here */
     float *scratch[6];         /* each max_act floats */
     float *work;               /* conv / attention workspace */
     size_t max_act;
@@ -222,7 +223,8 @@ SlStatus sl_unet_plan(SlUNet *u, int64_t B, int64_t H, int64_t W, int64_t T, SlC
 void sl_unet_forward(SlUNet *u, float *out, const float *sample, const float *timesteps, const float *ehs);
 /* Backward of the last forward from dout [B,Cout,H,W]: accumulates every
  * non-NULL weight gradient and hook gradient; dsample [B,Cin,H,W] (may be NULL)
- * is accumulated too. */
+ * is accumulated too, and u->dehs [B,T,D] when the caller set it (text-encoder
+ * training); with u->dehs NULL that work is skipped. */
 void sl_unet_backward(SlUNet *u, float *dsample, const float *dout);
 
 /* Finds a module by diffusers name ("down_blocks.0.attentions.0.proj_in"); NULL if absent. */

@@ -5,7 +5,7 @@
  * dout into gradients of its inputs (its sources' dout), its weights (when
  * dw/db are set) and its hooks. silu(emb) is shared by every resnet: its
  * gradient is summed across them and the time embedding is walked last.
- * The gradient to encoder_hidden_states is not computed (k/v get din = NULL).
+ * The gradient to encoder_hidden_states is computed only when u->dehs is set.
  *
  * With checkpointing, a module's internal caches were overwritten by later
  * modules: its forward is run again (rewriting its own output with the same
@@ -77,8 +77,8 @@ static void tblock_backward(SlUNet *u, SlUNetTransformer *t, SlUNetTBlock *b, fl
     zero(s4, B * T * C);
     sl_attention_backward(s2, s3, s4, s1, b->qq2, b->kk2, b->vv2, b->at2, b->lse2, B, S, T, NH, HD, scale, 0,
                           u->work);
-    sl_linmod_backward(&b->k2, NULL, s3, u->ehs, B * T);
-    sl_linmod_backward(&b->v2, NULL, s4, u->ehs, B * T);
+    sl_linmod_backward(&b->k2, u->dehs, s3, u->ehs, B * T);
+    sl_linmod_backward(&b->v2, u->dehs, s4, u->ehs, B * T);
     zero(s5, N * C);
     sl_linmod_backward(&b->q2, s5, s2, b->n2, N);
     sl_layernorm_backward(dh, b->ln2.dg, b->ln2.db, s5, b->xa, b->ln2.g, b->m2, b->r2, N, C);

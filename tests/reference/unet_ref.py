@@ -13,7 +13,7 @@ The second writes, per tiny config NAME:
   tests/data/unet_NAME.config.json        diffusers config
   tests/data/unet_NAME.weights.safetensors diffusers keys
   tests/data/unet_NAME.expected.safetensors in.sample, in.timesteps (F32), in.ehs, in.target,
-      out, loss, grad.in.sample, grad.<every parameter key> (F.mse_loss mean)
+      out, loss, grad.in.sample, grad.in.ehs, grad.<every parameter key> (F.mse_loss mean)
 and, for conv3, a single-file checkpoint unet_conv3.ldm.safetensors ("model.diffusion_model.*" names,
 written from the LDM naming of diffusers' convert_ldm_unet_checkpoint).
 """
@@ -403,11 +403,12 @@ def write_config(name, cfg, out_dir, write_ldm, B=2, H=8, W=8, T=5, seed=0):
     ehs = torch.randn(B, T, cfg["cross_attention_dim"], generator=g)
     target = torch.randn(B, cfg["out_channels"], H, W, generator=g)
     sample.requires_grad_(True)
+    ehs.requires_grad_(True)
     out = m(sample, ts, ehs)
     loss = F.mse_loss(out, target)
     loss.backward()
-    exp = {"in.sample": sample.detach(), "in.timesteps": ts, "in.ehs": ehs, "in.target": target,
-           "out": out.detach(), "loss": loss.detach().reshape(1), "grad.in.sample": sample.grad}
+    exp = {"in.sample": sample.detach(), "in.timesteps": ts, "in.ehs": ehs.detach(), "in.target": target,
+           "out": out.detach(), "loss": loss.detach().reshape(1), "grad.in.sample": sample.grad, "grad.in.ehs": ehs.grad}
     for k, p in m.named_parameters():
         exp["grad." + k] = p.grad
     with open(os.path.join(out_dir, "unet_%s.config.json" % name), "w") as f:
