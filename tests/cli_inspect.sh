@@ -27,6 +27,7 @@ expect_out "sd15 tokenizer counted" "49408 tokens, merges.txt 48894 merges" "$bi
 expect_out "sd15 unet config read" "cross_attention_dim: 768" "$bin" inspect "$shared/sd15"
 expect_out "tiny unet weights" "diffusers U-Net weights" "$bin" inspect "$shared/golden/tiny-sd1"
 expect_out "peft adapter recognized" "diffusers/PEFT format" "$bin" inspect "$shared/golden/tiny-sd1/lora/pytorch_lora_weights.safetensors"
+expect_out "adapter rank and targets" "to_out.0 x8" "$bin" inspect "$shared/golden/tiny-sd1/lora/pytorch_lora_weights.safetensors"
 expect_out "tensor listing" "F32" "$bin" inspect --tensors "$shared/golden/tiny-sd1/expected.safetensors"
 # bad inputs
 printf 'not a safetensors file' > "$tmp/text.safetensors"

@@ -6,6 +6,8 @@
  * diffusers layout, each component's config and weights, the tokenizer.
  */
 #include <cJSON.h>
+#include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,6 +16,7 @@
 #include "core/config.h"
 #include "core/safetensors.h"
 #include "core/weights.h"
+#include "styles/adapter.h"
 
 static int has_prefix(const char *s, const char *p) { return strncmp(s, p, strlen(p)) == 0; }
 
@@ -167,6 +170,67 @@ static int inspect_component(const char *dir, const char *name, int list, int ma
     return 0;
 }
 
+/* For an adapter file: modules, ranks, alphas and which kinds of module it targets. */
+static void print_adapter_summary(const char *path) {
+    SlAdapter ad;
+    memset(&ad, 0, sizeof ad);
+    SlCtx ctx;
+    sl_ctx_init(&ctx);
+    SlAdapterLoadOpts lo = {0, 1, NULL};
+    SlAdapterFormat fmt;
+    int no_alpha = 0;
+    if (sl_adapter_load(&ad, path, NULL, &lo, &fmt, &ctx) == SL_ERR_MISSING && strstr(ctx.msg, "alpha")) {
+        /* PEFT files carry no alpha: show the rest */
+        no_alpha = 1;
+        lo.alpha = 1;
+        sl_adapter_free(&ad);
+        memset(&ad, 0, sizeof ad);
+        sl_ctx_clear(&ctx);
+    }
+    if (ctx.status != SL_OK || (no_alpha && sl_adapter_load(&ad, path, NULL, &lo, &fmt, &ctx) != SL_OK)) {
+        printf("  adapter: cannot be read as an adapter: %s\n", ctx.msg);
+        return;
+    }
+    int64_t rmin = INT64_MAX, rmax = 0;
+    float amin = INFINITY, amax = -INFINITY;
+    int n_unet = 0, n_te = 0, n_conv = 0, n_dora = 0;
+    const char *kinds[] = {"to_q", "to_k", "to_v", "to_out.0", "proj_in", "proj_out", "ff.net.0.proj", "ff.net.2",
+                           "conv1", "conv2", "q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2"};
+    int counts[16] = {0};
+    for (int i = 0; i < ad.n; i++) {
+        const SlLoraMod *m = &ad.mods[i];
+        if (m->r < rmin) rmin = m->r;
+        if (m->r > rmax) rmax = m->r;
+        if (m->alpha < amin) amin = m->alpha;
+        if (m->alpha > amax) amax = m->alpha;
+        n_unet += strncmp(m->name, "unet.", 5) == 0;
+        n_te += strncmp(m->name, "text_encoder", 12) == 0;
+        n_conv += m->conv;
+        n_dora += m->mag != NULL;
+        size_t ln = strlen(m->name);
+        for (int k = 0; k < 16; k++) {
+            size_t lk = strlen(kinds[k]);
+            if (ln > lk && strcmp(m->name + ln - lk, kinds[k]) == 0 && m->name[ln - lk - 1] == '.') counts[k]++;
+        }
+    }
+    printf("  adapter: %s, %d modules (%d U-Net, %d text encoder, %d conv/LoCon, %d DoRA), %lld parameters\n",
+           sl_adapter_format_name(fmt), ad.n, n_unet, n_te, n_conv, n_dora, (long long)sl_adapter_n_params(&ad));
+    if (ad.n) {
+        printf("  rank: %lld", (long long)rmin);
+        if (rmax != rmin) printf("..%lld", (long long)rmax);
+        if (no_alpha) printf(", alpha: not stored (PEFT file; give it when loading)");
+        else {
+            printf(", alpha: %g", amin);
+            if (amax != amin) printf("..%g", amax);
+        }
+        printf("%s\n  targets:", ad.rslora ? " (rsLoRA: scale alpha/sqrt(rank))" : " (scale alpha/rank)");
+        for (int k = 0; k < 16; k++)
+            if (counts[k]) printf(" %s x%d", kinds[k], counts[k]);
+        printf("\n");
+    }
+    sl_adapter_free(&ad);
+}
+
 int cmd_inspect(int argc, char **argv) {
     const char *all = NULL, *tensors = NULL;
     const CliOpt opts[] = {
@@ -219,6 +283,8 @@ int cmd_inspect(int argc, char **argv) {
     SlWeights w;
     if (sl_weights_open_file(&w, path, &ctx) != SL_OK) return cli_fail("inspect", &ctx);
     print_file(&w.files[0], list, max_list);
+    int is_adapter = strstr(recognize_file(&w.files[0]), "adapter") != NULL;
     sl_weights_close(&w);
+    if (is_adapter) print_adapter_summary(path);
     return 0;
 }

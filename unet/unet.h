@@ -13,6 +13,7 @@
  *   sl_unet_load(u, weights, ctx)                 diffusers names; for a single file
  *                                                 install sl_unet_ldm_map() first
  *   sl_unet_enable_grads(u, ctx)                  (full fine-tuning) dw/db for every weight
+ *   sl_unet_set_checkpointing(u, 1)               (optional) recompute module caches in backward
  *   sl_unet_plan(u, B, H, W, T, ctx)              allocates activations for these sizes
  *   sl_unet_forward(u, out, sample, t, ehs)       no allocation
  *   sl_unet_backward(u, dsample, dout)            reverse walk; grads accumulate (caller zeroes)
@@ -94,7 +95,7 @@ typedef struct SlUNetTBlock {  /* BasicTransformerBlock <name>.transformer_block
     SlUNetNorm ln1, ln2, ln3;  /* .norm1 .norm2 .norm3 (LayerNorm eps 1e-5) */
     SlLinear q1, k1, v1, o1;   /* .attn1.to_q/.to_k/.to_v/.to_out.0 */
     SlLinear q2, k2, v2, o2;   /* .attn2.* (k, v read encoder_hidden_states [B,T,D]) */
-    SlLinear ff1, ff2;         /* .ff.net.0.proj [8C? = 2*4C, C], .ff.net.2 [C, 4C] */
+    SlLinear ff1, ff2;         /* .ff.net.0.proj [2*4C, C] (GEGLU: hidden then gate), .ff.net.2 [C, 4C] */
     /* acts ([N,C] with N = B*S unless noted) */
     float *x;                                      /* block input */
     float *n1, *m1, *r1, *qq1, *kk1, *vv1, *at1, *lse1;
