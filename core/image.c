@@ -330,33 +330,57 @@ done:
 
 /* ---------------------------------------------------------------- JPEG check */
 
+/* Huffman tables whose 16 code-length counts sum past 256 symbols. Debian's
+ * stb_image (2022-09) writes h->size[k++] and the values without that bound (a
+ * heap overflow found by tests/fuzz/fuzz_image; upstream stb later added the
+ * check), and it parses DHT already in stbi_info_from_memory, so this runs
+ * before any stb call. It mirrors stb's loop exactly: tables are read while the
+ * segment length L (without its 2 bytes) is > 0, 17 bytes each plus their
+ * symbols, from the byte stream (zeros past the end, as stbi__get8 gives), not
+ * bounded by L. `pos` is the first byte after the length. Returns 1 if fine. */
+static int jpeg_dht_ok(const uint8_t *b, size_t n, size_t pos, long L) {
+    while (L > 0) {
+        size_t sum = 0;
+        for (size_t i = 1; i <= 16; i++) sum += pos + i < n ? b[pos + i] : 0;
+        if (sum > 256) return 0;
+        pos += 17 + sum;
+        L -= (long)(17 + sum);
+    }
+    return 1;
+}
+
 /* Walks the JPEG marker structure to the end-of-image marker. Returns 1 if
- * complete, else 0 with a reason. */
-static int jpeg_is_complete(const uint8_t *b, size_t n, const char **why) {
+ * complete, else 0 with a reason. With tables_only (the pre-check before stb
+ * sees the bytes) only a bad Huffman table fails; truncation returns 1. */
+static int jpeg_walk(const uint8_t *b, size_t n, const char **why, int tables_only) {
     size_t pos = 2; /* after SOI */
     *why = "truncated (no end-of-image marker)";
     for (;;) {
         while (pos < n && b[pos] != 0xFF) pos++; /* extraneous bytes: libjpeg warns, decoders skip */
         while (pos < n && b[pos] == 0xFF) pos++; /* fill bytes */
-        if (pos >= n) return 0;
+        if (pos >= n) return tables_only;
         uint8_t m = b[pos++];
         if (m == 0xD9) return 1;                         /* EOI */
         if ((m >= 0xD0 && m <= 0xD7) || m == 0x01) continue; /* no length */
         if (m == 0x00 || m == 0xD8) {
             *why = "corrupt marker structure";
-            return 0;
+            return tables_only;
         }
-        if (pos + 2 > n) return 0;
+        if (pos + 2 > n) return tables_only;
         size_t seglen = ((size_t)b[pos] << 8) | b[pos + 1];
         if (seglen < 2) {
             *why = "corrupt segment length";
+            return tables_only;
+        }
+        if (m == 0xC4 && !jpeg_dht_ok(b, n, pos + 2, (long)seglen - 2)) {
+            *why = "corrupt Huffman table (more than 256 codes)";
             return 0;
         }
-        if (pos + seglen > n) return 0;
+        if (pos + seglen > n) return tables_only;
         pos += seglen;
         if (m == 0xDA) { /* SOS: skip entropy-coded data up to the next real marker */
             for (;;) {
-                if (pos + 1 >= n) return 0;
+                if (pos + 1 >= n) return tables_only;
                 if (b[pos] == 0xFF) {
                     uint8_t nb = b[pos + 1];
                     if (nb == 0x00 || (nb >= 0xD0 && nb <= 0xD7)) {
@@ -460,13 +484,16 @@ SlStatus sl_image_read_memory(SlImage *out, const uint8_t *buf, size_t len, cons
         if (len > SL_IMAGE_MAX_FILE_BYTES)
             return sl_fail(ctx, SL_ERR_NOMEM, "%s: %zu bytes is too large for an image", name, len);
         int w = 0, h = 0, comp = 0;
+        const char *why = NULL;
+        int is_jpeg = len >= 3 && buf[0] == 0xFF && buf[1] == 0xD8;
+        if (is_jpeg && !jpeg_walk(buf, len, &why, 1)) /* before stb parses any table */
+            return sl_fail(ctx, SL_ERR_FORMAT, "%s: bad JPEG: %s", name, why);
         if (!stbi_info_from_memory(buf, (int)len, &w, &h, &comp))
             return sl_fail(ctx, SL_ERR_FORMAT, "%s: not a readable PNG, JPEG, BMP, TGA or GIF image (%s)",
                            name, stbi_failure_reason());
         int64_t npix = (int64_t)w * (int64_t)h;
         if (npix > limit) return pixel_limit_fail(ctx, name, (uint32_t)w, (uint32_t)h, limit);
-        const char *why = NULL;
-        if (len >= 3 && buf[0] == 0xFF && buf[1] == 0xD8 && !jpeg_is_complete(buf, len, &why))
+        if (is_jpeg && !jpeg_walk(buf, len, &why, 0))
             return sl_fail(ctx, SL_ERR_FORMAT, "%s: bad JPEG: %s", name, why);
         if (!(buf[0] == 0xFF && buf[1] == 0xD8) && !bmp_tga_is_complete(buf, len))
             return sl_fail(ctx, SL_ERR_FORMAT, "%s: truncated image: fewer pixel bytes than the header declares", name);
@@ -525,7 +552,10 @@ SlStatus sl_image_probe(const char *path, int *w, int *h, int *c, SlCtx *ctx) {
         img.h = (int)ph;
     } else {
         int comp = 0;
-        if (!stbi_info_from_memory(buf, (int)len, &img.w, &img.h, &comp))
+        const char *why = NULL;
+        if (len >= 3 && buf[0] == 0xFF && buf[1] == 0xD8 && !jpeg_walk(buf, len, &why, 1))
+            st = sl_fail(ctx, SL_ERR_FORMAT, "%s: bad JPEG: %s", path, why); /* stb would overflow */
+        else if (!stbi_info_from_memory(buf, (int)len, &img.w, &img.h, &comp))
             st = sl_fail(ctx, SL_ERR_FORMAT, "%s: not a readable PNG, JPEG, BMP, TGA or GIF image (%s)",
                          path, stbi_failure_reason());
         img.c = (comp == 2 || comp == 4) ? 4 : 3;

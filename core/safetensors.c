@@ -84,6 +84,8 @@ static SlStatus st_parse(SlStFile *f, SlCtx *ctx) {
         const char *key = it->string ? it->string : "";
         if (strcmp(key, "__metadata__") == 0) {
             if (!cJSON_IsObject(it)) { st = sl_fail(ctx, SL_ERR_FORMAT, "%s: __metadata__ is not an object", label); break; }
+            /* a second __metadata__ would overwrite (and leak) the first's arrays (found by fuzz_safetensors) */
+            if (f->meta_keys) { st = sl_fail(ctx, SL_ERR_FORMAT, "%s: __metadata__ appears twice", label); break; }
             int nm = cJSON_GetArraySize(it);
             f->meta_keys = calloc((size_t)nm + 1, sizeof(char *));
             f->meta_vals = calloc((size_t)nm + 1, sizeof(char *));

@@ -137,8 +137,15 @@ SlStatus sl_model_load(SlModel *m, const char *path, const SlModelOpts *opts, Sl
     default:
         if (sl_path_is_dir(path))
             st = sl_fail(ctx, SL_ERR_FORMAT, "%s: not a model folder (expected model_index.json or unet/, vae/, text_encoder/)", path);
-        else if (sl_path_is_file(path))
-            st = sl_fail(ctx, SL_ERR_FORMAT, "%s: not a Stable Diffusion checkpoint (no model.diffusion_model.* tensors)", path);
+        else if (sl_path_is_file(path)) {
+            /* A pickle (.ckpt/.pt/.pth/.bin) gets weights.c's refusal, which says how to
+             * convert (issue 12: `sample --model x.ckpt` said "not a checkpoint" instead). */
+            SlWeights pw;
+            st = sl_weights_open_file(&pw, path, ctx);
+            if (st == SL_OK) sl_weights_close(&pw);
+            if (st != SL_ERR_UNSUPPORTED)
+                st = sl_fail(ctx, SL_ERR_FORMAT, "%s: not a Stable Diffusion checkpoint (no model.diffusion_model.* tensors)", path);
+        }
         else
             st = sl_fail(ctx, SL_ERR_IO, "%s: no such file or folder", path);
     }

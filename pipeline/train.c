@@ -1,5 +1,6 @@
 /* train.c - the trainer; see train.h. */
 #include "pipeline/train.h"
+#include "pipeline/quant.h" /* [nf4] */
 
 #include <errno.h>
 #include <math.h>
@@ -73,6 +74,7 @@ static int settings_of(const SlTrainConfig *c, Setting *s) {
     SET("init", "%s", c->gaussian_init ? "gaussian" : "kaiming");
     SET("dropout", "%.9g", c->dropout);
     SET("full", "%d", c->full);
+    if (c->base && strcmp(c->base, "fp32")) SET("base", "%s%s", c->base, c->nf4_double_quant ? "+dq" : ""); /* [nf4] */
     SET("lr", "%.9g", c->lr);
     SET("lr_scheduler", "%s", sl_lr_schedule_name(c->lr_schedule));
     SET("warmup", "%lld", (long long)c->warmup);
@@ -448,7 +450,11 @@ SlStatus sl_trainer_init(SlTrainer *tr, const SlTrainConfig *cfg, SlCtx *ctx) {
     SL_TRY(sl_dataset_scan(&tr->data, c->data, &dopts, ctx));
     sl_log(ctx, SL_LOG_INFO, "data: %d images in %s", tr->data.n, c->data);
     SlModelOpts mo = {.config_dir = c->config_dir};
-    SL_TRY(sl_model_load(&tr->model, c->model, &mo, ctx));
+    const int nf4 = c->base && !strcmp(c->base, "nf4"); /* [nf4] */
+    if (c->base && !nf4 && strcmp(c->base, "fp32")) return sl_fail(ctx, SL_ERR_ARG, "base '%s': use fp32 or nf4", c->base); /* [nf4] */
+    if (nf4 && (c->full || c->dora)) return sl_fail(ctx, SL_ERR_UNSUPPORTED, "an NF4 base is frozen and has no dense weight: no --full, no DoRA"); /* [nf4] */
+    if (nf4) SL_TRY(sl_model_load_nf4(&tr->model, c->model, &mo, c->nf4_layers, c->nf4_double_quant, ctx)); /* [nf4] */
+    else SL_TRY(sl_model_load(&tr->model, c->model, &mo, ctx));
     SlModel *m = &tr->model;
     const int f = sl_vae_downscale(&m->vae_cfg);
     tr->R = c->resolution ? c->resolution : m->vae_cfg.sample_size;

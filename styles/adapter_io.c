@@ -26,6 +26,7 @@
 
 #include "adapter.h"
 #include "core/safetensors.h"
+#include "core/weights.h"
 
 enum { ROLE_A = 0, ROLE_B, ROLE_ALPHA, ROLE_MAG };
 
@@ -345,6 +346,10 @@ static SlStatus load_groups(SlAdapter *ad, const SlStFile *f, Group *g, int ng, 
             lm->alpha = (float)lm->r;  /* sd-scripts / diffusers default for a file without alpha */
             n_default_alpha++;
         }
+        /* metadata "1e300" parses to +inf as a float: an infinite scale (found for issue 12) */
+        if (!isfinite(lm->alpha))
+            return sl_fail(ctx, SL_ERR_FORMAT, "%s: alpha of %s is not a finite number (metadata %s / %s)", f->path,
+                           lm->name, SL_META_ALPHA, SL_META_ALPHA_PATTERN);
         if (!(lm->alpha > 0) && !(lm->alpha < 0))  /* kohya: alpha 0 means "= dim" */
             lm->alpha = (float)lm->r;
         if (starts(lm->name, "unet.")) n_unet++;
@@ -366,7 +371,20 @@ SlStatus sl_adapter_load(SlAdapter *ad, const char *path, const SlSites *sites, 
     memset(ad, 0, sizeof *ad);
     snprintf(ad->label, sizeof ad->label, "%s", path);
     SlStFile f;
-    SL_TRY(sl_st_open(&f, path, ctx));
+    SlStatus ost = sl_st_open(&f, path, ctx);
+    if (ost) {
+        /* A pickle adapter (.bin/.pt/.ckpt) gets weights.c's refusal, which says how to
+         * convert, instead of "header length ... exceeds the limit" (issue 12). */
+        SlWeights pw;
+        SlCtx pc = *ctx;
+        SlStatus pst = sl_weights_open_file(&pw, path, &pc);
+        if (pst == SL_ERR_UNSUPPORTED) {
+            *ctx = pc;
+            return pst;
+        }
+        if (pst == SL_OK) sl_weights_close(&pw);
+        return ost;
+    }
     const char *dns = opts && opts->default_ns ? opts->default_ns : "unet";
     const int lenient = opts && opts->lenient;
     Group *g = calloc((size_t)(f.n ? f.n : 1), sizeof *g);

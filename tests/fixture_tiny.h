@@ -49,7 +49,7 @@ static inline void fixture_put_utf8(FILE *f, int cp) {
 
 /* Writes dir/tokenizer/{vocab.json,merges.txt,tokenizer_config.json}. */
 static inline int fixture_write_tokenizer(const char *dir) {
-    char p[4096];
+    char p[8400];
     snprintf(p, sizeof p, "%s/tokenizer", dir);
     mkdir(p, 0755);
     snprintf(p, sizeof p, "%s/tokenizer/vocab.json", dir);
@@ -83,7 +83,7 @@ static inline int fixture_tiny_model(const char *dir, const char *shared) {
     mkdir(dir, 0755);
     const char *parts[] = {"unet", "vae", "text_encoder", "scheduler", "model_index.json"};
     for (int i = 0; i < 5; i++) {
-        char src[4096], dst[4096];
+        char src[8400], dst[8400];
         snprintf(src, sizeof src, "%s/golden/tiny-sd1/%s", shared, parts[i]);
         snprintf(dst, sizeof dst, "%s/%s", dir, parts[i]);
         unlink(dst);
@@ -108,7 +108,7 @@ static inline int fixture_images(const char *dir, int n, int w) {
                 px[1] = in ? 30 : 200;
                 px[2] = in ? 30 : (uint8_t)(255 - 30 * i);
             }
-        char p[4096];
+        char p[8400];
         snprintf(p, sizeof p, "%s/img%02d.png", dir, i);
         SlStatus st = sl_image_write_png(&im, p, NULL, 0, &ctx);
         sl_image_free(&im);

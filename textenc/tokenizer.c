@@ -28,6 +28,9 @@
 
 #define SL_TOK_MAX_MERGES (49152 - 256 - 2)  /* merges[1 : 49152-256-2+1] in both readers */
 #define SL_TOK_MAX_ID (1 << 24)
+/* Bound on a tokenizer file after decompression (SD's are ~2 MB): a gzip bomb must not eat
+ * all memory (issue 12). */
+#define SL_TOK_MAX_FILE_BYTES ((size_t)64 << 20)
 #define SL_TOK_DEFAULT_MAX_LEN 77
 #define SL_TOK_MAX_SPLIT 64     /* special + added tokens cut out of the text before clean-up */
 
@@ -243,6 +246,11 @@ static SlStatus read_file(const char *path, int gz, char **out, size_t *len, SlC
         if (!f) { free(buf); return sl_fail(ctx, SL_ERR_IO, "cannot open %s: %s", path, strerror(errno)); }
         for (;;) {
             if (n == cap) {
+                if (cap >= SL_TOK_MAX_FILE_BYTES) {
+                    gzclose(f);
+                    free(buf);
+                    return sl_fail(ctx, SL_ERR_NOMEM, "%s: larger than %zu MiB", path, SL_TOK_MAX_FILE_BYTES >> 20);
+                }
                 char *p = realloc(buf, cap * 2 + 1);
                 if (!p) { gzclose(f); free(buf); return sl_fail(ctx, SL_ERR_NOMEM, "%s: out of memory", path); }
                 buf = p;
@@ -266,6 +274,11 @@ static SlStatus read_file(const char *path, int gz, char **out, size_t *len, SlC
         if (!f) { free(buf); return sl_fail(ctx, SL_ERR_IO, "cannot open %s: %s", path, strerror(errno)); }
         for (;;) {
             if (n == cap) {
+                if (cap >= SL_TOK_MAX_FILE_BYTES) {
+                    fclose(f);
+                    free(buf);
+                    return sl_fail(ctx, SL_ERR_NOMEM, "%s: larger than %zu MiB", path, SL_TOK_MAX_FILE_BYTES >> 20);
+                }
                 char *p = realloc(buf, cap * 2 + 1);
                 if (!p) { fclose(f); free(buf); return sl_fail(ctx, SL_ERR_NOMEM, "%s: out of memory", path); }
                 buf = p;
@@ -313,7 +326,8 @@ static SlStatus load_vocab_json(SlTokenizer *t, const char *path, SlCtx *ctx) {
     }
     for (cJSON *it = root->child; it; it = it->next) {
         double v = it->valuedouble;
-        if (!cJSON_IsNumber(it) || v != (double)(int32_t)v || v < 0 || v >= SL_TOK_MAX_ID) {
+        /* range first: casting an out-of-range double to int32 is undefined (found by fuzz_tokenizer_load) */
+        if (!cJSON_IsNumber(it) || !(v >= 0 && v < SL_TOK_MAX_ID) || v != (double)(int32_t)v) {
             st = sl_fail(ctx, SL_ERR_FORMAT, "%s: token \"%.64s\": id must be an integer in [0, %d)", path,
                          it->string ? it->string : "", SL_TOK_MAX_ID);
             break;
@@ -491,7 +505,8 @@ static SlStatus load_folder(SlTokenizer *t, const char *dir, SlCtx *ctx) {
         const cJSON *ml = cJSON_GetObjectItemCaseSensitive(cfgs[c], "model_max_length");
         if (c == 0 && cJSON_IsNumber(ml)) {
             double v = ml->valuedouble;
-            if (v < 2 || v != (double)(int64_t)v)
+            /* no int cast of huge values (transformers' 1e30 "unset" marker): undefined behaviour */
+            if (!(v >= 2) || (v <= 1000000 && v != (double)(int)v))
                 st = sl_fail(ctx, SL_ERR_FORMAT, "%s: model_max_length %g must be an integer >= 2",
                              cfg_paths[c], v);
             else if (v <= 1000000) t->max_len = (int)v;  /* larger: transformers' "unset" marker */

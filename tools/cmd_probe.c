@@ -50,6 +50,7 @@ float *probe_input_f32(const ProbeArgs *a, const char *name, int ndim, int64_t *
 int cmd_probe(int argc, char **argv) {
     const char *model = NULL, *in = NULL, *out = NULL, *threads = NULL, *quiet = NULL;
     const char *extra[PROBE_MAX_EXTRA] = {0}, *lora[PROBE_MAX_LORA + 1] = {0}, *merge = NULL, *lora_alpha = NULL;
+    const char *base = NULL; /* [nf4] */
     const CliOpt opts[] = {
         {"--model", "DIR", "model folder (diffusers layout) or single-file checkpoint", &model, 0},
         {"--in", "IN.safetensors", "input tensors", &in, 0},
@@ -60,6 +61,7 @@ int cmd_probe(int argc, char **argv) {
         {"--merge", NULL, "merge the adapters into the weights first", &merge, 0},
         {"--lora-alpha", "A", "alpha for adapter files that store none (PEFT)", &lora_alpha, 0},
         {"--quiet", NULL, "no progress or info lines", &quiet, 0},
+        {"--base", "KIND", "U-Net linears: fp32 (default) | nf4 (--set nf4_layers=LIST, --set nf4_dq=1)", &base, 0}, /* [nf4] */
         {0},
     };
     const char *synopsis = "COMPONENT --model DIR --in IN.safetensors --out OUT.safetensors [options]";
@@ -90,7 +92,7 @@ int cmd_probe(int argc, char **argv) {
     if (threads) cli_threads(cli_int("probe", "--threads", threads, 1, 1024));
     int saved = 0;
     ProbeArgs a = {.model = model, .out_path = out, .saved = &saved, .extra = extra, .threads = threads ? (int)cli_int("probe", "--threads", threads, 1, 1024) : 0,
-                   .lora = lora, .merge = merge != NULL, .lora_alpha = lora_alpha ? (float)cli_num("probe", "--lora-alpha", lora_alpha) : 0};
+                   .lora = lora, .merge = merge != NULL, .lora_alpha = lora_alpha ? (float)cli_num("probe", "--lora-alpha", lora_alpha) : 0, .base = base}; /* [nf4] .base */
     SlStFile fin;
     if (sl_st_open(&fin, in, &ctx) != SL_OK) return cli_fail("probe", &ctx);
     a.in = &fin;

@@ -19,6 +19,7 @@
 #include "core/progress.h"
 #include "pipeline/plot.h"
 #include "pipeline/train.h"
+#include "train_mpi.h" /* issue 13: data-parallel training under mpirun (SL_MPI builds) */
 
 static volatile sig_atomic_t g_stop = 0;
 static void on_sigint(int sig) {
@@ -26,7 +27,7 @@ static void on_sigint(int sig) {
     g_stop = 1;
 }
 
-#define N_OPTS 48
+#define N_OPTS 52 /* [nf4] was 48 */
 typedef struct TrainArgs {
     const char *v[N_OPTS];
     const char *sample_prompt[SL_TRAIN_MAX_SAMPLE_PROMPTS];
@@ -37,7 +38,7 @@ enum {
     A_DORA, A_RSLORA, A_INIT, A_DROPOUT, A_FULL, A_LR, A_SCHED, A_WARMUP, A_B1, A_B2, A_EPS, A_WD, A_CLIP, A_SNR,
     A_NOISE_OFF, A_CAP_DROP, A_CLIP_SKIP, A_TRIGGER, A_CAPTION, A_FLIP, A_BAD, A_SEED, A_THREADS, A_SAVE_EVERY,
     A_RESUME, A_FORMAT, A_SAVE_DTYPE, A_CACHE, A_SAMPLE_EVERY, A_SAMPLE_STEPS, A_SAMPLE_CFG, A_CONFIG, A_QUIET,
-    A_LOG, A_NAME, A_COUNT
+    A_LOG, A_NAME, A_BASE, A_NF4_LAYERS, A_NF4_DQ, /* [nf4] */ A_COUNT
 };
 
 static const char *json_key(const char *opt) { return opt + 2; } /* "--rank" -> "rank" */
@@ -94,6 +95,9 @@ int cmd_train(int argc, char **argv) {
         {"--log", "FILE.csv", "CSV log (default: <out>.csv)", &a.v[A_LOG], 0},
         {"--base-name", "NAME", "base model name written into the metadata", &a.v[A_NAME], 0},
         {"--quiet", NULL, "no progress bar", &a.v[A_QUIET], 0},
+        {"--base", "KIND", "frozen U-Net linears: fp32 (default) | nf4 (QLoRA, 4-bit NormalFloat)", &a.v[A_BASE], 0}, /* [nf4] */
+        {"--nf4-layers", "LIST", "with --base nf4: attn,ff,proj (default), time, all, or patterns", &a.v[A_NF4_LAYERS], 0}, /* [nf4] */
+        {"--nf4-double-quant", NULL, "with --base nf4: 8-bit double-quantized block scales", &a.v[A_NF4_DQ], 0}, /* [nf4] */
         {0},
     };
     const char *syn = "--model DIR --data FOLDER --out ADAPTER.safetensors [options]";
@@ -185,6 +189,7 @@ int cmd_train(int argc, char **argv) {
     c.trigger = a.v[A_TRIGGER];
     c.caption = a.v[A_CAPTION];
     c.base_model_name = a.v[A_NAME];
+    c.base = a.v[A_BASE], c.nf4_layers = a.v[A_NF4_LAYERS], c.nf4_double_quant = a.v[A_NF4_DQ] != NULL; /* [nf4] */
     if (a.v[A_INIT]) {
         if (strcmp(a.v[A_INIT], "gaussian") == 0) c.gaussian_init = 1;
         else if (strcmp(a.v[A_INIT], "kaiming") != 0) { fprintf(stderr, "stylora train: error: --init is kaiming or gaussian\n"); return 2; }
@@ -206,6 +211,13 @@ int cmd_train(int argc, char **argv) {
     if (a.v[A_THREADS]) cli_threads(cli_int("train", "--threads", a.v[A_THREADS], 1, 1024));
     c.progress = a.v[A_QUIET] ? NULL : stderr;
 
+#ifdef SL_WITH_MPI /* issue 13: under mpirun, the data-parallel loop of tools/train_mpi.c */
+    if (train_mpi_launched()) {
+        int mpi_rc = train_mpi_run(&c, a.v[A_LOG], a.v[A_QUIET] != NULL);
+        sl_config_free(&jc);
+        return mpi_rc;
+    }
+#endif
     SlTrainer tr;
     if (sl_trainer_init(&tr, &c, &ctx) != SL_OK) {
         int rc = cli_fail("train", &ctx);
@@ -257,7 +269,9 @@ int cmd_train(int argc, char **argv) {
             st = sl_trainer_save(&tr, &ctx);
         }
         if (!st && c.sample_every && tr.step % c.sample_every == 0) st = sl_trainer_sample(&tr, out_dir, &ctx);
-        if (g_stop && !st) {
+        /* At the last step the normal final save below runs instead (issue 12: a Ctrl-C
+         * during the last step used to exit 130 "checkpoint saved" without saving). */
+        if (g_stop && !st && tr.step < c.steps) {
             sl_progress_end(&bar);
             fprintf(stderr, "stylora train: interrupted at step %lld; checkpoint saved (%s), continue with --resume\n",
                     (long long)tr.step, c.out);

@@ -24,6 +24,7 @@ typedef struct ProbeArgs {
     const char **lora;   /* PROBE_MAX_LORA "FILE[:WEIGHT]" strings (NULL-terminated early) */
     int merge;           /* merge the adapters instead of hooking them */
     float lora_alpha;    /* alpha for files that store none (0: none) */
+    const char *base;    /* [nf4] NULL/"fp32" or "nf4" (--set nf4_layers=LIST, nf4_dq=1) */
     ProbeScratch *scratch;
 } ProbeArgs;
 

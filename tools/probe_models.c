@@ -16,12 +16,24 @@
 #include "cli.h"
 #include "pipeline/denoise.h"
 #include "pipeline/model.h"
+#include "pipeline/quant.h" /* [nf4] */
 #include "probe.h"
 #include "probe_adapters.h"
 
 static SlStatus load(SlModel *m, const ProbeArgs *a, int text, int vae, int unet, SlCtx *ctx) {
     SlModelOpts o = {.config_dir = probe_setting(a, "config"), .skip_text = !text, .skip_vae = !vae, .skip_unet = !unet};
-    return sl_model_load(m, a->model, &o, ctx);
+    /* [nf4] --base nf4: the U-Net linears are streamed into NF4 (pipeline/quant.h) */
+    if (!a->base || !strcmp(a->base, "fp32")) return sl_model_load(m, a->model, &o, ctx);
+    if (strcmp(a->base, "nf4")) return sl_fail(ctx, SL_ERR_ARG, "--base is fp32 or nf4, not '%s'", a->base);
+    const char *dq = probe_setting(a, "nf4_dq");
+    SL_TRY(sl_model_load_nf4(m, a->model, &o, probe_setting(a, "nf4_layers"), dq && strcmp(dq, "0"), ctx));
+    if (unet && a->merge) { /* merging needs dense weights: dequantize first (no re-quantization) */
+        sl_log(ctx, SL_LOG_WARN, "--merge on an NF4 base: the NF4 layers are dequantized to fp32 first");
+        SlStatus st = sl_unet_dequantize_nf4(&m->unet, ctx);
+        if (st) sl_model_free(m);
+        return st;
+    }
+    return SL_OK;
 }
 
 static SlStatus add_out(const ProbeArgs *a, const char *name, int ndim, const int64_t *shape, float *data, SlCtx *ctx) {

@@ -18,6 +18,7 @@ typedef struct SampleArgs {
     const char *lora[SAMPLE_MAX_LORA];
     const char *merge, *sampler, *schedule, *steps, *cfg, *seed, *width, *height, *batch, *clip_skip, *eta;
     const char *preview, *grid, *quiet, *vae_tile, *lora_alpha, *threads;
+    const char *base, *nf4_layers, *nf4_dq; /* [nf4] --base nf4 */
 } SampleArgs;
 
 typedef struct SampleLora {
