@@ -47,5 +47,6 @@ int cmd_probe(int argc, char **argv);
 int cmd_lora(int argc, char **argv);
 int cmd_tokenize(int argc, char **argv);
 int cmd_sample(int argc, char **argv);
+int cmd_eval(int argc, char **argv);
 
 #endif

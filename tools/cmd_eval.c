@@ -1,0 +1,397 @@
+/* cmd_eval.c - `stylora eval`: how well a style adapter carries its style and
+ * keeps the prompt (issue 10, "Measuring a style").
+ *
+ *   stylora eval --model DIR --lora ADAPTER.safetensors[:W] --style-dir DIR [--prompts FILE]
+ *                [--n N] [--seed S] [--steps N] [--cfg S] [--out DIR]
+ *     samples the same prompts and seeds without and with the adapter, writes
+ *     OUT/base/NNN.png, OUT/adapter/NNN.png and OUT/grid.png (top row base,
+ *     bottom row adapter), and prints the figures.
+ *   stylora eval --images DIR --style-dir DIR
+ *     scores a folder of existing images (captions from NNN.txt beside them).
+ *
+ * Prompts default to the style folder's captions (trigger word included), in
+ * file order, cycled up to --n. Figures (pipeline/eval.h defines them):
+ *   style_distance_*   distance of the image set to the style's reference
+ *                      images (0 = same statistics; reference_halves is the
+ *                      distance between two halves of the reference set, the
+ *                      noise floor at that set size)
+ *   prompt_fidelity_*  mean detector score of the main object (1 colour and
+ *                      shape, 0.5 one of them); captions outside the scene
+ *                      grammar are skipped and counted
+ *   count_accuracy_*   fraction whose main object count is right
+ * The last four lines are style_distance_base, style_distance_adapter,
+ * prompt_fidelity_base, prompt_fidelity_adapter as `name: value`.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "cli.h"
+#include "core/image.h"
+#include "core/rng.h"
+#include "core/tensor.h"
+#include "pipeline/denoise.h"
+#include "pipeline/eval.h"
+#include "pipeline/model.h"
+#include "sample_jobs.h"
+
+#define EVAL_SEED 1234 /* the style net's weights: fixed so figures compare across runs */
+#define CAP_MAX 1024
+
+typedef struct ImageSet {
+    int n;
+    SlImage *img;        /* (n) */
+    char (*caption)[CAP_MAX]; /* (n) "" when unknown */
+} ImageSet;
+
+static void set_free(ImageSet *s) {
+    for (int i = 0; i < s->n; i++) sl_image_free(&s->img[i]);
+    free(s->img);
+    free(s->caption);
+    memset(s, 0, sizeof *s);
+}
+
+static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+
+static int ends_with(const char *s, const char *suf) {
+    size_t n = strlen(s), k = strlen(suf);
+    return n >= k && strcasecmp(s + n - k, suf) == 0;
+}
+
+/* First line of a text file into out ("" if absent). */
+static void read_line(const char *path, char *out, size_t n) {
+    out[0] = 0;
+    FILE *f = fopen(path, "r");
+    if (!f) return;
+    if (!fgets(out, (int)n, f)) out[0] = 0;
+    fclose(f);
+    out[strcspn(out, "\r\n")] = 0;
+}
+
+/* Every *.png of dir (sorted by name) with its NNN.txt caption, as RGB. */
+static SlStatus set_load(ImageSet *s, const char *dir, SlCtx *ctx) {
+    memset(s, 0, sizeof *s);
+    DIR *d = opendir(dir);
+    if (!d) return sl_fail(ctx, SL_ERR_IO, "%s: cannot open folder: %s", dir, strerror(errno));
+    char **names = NULL;
+    int n = 0, cap = 0;
+    SlStatus st = SL_OK;
+    for (struct dirent *e; (e = readdir(d)) != NULL && !st;) {
+        if (!ends_with(e->d_name, ".png")) continue;
+        if (n == cap) {
+            cap = cap ? 2 * cap : 64;
+            char **g = realloc(names, (size_t)cap * sizeof *g);
+            if (!g) { st = sl_fail(ctx, SL_ERR_NOMEM, "out of memory"); break; }
+            names = g;
+        }
+        if (!(names[n] = strdup(e->d_name))) st = sl_fail(ctx, SL_ERR_NOMEM, "out of memory");
+        else n++;
+    }
+    closedir(d);
+    if (!st && n == 0) st = sl_fail(ctx, SL_ERR_MISSING, "%s: no .png images", dir);
+    if (!st) qsort(names, (size_t)n, sizeof *names, cmp_str);
+    if (!st) {
+        s->img = calloc((size_t)n, sizeof *s->img);
+        s->caption = calloc((size_t)n, sizeof *s->caption);
+        if (!s->img || !s->caption) st = sl_fail(ctx, SL_ERR_NOMEM, "out of memory");
+    }
+    SlImageReadOpts o = sl_image_read_opts_default();
+    o.channels = 3;
+    for (int i = 0; i < n && !st; i++) {
+        char path[4096];
+        snprintf(path, sizeof path, "%s/%s", dir, names[i]);
+        st = sl_image_read(&s->img[i], path, &o, ctx);
+        if (st) break;
+        s->n++;
+        path[strlen(path) - 4] = 0;
+        strcat(path, ".txt");
+        read_line(path, s->caption[i], CAP_MAX);
+    }
+    for (int i = 0; i < n; i++) free(names[i]);
+    free(names);
+    if (st) set_free(s);
+    return st;
+}
+
+typedef struct SetScore {
+    double style;           /* distance to the reference set */
+    double fidelity;        /* mean over parsed captions (NaN if none) */
+    double both, count;     /* fractions: main object right; its count right */
+    int n_scored, n_skipped;
+} SetScore;
+
+static SlStatus stats_of(SlStyleStats *st, const SlStyleNet *net, const SlImage *imgs, int n, int step, int first,
+                         SlCtx *ctx) {
+    sl_style_stats_init(st);
+    for (int i = first; i < n; i += step) SL_TRY(sl_style_stats_add(st, net, &imgs[i], ctx));
+    return SL_OK;
+}
+
+/* Scores imgs[n] against the reference stats, with captions caps[n] ("" = none). */
+static SlStatus score_set(SetScore *out, const SlStyleNet *net, const SlStyleStats *ref, const SlImage *imgs,
+                          char (*caps)[CAP_MAX], int n, SlCtx *ctx) {
+    memset(out, 0, sizeof *out);
+    SlStyleStats *st = malloc(sizeof *st);
+    if (!st) return sl_fail(ctx, SL_ERR_NOMEM, "out of memory");
+    SlStatus s = stats_of(st, net, imgs, n, 1, 0, ctx);
+    SlStyleDistance d;
+    if (!s) s = sl_style_distance(&d, st, ref, ctx);
+    free(st);
+    if (s) return s;
+    out->style = d.total;
+    double sum = 0;
+    for (int i = 0; i < n; i++) {
+        SlSceneCaption sc;
+        SlCtx pctx;
+        sl_ctx_init(&pctx);
+        if (!caps[i][0] || sl_eval_parse_caption(&sc, caps[i], &pctx) != SL_OK) {
+            if (caps[i][0]) sl_log(ctx, SL_LOG_DEBUG, "fidelity skipped: %s", pctx.msg);
+            out->n_skipped++;
+            continue;
+        }
+        SlDetection det;
+        SL_TRY(sl_eval_detect(&det, &imgs[i], ctx));
+        SlFidelity f;
+        sl_eval_fidelity(&f, &det, &sc);
+        sum += f.score;
+        out->both += f.both_ok;
+        out->count += f.count_ok;
+        out->n_scored++;
+    }
+    out->fidelity = out->n_scored ? sum / out->n_scored : NAN;
+    out->both = out->n_scored ? out->both / out->n_scored : NAN;
+    out->count = out->n_scored ? out->count / out->n_scored : NAN;
+    return SL_OK;
+}
+
+/* latents [1,C,h,w] -> one 8-bit image (as cmd_sample.c decodes). */
+static SlStatus decode_one(SlModel *m, const float *latents, int64_t h, int64_t w, SlImage *img, SlCtx *ctx) {
+    const SlVaeConfig *vc = &m->vae_cfg;
+    int64_t C = vc->latent_channels, f = sl_vae_downscale(vc);
+    size_t n = (size_t)(C * h * w), ni = (size_t)(vc->out_channels * h * f * w * f);
+    float *z = sl_alloc(n * sizeof(float)), *x = sl_alloc(ni * sizeof(float)); /* z [1,C,h,w], x [1,3,H,W] */
+    SlStatus st = (!z || !x) ? sl_fail(ctx, SL_ERR_NOMEM, "out of memory decoding") : SL_OK;
+    for (size_t i = 0; !st && i < n; i++) z[i] = (float)(latents[i] / vc->scaling_factor + vc->shift_factor);
+    if (!st) st = sl_vae_decode(m->vae, z, 1, h, w, x, ctx);
+    if (!st) st = sl_image_from_chw(img, x, vc->out_channels, (int)(h * f), (int)(w * f), ctx);
+    sl_free(z);
+    sl_free(x);
+    return st;
+}
+
+/* Samples prompts[n] with seeds seed + i into imgs[n]. */
+static SlStatus sample_set(SlModel *m, char (*prompts)[CAP_MAX], int n, uint64_t seed, int steps, float cfg,
+                           SlImage *imgs, const char *label, int quiet, SlCtx *ctx) {
+    int64_t f = sl_vae_downscale(&m->vae_cfg), size = m->vae_cfg.sample_size;
+    int64_t h = size / f, w = size / f, C = m->unet_cfg.in_channels, T = sl_model_text_len(m), D = m->clip_cfg.D;
+    size_t nlat = (size_t)(C * h * w), ntxt = (size_t)(T * D);
+    float *lat = sl_alloc(nlat * sizeof(float)), *cond = sl_alloc(ntxt * sizeof(float)), *unc = sl_alloc(ntxt * sizeof(float));
+    SlStatus st = (!lat || !cond || !unc) ? sl_fail(ctx, SL_ERR_NOMEM, "out of memory") : SL_OK;
+    const char *empty[1] = {""};
+    if (!st && cfg > 1) st = sl_model_encode_prompts(m, empty, 1, 1, unc, NULL, ctx);
+    for (int i = 0; i < n && !st; i++) {
+        const char *pp[1] = {prompts[i]};
+        st = sl_model_encode_prompts(m, pp, 1, 1, cond, NULL, ctx);
+        if (st) break;
+        sl_rng_normal(lat, (int64_t)nlat, seed + (uint64_t)i, 0, 0);
+        SlDenoiseOpts o = {.steps = steps, .guidance = cfg, .seed = seed + (uint64_t)i};
+        o.sampler.kind = SL_SAMPLER_EULER_A;
+        o.sampler.karras = -1;
+        st = sl_denoise(&m->unet, &m->sched, lat, cond, cfg > 1 ? unc : NULL, 1, h, w, T, &o, ctx);
+        if (!st) st = decode_one(m, lat, h, w, &imgs[i], ctx);
+        if (!quiet) fprintf(stderr, "\r%s %d/%d", label, i + 1, n);
+    }
+    if (!quiet) fprintf(stderr, "\n");
+    sl_free(lat);
+    sl_free(cond);
+    sl_free(unc);
+    return st;
+}
+
+static SlStatus write_set(const char *dir, const SlImage *imgs, int n, SlCtx *ctx) {
+    if (mkdir(dir, 0755) != 0 && errno != EEXIST) return sl_fail(ctx, SL_ERR_IO, "%s: cannot create folder: %s", dir, strerror(errno));
+    for (int i = 0; i < n; i++) {
+        char path[4096];
+        snprintf(path, sizeof path, "%s/%03d.png", dir, i);
+        SL_TRY(sl_image_write_png(&imgs[i], path, NULL, 0, ctx));
+    }
+    return SL_OK;
+}
+
+/* Two rows: base on top, adapter below. */
+static SlStatus write_grid(const char *path, const SlImage *base, const SlImage *ad, int n, SlCtx *ctx) {
+    int w = base[0].w, h = base[0].h;
+    for (int i = 0; i < n; i++)
+        if (base[i].w != w || base[i].h != h || ad[i].w != w || ad[i].h != h || base[i].c != 3 || ad[i].c != 3)
+            return sl_fail(ctx, SL_ERR_ARG, "grid: images differ in size");
+    SlImage g = {0};
+    SL_TRY(sl_image_alloc(&g, w * n, 2 * h, 3, ctx));
+    for (int r = 0; r < 2; r++)
+        for (int i = 0; i < n; i++) {
+            const SlImage *im = r ? &ad[i] : &base[i];
+            for (int y = 0; y < h; y++)
+                memcpy(g.data + ((size_t)(r * h + y) * g.w + (size_t)i * w) * 3, im->data + (size_t)y * w * 3, (size_t)w * 3);
+        }
+    SlStatus st = sl_image_write_png(&g, path, NULL, 0, ctx);
+    sl_image_free(&g);
+    return st;
+}
+
+static void print_score(const char *name, const SetScore *s) {
+    printf("%-8s style distance %.4f   prompt fidelity %.3f   main object right %.3f   count right %.3f   (%d scored, %d skipped)\n",
+           name, s->style, s->fidelity, s->both, s->count, s->n_scored, s->n_skipped);
+}
+
+int cmd_eval(int argc, char **argv) {
+    const char *model = NULL, *lora = NULL, *style_dir = NULL, *prompts_file = NULL, *n_s = NULL, *seed_s = NULL,
+               *steps_s = NULL, *cfg_s = NULL, *out = NULL, *images = NULL, *quiet = NULL;
+    const CliOpt opts[] = {
+        {"--model", "DIR", "the base model", &model, 0},
+        {"--lora", "FILE[:WEIGHT]", "the style adapter (weight default 1)", &lora, 0},
+        {"--style-dir", "DIR", "the style's reference images (NNN.png + NNN.txt)", &style_dir, 0},
+        {"--prompts", "FILE", "one prompt a line (default: the style's captions)", &prompts_file, 0},
+        {"--n", "N", "images per set (default 8)", &n_s, 0},
+        {"--seed", "S", "seed of the first image (default 1; image i uses S + i)", &seed_s, 0},
+        {"--steps", "N", "sampling steps (default 20, Euler a)", &steps_s, 0},
+        {"--cfg", "S", "guidance scale (default 7)", &cfg_s, 0},
+        {"--out", "DIR", "where the images go (default eval-out)", &out, 0},
+        {"--images", "DIR", "score this folder of images instead of sampling", &images, 0},
+        {"--quiet", NULL, "no progress or warnings", &quiet, 0},
+        {0},
+    };
+    const char *syn = "--model DIR --lora FILE[:W] --style-dir DIR [options] | --images DIR --style-dir DIR";
+    const char *pos[1];
+    int npos = 0;
+    cli_parse("eval", syn, opts, argc, argv, pos, 1, &npos);
+    if (npos || !style_dir || (!images && (!model || !lora))) {
+        cli_usage(stderr, "eval", syn, opts);
+        return 2;
+    }
+    SlCtx ctx;
+    cli_ctx_init(&ctx, quiet != NULL);
+    ImageSet ref = {0}, set = {0};
+    SlStyleNet net = {0};
+    SlStyleStats *rs = calloc(3, sizeof *rs); /* reference: all, even, odd */
+    SlStatus st = rs ? SL_OK : sl_fail(&ctx, SL_ERR_NOMEM, "out of memory");
+    if (!st) st = set_load(&ref, style_dir, &ctx);
+    if (!st) st = sl_style_net_init(&net, EVAL_SEED, &ctx);
+    if (!st) st = stats_of(&rs[0], &net, ref.img, ref.n, 1, 0, &ctx);
+    double halves = NAN;
+    if (!st && ref.n >= 2) {
+        SlStyleDistance d;
+        st = stats_of(&rs[1], &net, ref.img, ref.n, 2, 0, &ctx);
+        if (!st) st = stats_of(&rs[2], &net, ref.img, ref.n, 2, 1, &ctx);
+        if (!st) st = sl_style_distance(&d, &rs[1], &rs[2], &ctx);
+        if (!st) halves = d.total;
+    }
+    SetScore sref;
+    if (!st) st = score_set(&sref, &net, &rs[0], ref.img, ref.caption, ref.n, &ctx);
+    if (st) goto done;
+    printf("reference %s: %d images; distance between its two halves %.4f\n", style_dir, ref.n, halves);
+    print_score("style", &sref);
+
+    if (images) { /* score a folder */
+        SetScore s;
+        st = set_load(&set, images, &ctx);
+        if (!st) st = score_set(&s, &net, &rs[0], set.img, set.caption, set.n, &ctx);
+        if (st) goto done;
+        print_score("images", &s);
+        printf("n_images: %d\nfidelity_skipped: %d\nreference_halves: %.4f\ncount_accuracy: %.4f\n", set.n, s.n_skipped,
+               halves, s.count);
+        printf("style_distance: %.4f\nprompt_fidelity: %.4f\n", s.style, s.fidelity);
+        goto done;
+    }
+
+    /* sample base and base+adapter on the same prompts and seeds */
+    int n = n_s ? (int)cli_int("eval", "--n", n_s, 1, 10000) : 8;
+    uint64_t seed = seed_s ? (uint64_t)cli_int("eval", "--seed", seed_s, 0, (long long)1 << 62) : 1;
+    int steps = steps_s ? (int)cli_int("eval", "--steps", steps_s, 1, 1000) : 20;
+    float cfg = cfg_s ? (float)cli_num("eval", "--cfg", cfg_s) : 7.0f;
+    if (!out) out = "eval-out";
+    char(*prompts)[CAP_MAX] = calloc((size_t)n, CAP_MAX);
+    SlImage *base = calloc((size_t)n, sizeof(SlImage)), *ad = calloc((size_t)n, sizeof(SlImage));
+    if (!prompts || !base || !ad) { st = sl_fail(&ctx, SL_ERR_NOMEM, "out of memory"); goto done_sample; }
+    if (prompts_file) {
+        FILE *f = fopen(prompts_file, "r");
+        if (!f) { st = sl_fail(&ctx, SL_ERR_IO, "%s: cannot open: %s", prompts_file, strerror(errno)); goto done_sample; }
+        char line[CAP_MAX];
+        int k = 0;
+        while (k < n && fgets(line, sizeof line, f)) {
+            line[strcspn(line, "\r\n")] = 0;
+            if (line[0] && line[0] != '#') snprintf(prompts[k++], CAP_MAX, "%s", line);
+        }
+        fclose(f);
+        if (!k) { st = sl_fail(&ctx, SL_ERR_FORMAT, "%s: no prompts", prompts_file); goto done_sample; }
+        for (int i = k; i < n; i++) memcpy(prompts[i], prompts[i % k], CAP_MAX);
+    } else {
+        int k = 0;
+        for (int i = 0; i < ref.n; i++) k += ref.caption[i][0] != 0;
+        if (!k) { st = sl_fail(&ctx, SL_ERR_MISSING, "%s: no captions (NNN.txt) to draw prompts from", style_dir); goto done_sample; }
+        for (int i = 0, j = 0; i < n; j++)
+            if (ref.caption[j % ref.n][0]) memcpy(prompts[i++], ref.caption[j % ref.n], CAP_MAX);
+    }
+    if (mkdir(out, 0755) != 0 && errno != EEXIST) {
+        st = sl_fail(&ctx, SL_ERR_IO, "%s: cannot create output folder: %s", out, strerror(errno));
+        goto done_sample;
+    }
+    SlModel m;
+    SlModelOpts mo = {0};
+    if ((st = sl_model_load(&m, model, &mo, &ctx)) != SL_OK) goto done_sample;
+    SampleArgs sa;
+    memset(&sa, 0, sizeof sa);
+    sa.out = out;
+    SampleJob job;
+    memset(&job, 0, sizeof job);
+    snprintf(job.where, sizeof job.where, "--lora");
+    job.width = job.height = m.vae_cfg.sample_size;
+    job.n_lora = 1;
+    job.lora[0].weight = 1.0f;
+    snprintf(job.lora[0].path, sizeof job.lora[0].path, "%s", lora);
+    char *colon = strrchr(job.lora[0].path, ':');
+    if (colon) { /* FILE:WEIGHT */
+        char *end;
+        double v = strtod(colon + 1, &end);
+        if (end != colon + 1 && *end == 0 && isfinite(v)) { job.lora[0].weight = (float)v; *colon = 0; }
+    }
+    SampleRun run;
+    sample_run_init(&run, &sa, &job, 1);
+    st = sample_set(&m, prompts, n, seed, steps, cfg, base, "base", quiet != NULL, &ctx);
+    if (!st) st = sample_adapters_apply(&run, &m, &job, &ctx);
+    if (!st) st = sample_set(&m, prompts, n, seed, steps, cfg, ad, "adapter", quiet != NULL, &ctx);
+    SlStatus st2 = sample_adapters_remove(&run, &m, &ctx);
+    if (!st) st = st2;
+    sample_run_free(&run, &m);
+    sl_model_free(&m);
+    char path[4096];
+    if (!st) { snprintf(path, sizeof path, "%s/base", out); st = write_set(path, base, n, &ctx); }
+    if (!st) { snprintf(path, sizeof path, "%s/adapter", out); st = write_set(path, ad, n, &ctx); }
+    if (!st) { snprintf(path, sizeof path, "%s/grid.png", out); st = write_grid(path, base, ad, n, &ctx); }
+    SetScore sb, sd;
+    if (!st) st = score_set(&sb, &net, &rs[0], base, prompts, n, &ctx);
+    if (!st) st = score_set(&sd, &net, &rs[0], ad, prompts, n, &ctx);
+    if (!st) {
+        printf("sampled %d prompts x 2 (seeds %llu..%llu, %d steps, cfg %g, adapter weight %g) -> %s\n", n,
+               (unsigned long long)seed, (unsigned long long)(seed + (uint64_t)n - 1), steps, cfg, job.lora[0].weight, out);
+        print_score("base", &sb);
+        print_score("adapter", &sd);
+        printf("n_images: %d\nfidelity_skipped: %d\nreference_halves: %.4f\ncount_accuracy_base: %.4f\n"
+               "count_accuracy_adapter: %.4f\n", n, sb.n_skipped, halves, sb.count, sd.count);
+        printf("style_distance_base: %.4f\nstyle_distance_adapter: %.4f\nprompt_fidelity_base: %.4f\n"
+               "prompt_fidelity_adapter: %.4f\n", sb.style, sd.style, sb.fidelity, sd.fidelity);
+    }
+done_sample:
+    for (int i = 0; base && i < n; i++) sl_image_free(&base[i]);
+    for (int i = 0; ad && i < n; i++) sl_image_free(&ad[i]);
+    free(base);
+    free(ad);
+    free(prompts);
+done:
+    set_free(&ref);
+    set_free(&set);
+    sl_style_net_free(&net);
+    free(rs);
+    return st ? cli_fail("eval", &ctx) : 0;
+}
