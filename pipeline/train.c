@@ -62,7 +62,7 @@ static int settings_of(const SlTrainConfig *c, Setting *s) {
     int n = 0;
 #define SET(k, ...) (s[n].key = (k), snprintf(s[n].val, sizeof s[n].val, __VA_ARGS__), n++)
     SET("steps_total", "%lld", (long long)c->steps);
-    SET("batch", "%lld", (long long)c->batch);
+    SET("batch", "%lld", (long long)(c->batch * (c->dp_world > 1 ? c->dp_world : 1))); /* the global batch */
     SET("grad_accum", "%lld", (long long)c->grad_accum);
     SET("resolution", "%lld", (long long)c->resolution);
     SET("rank", "%lld", (long long)c->rank);
@@ -136,6 +136,38 @@ static SlStatus cache_write(const char *path, const char *const *names, float *c
     return SL_OK;
 }
 
+/* mean/std [nf, C, h, w] of image `path`: from the cache folder (*hit) or the
+ * VAE (then stored in the folder). Errors (an unreadable image) go into fctx. */
+static SlStatus latent_of(SlTrainer *tr, const char *path, uint64_t salt, float *mean, float *std, float *img,
+                          float *logvar, int *hit, SlCtx *fctx, SlCtx *ctx) {
+    const SlTrainConfig *c = &tr->cfg;
+    const int nf = c->flip ? 2 : 1;
+    const size_t nl = (size_t)(tr->C * tr->h * tr->w);
+    uint64_t key;
+    SlStatus fst = sl_file_hash(path, salt, &key, fctx);
+    char cpath[4096] = "";
+    *hit = 0;
+    if (!fst && c->cache_dir) {
+        snprintf(cpath, sizeof cpath, "%s/lat_%016llx_%d.safetensors", c->cache_dir, (unsigned long long)key, nf);
+        const char *names[2] = {"mean", "std"};
+        float *dst[2] = {mean, std};
+        size_t n[2] = {nf * nl, nf * nl};
+        cache_read(cpath, names, dst, n, 2, hit, ctx);
+    }
+    for (int f = 0; !fst && !*hit && f < nf; f++) {
+        fst = sl_data_prepare_image(img, path, (int)tr->R, 0.5f, f, 0, fctx);
+        if (!fst) fst = sl_vae_encode(tr->model.vae, img, 1, tr->R, tr->R, mean + f * nl, logvar, fctx);
+        for (size_t k = 0; !fst && k < nl; k++) std[f * nl + k] = expf(0.5f * logvar[k]);
+    }
+    if (!fst && !*hit && cpath[0]) {
+        const char *names[2] = {"mean", "std"};
+        float *src[2] = {mean, std};
+        size_t n[2] = {nf * nl, nf * nl};
+        cache_write(cpath, names, src, n, 2, ctx);
+    }
+    return fst;
+}
+
 /* Encodes every image (and its mirror with flip) into the latent cache. */
 static SlStatus cache_latents(SlTrainer *tr, SlCtx *ctx) {
     const SlTrainConfig *c = &tr->cfg;
@@ -154,44 +186,34 @@ static SlStatus cache_latents(SlTrainer *tr, SlCtx *ctx) {
         sl_free(logvar);
         return sl_fail(ctx, SL_ERR_NOMEM, "out of memory for the latent cache");
     }
+    if (c->cache_dir && c->dp_world > 1 && c->cache_sync) {
+        /* this rank's share into the folder (slot 0 as scratch); errors are the main loop's to report */
+        for (int i = c->dp_rank; i < tr->data.n; i += c->dp_world) {
+            SlCtx fctx = *ctx;
+            int hit;
+            latent_of(tr, tr->data.items[i].path, salt, tr->lat_mean, tr->lat_std, img, logvar, &hit, &fctx, ctx);
+        }
+        if (c->cache_sync(c->cache_user)) {
+            sl_free(img);
+            sl_free(logvar);
+            return sl_fail(ctx, SL_ERR_INTERRUPTED, "set-up stopped: another rank failed");
+        }
+    }
     SlProgress bar;
     sl_progress_begin(&bar, "encoding images", tr->data.n, c->progress, c->progress == NULL);
     SlStatus st = SL_OK;
     for (int i = 0; i < tr->data.n && !st; i++) {
-        const char *path = tr->data.items[i].path;
-        uint64_t key;
         SlCtx fctx = *ctx;
-        SlStatus fst = sl_file_hash(path, salt, &key, &fctx);
         float *mean = tr->lat_mean + (size_t)tr->n_valid * nf * nl, *std = tr->lat_std + (size_t)tr->n_valid * nf * nl;
-        char cpath[4096] = "";
         int hit = 0;
-        if (!fst && c->cache_dir) {
-            snprintf(cpath, sizeof cpath, "%s/lat_%016llx_%d.safetensors", c->cache_dir, (unsigned long long)key, nf);
-            const char *names[2] = {"mean", "std"};
-            float *dst[2] = {mean, std};
-            size_t n[2] = {nf * nl, nf * nl};
-            cache_read(cpath, names, dst, n, 2, &hit, ctx);
-        }
-        for (int f = 0; !fst && !hit && f < nf; f++) {
-            fst = sl_data_prepare_image(img, path, (int)tr->R, 0.5f, f, 0, &fctx);
-            if (!fst) fst = sl_vae_encode(tr->model.vae, img, 1, tr->R, tr->R, mean + f * nl, logvar, &fctx);
-            for (size_t k = 0; !fst && k < nl; k++) std[f * nl + k] = expf(0.5f * logvar[k]);
-        }
+        SlStatus fst = latent_of(tr, tr->data.items[i].path, salt, mean, std, img, logvar, &hit, &fctx, ctx);
         if (fst) {
             if (c->stop_on_bad_image) { *ctx = fctx; st = fst; break; }
             sl_log(ctx, SL_LOG_WARN, "skipping image: %s", fctx.msg);
             continue;
         }
         if (hit) tr->cache_hits++;
-        else {
-            tr->cache_misses++;
-            if (cpath[0]) {
-                const char *names[2] = {"mean", "std"};
-                float *src[2] = {mean, std};
-                size_t n[2] = {nf * nl, nf * nl};
-                cache_write(cpath, names, src, n, 2, ctx);
-            }
-        }
+        else tr->cache_misses++;
         tr->valid[tr->n_valid++] = i;
         sl_progress_update(&bar, i + 1, NULL);
     }
@@ -217,32 +239,43 @@ static SlStatus cache_text(SlTrainer *tr, SlCtx *ctx) {
     }
     salt = hash_floats(clip->params.tok_emb, (size_t)(clip->cfg.V * clip->cfg.D), salt);
     salt = sl_hash_bytes(&tr->cfg.clip_skip, sizeof tr->cfg.clip_skip, salt);
-    for (int i = 0; i <= tr->n_valid; i++) {
-        const char *cap = i < tr->n_valid ? tr->data.items[tr->valid[i]].caption : "";
-        float *dst = tr->text + (size_t)i * nt;
-        char cpath[4096] = "";
-        int hit = 0;
-        if (tr->cfg.cache_dir) {
-            uint64_t key = sl_hash_bytes(cap, strlen(cap), salt);
-            snprintf(cpath, sizeof cpath, "%s/te_%016llx.safetensors", tr->cfg.cache_dir, (unsigned long long)key);
-            const char *names[1] = {"text"};
-            float *d[1] = {dst};
-            size_t n[1] = {nt};
-            cache_read(cpath, names, d, n, 1, &hit, ctx);
-        }
-        if (hit) { tr->cache_hits++; continue; }
-        tr->cache_misses++;
-        const char *pp[1] = {cap};
-        SlStatus st = sl_model_encode_prompts(&tr->model, pp, 1, tr->cfg.clip_skip, dst, NULL, ctx);
-        if (st) {
-            if (i < tr->n_valid) sl_fail_prefix(ctx, "caption of %s", tr->data.items[tr->valid[i]].path);
-            return st;
-        }
-        if (cpath[0]) {
-            const char *names[1] = {"text"};
-            float *s[1] = {dst};
-            size_t n[1] = {nt};
-            cache_write(cpath, names, s, n, 1, ctx);
+    /* split across ranks (see SlTrainConfig.dp_world): pass 0 encodes this rank's share into the folder */
+    const SlTrainConfig *c = &tr->cfg;
+    const int split = c->cache_dir && c->dp_world > 1 && c->cache_sync;
+    for (int pass = split ? 0 : 1; pass < 2; pass++) {
+        if (pass == 1 && split && c->cache_sync(c->cache_user))
+            return sl_fail(ctx, SL_ERR_INTERRUPTED, "set-up stopped: another rank failed");
+        for (int i = pass == 0 ? c->dp_rank : 0; i <= tr->n_valid; i += pass == 0 ? c->dp_world : 1) {
+            const char *cap = i < tr->n_valid ? tr->data.items[tr->valid[i]].caption : "";
+            float *dst = tr->text + (size_t)i * nt;
+            char cpath[4096] = "";
+            int hit = 0;
+            if (tr->cfg.cache_dir) {
+                uint64_t key = sl_hash_bytes(cap, strlen(cap), salt);
+                snprintf(cpath, sizeof cpath, "%s/te_%016llx.safetensors", tr->cfg.cache_dir, (unsigned long long)key);
+                const char *names[1] = {"text"};
+                float *d[1] = {dst};
+                size_t n[1] = {nt};
+                cache_read(cpath, names, d, n, 1, &hit, ctx);
+            }
+            if (hit) { tr->cache_hits += pass; continue; }
+            tr->cache_misses += pass;
+            const char *pp[1] = {cap};
+            SlStatus st = sl_model_encode_prompts(&tr->model, pp, 1, tr->cfg.clip_skip, dst, NULL, ctx);
+            if (st && pass == 0) { /* pass 1 reports it (and every rank must reach cache_sync) */
+                sl_ctx_clear(ctx);
+                continue;
+            }
+            if (st) {
+                if (i < tr->n_valid) sl_fail_prefix(ctx, "caption of %s", tr->data.items[tr->valid[i]].path);
+                return st;
+            }
+            if (cpath[0]) {
+                const char *names[1] = {"text"};
+                float *s[1] = {dst};
+                size_t n[1] = {nt};
+                cache_write(cpath, names, s, n, 1, ctx);
+            }
         }
     }
     return SL_OK;
@@ -441,9 +474,12 @@ SlStatus sl_trainer_init(SlTrainer *tr, const SlTrainConfig *cfg, SlCtx *ctx) {
         c->caption_dropout > 1 || c->dropout < 0 || c->dropout >= 1)
         return sl_fail(ctx, SL_ERR_ARG, "bad training settings: steps, batch, grad accumulation and rank must be >= 1, "
                                         "lr > 0, dropouts in [0,1)");
+    if (c->dp_world > 1 && (c->dp_rank < 0 || c->dp_rank >= c->dp_world))
+        return sl_fail(ctx, SL_ERR_ARG, "data-parallel rank %d is not in [0, %d)", c->dp_rank, c->dp_world);
     if (c->alpha <= 0) c->alpha = (float)c->rank;
     SL_TRY(check_out_writable(c->out, ctx));
-    if (c->cache_dir && !sl_path_is_dir(c->cache_dir) && mkdir(c->cache_dir, 0755) != 0)
+    if (c->cache_dir && !sl_path_is_dir(c->cache_dir) && mkdir(c->cache_dir, 0755) != 0 &&
+        !sl_path_is_dir(c->cache_dir)) /* (another rank may have made it just now) */
         return sl_fail(ctx, SL_ERR_IO, "%s: cannot create the cache folder: %s", c->cache_dir, strerror(errno));
     /* the data first: an empty folder fails before any model loads */
     SlDataOpts dopts = {c->caption, c->trigger, 0};
@@ -524,7 +560,8 @@ SlStatus sl_trainer_init(SlTrainer *tr, const SlTrainConfig *cfg, SlCtx *ctx) {
         !tr->tint || !tr->perm)
         return sl_fail(ctx, SL_ERR_NOMEM, "out of memory for the training buffers");
     for (int i = 0; i < tr->n_params; i++) tr->n_fused += (size_t)tr->params[i].n;
-    tr->world = 1;
+    tr->world = c->dp_world > 1 ? c->dp_world : 1;
+    tr->rank = tr->world > 1 ? c->dp_rank : 0;
     return SL_OK;
 }
 

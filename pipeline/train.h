@@ -85,6 +85,18 @@ typedef struct SlTrainConfig {
     float sample_cfg;
     const char *base_model_name; /* for ss_sd_model_name (default: the model path) */
     FILE *progress;              /* progress bars of the set-up work (NULL: none) */
+    /* data parallelism (default: one process, dp_world 0 or 1): this process is
+     * rank dp_rank of dp_world and `batch` is per rank. The settings (state file,
+     * metadata) record the global batch batch * dp_world, so a run resumes with
+     * any rank count that keeps the global batch. With cache_dir and cache_sync,
+     * rank r first encodes the images i % dp_world == r into the folder, then
+     * cache_sync(cache_user) (a barrier across the ranks), then every rank reads
+     * them all: the encoders run once, split across the ranks. cache_sync runs
+     * twice (latents, text) unless set-up fails first; it returns nonzero if
+     * another rank failed, and set-up then stops (SL_ERR_INTERRUPTED). */
+    int dp_rank, dp_world;
+    int (*cache_sync)(void *user);
+    void *cache_user;
 } SlTrainConfig;
 
 /* Defaults that work on the shipped model without tuning. */

@@ -7,13 +7,15 @@
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
-bash tools/deps.sh
+bash tools/deps.sh --test
 jobs=$(nproc)
 echo "== release build =="
 bash tools/build.sh build
 ntests=$(cd build && ctest -N | awk '/Total Tests:/ {print $3}')
 if [[ "${ntests:-0}" -eq 0 ]]; then echo "stylora: no tests were found: treating as a failure" >&2; exit 1; fi
 (cd build && ctest --output-on-failure -j"$jobs")
+echo "== MPI build (data-parallel training, 2 ranks) =="
+bash tests/mpi/run.sh
 if [[ "${1:-}" != "--fast" ]]; then
   echo "== sanitizer build (address,undefined) =="
   bash tools/build.sh build-asan -DSL_SANITIZE=address,undefined -DCMAKE_BUILD_TYPE=RelWithDebInfo
