@@ -234,9 +234,10 @@ SlStatus sl_adapter_create(SlAdapter *ad, const SlSites *sites, const SlAdapterO
         }
         if (opts->dora) {
             const SlSite *s = &sites->v[sl_sites_find(sites, lm->name)];
-            if (!s->lin->w) {
+            if (!s->lin->w) { /* the message names the module before the adapter (and lm) is freed */
+                sl_fail(ctx, SL_ERR_UNSUPPORTED, "adapter: DoRA on %s needs a dense base weight", lm->name);
                 sl_adapter_free(ad);
-                return sl_fail(ctx, SL_ERR_UNSUPPORTED, "adapter: DoRA on %s needs a dense base weight", lm->name);
+                return SL_ERR_UNSUPPORTED;
             }
             lm->mag = sl_arena_take_f32(&ad->params, lm->O);
             for (int64_t o = 0; o < lm->O; o++) {

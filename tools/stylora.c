@@ -6,6 +6,7 @@
  *   stylora lora convert|merge  adapter files: kohya <-> PEFT; merge into a U-Net
  *   stylora train             a style adapter from a folder of images
  *   stylora sample            images from prompts
+ *   stylora quantize          a model with NF4 U-Net linears (QLoRA)
  *   stylora eval              style distance and prompt fidelity of an adapter
  */
 #include <stdio.h>
@@ -24,6 +25,7 @@ static const CliCmd k_cmds[] = {
     {"lora", "convert|merge ...", "convert adapter files (kohya <-> PEFT) or merge adapters into a U-Net", cmd_lora},
     {"train", "--model DIR --data FOLDER --out ADAPTER.safetensors [options]", "train a style adapter on a folder of images", cmd_train},
     {"sample", "--model DIR --prompt TEXT [options]", "draw images from prompts", cmd_sample},
+    {"quantize", "--model DIR --out DIR [options]", "store a model with its U-Net linears in NF4 (4-bit NormalFloat)", cmd_quantize},
     {"eval", "--model DIR --lora FILE[:W] --style-dir DIR [options]", "measure a style adapter: style distance and prompt fidelity", cmd_eval},
 };
 
