@@ -142,7 +142,8 @@ typedef struct SlTrainer {
     size_t n_fused;
 } SlTrainer;
 
-/* Loads the model and data, fills the caches, creates (or, with cfg->resume,
+/* The trainer keeps a copy of *cfg, whose strings must outlive it.
+ * Loads the model and data, fills the caches, creates (or, with cfg->resume,
  * restores) the adapter and optimizer. Logs progress through ctx. Errors
  * (empty folder, unreadable images with stop_on_bad_image, a read-only output
  * folder, settings that differ from the checkpoint's) come before any step. */

@@ -194,9 +194,10 @@ static int run_sim(const char *out0, double *loss, float *grads, float *weights)
     memset(rk, 0, sizeof rk);
     pthread_barrier_init(&sim.bar, NULL, SIM_WORLD);
     int ok = 1;
+    static char outs[SIM_WORLD][4200]; /* the trainer keeps the path pointer: it must outlive it */
     for (int r = 0; r < SIM_WORLD; r++) { /* set up one after the other (the main thread) */
-        char out[4200];
-        snprintf(out, sizeof out, "%s%s", out0, r ? ".rank1.safetensors" : "");
+        char *out = outs[r];
+        snprintf(out, sizeof outs[r], "%s%s", out0, r ? ".rank1.safetensors" : "");
         SlTrainConfig c;
         config(&c, r ? out : out0, 1);
         rk[r].sim = &sim;
