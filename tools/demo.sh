@@ -1,27 +1,37 @@
 #!/usr/bin/env bash
 # demo.sh - the README's main-job command: installs what is missing, builds,
-# and runs the main job.
+# then trains a style adapter on a shipped example style with the shipped model
+# (models/shapes64) and measures it: the same prompts and seeds are sampled
+# with and without the adapter, a side-by-side grid is written, and the last
+# lines printed are the figures as `name: value`.
 #
-# The main job is: train a style adapter on a shipped example style with the
-# shipped model, then sample before/after images. The shipped model and the
-# trainer do not exist yet (issues 7 and 10), so for now this demo runs the
-# parts that exist and says so.
+#   tools/demo.sh                     the outline style
+#   STYLE=neon STEPS=800 tools/demo.sh
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 bash tools/deps.sh
 bash tools/build.sh build
 bin=build/stylora
-echo
-echo "== stylora demo =="
-echo "Not yet available: the shipped model (models/), training and sampling."
-echo "What exists now: model loading checks and the inspect/probe commands."
-echo
-shared="$root/../shared"
-if [[ -d "$shared/sd15" ]]; then
-  "$bin" inspect "$shared/sd15"
-  [[ -d "$shared/golden/tiny-sd1" ]] && "$bin" inspect "$shared/golden/tiny-sd1"
-else
-  echo "(no ../shared/sd15 beside the checkout: nothing to inspect)"
-  "$bin" --help
+style=${STYLE:-outline}
+steps=${STEPS:-600}
+out=out/demo
+mkdir -p "$out"
+model=models/shapes64
+data=examples/styles/$style
+if [[ ! -f "$model/unet/diffusion_pytorch_model.safetensors" ]]; then
+  echo "stylora demo: $model is missing: regenerate it with tools/shapes/pretrain.sh" >&2
+  exit 1
 fi
+echo
+echo "== 1. train a LoRA on $data ($(ls "$data"/*.png | wc -l) images, $steps steps) =="
+"$bin" train --model "$model" --data "$data" --out "$out/$style.safetensors" \
+  --steps "$steps" --batch 4 --rank 8 --lr 1e-3 --seed 1 --cache-dir "$out/cache"
+echo
+echo "== 2. sample the same prompts and seeds without and with it, and measure =="
+"$bin" eval --model "$model" --lora "$out/$style.safetensors" --style-dir "$data" \
+  --n 16 --seed 1 --out "$out/eval" | tee "$out/figures.txt"
+echo
+echo "adapter: $out/$style.safetensors (inspect it with: $bin inspect $out/$style.safetensors)"
+echo "grid (top: base model, bottom: with the adapter): $out/eval/grid.png"
+tail -4 "$out/figures.txt"

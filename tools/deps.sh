@@ -10,7 +10,7 @@ set -euo pipefail
 pkgs=(build-essential cmake pkg-config libopenblas-dev libstb-dev libpng-dev zlib1g-dev libcjson-dev libpcre2-dev)
 # tests only: Open MPI for the data-parallel build (tests/mpi/run.sh)
 if [[ "${1:-}" == "--test" || "${1:-}" == "--torch" ]]; then pkgs+=(libopenmpi-dev openmpi-bin); fi
-if [[ "${1:-}" == "--torch" ]]; then pkgs+=(python3-torch python3-numpy python3-regex); fi
+if [[ "${1:-}" == "--torch" ]]; then pkgs+=(python3-torch python3-numpy python3-regex python3-pil); fi
 missing=()
 for p in "${pkgs[@]}"; do
   if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then missing+=("$p"); fi
