@@ -166,8 +166,8 @@ static int png_peek_header(const uint8_t *b, size_t n, uint32_t *w, uint32_t *h,
 }
 
 static SlStatus pixel_limit_fail(SlCtx *ctx, const char *name, uint32_t w, uint32_t h, int64_t limit) {
-    return sl_fail(ctx, SL_ERR_NOMEM, "%s: image of %ux%u (%lld pixels) exceeds the limit of %lld pixels",
-                   name, (unsigned)w, (unsigned)h, (long long)((int64_t)w * h), (long long)limit);
+    return sl_fail(ctx, SL_ERR_NOMEM, "%s: image of %ux%u (%llu pixels) exceeds the limit of %lld pixels",
+                   name, (unsigned)w, (unsigned)h, (unsigned long long)w * h, (long long)limit);
 }
 
 typedef enum { PNG_TEXT_ONLY, PNG_FULL } PngMode;
@@ -228,6 +228,27 @@ static SlStatus png_collect_text(PngRead *r, SlCtx *ctx) {
     return SL_OK;
 }
 
+/* Every chunk before IEND must lie inside the buffer. libpng allocates (and zeroes) an
+ * ancillary chunk's declared length before reading it, so a 300-byte file declaring a
+ * 2 GB iTXt chunk cost 2 GB and a minute (found by tests/fuzz/fuzz_image); its
+ * png_set_chunk_malloc_max did not stop that here. Returns 1 if they fit, else 0 with
+ * the chunk's name in name[5]. A missing IEND is left to libpng ("truncated"). */
+static int png_chunks_fit(const uint8_t *b, size_t n, char name[5]) {
+    size_t p = 8;
+    while (p + 8 <= n) {
+        uint32_t len = ((uint32_t)b[p] << 24) | ((uint32_t)b[p + 1] << 16) | ((uint32_t)b[p + 2] << 8) | b[p + 3];
+        for (int i = 0; i < 4; i++) {
+            uint8_t c = b[p + 4 + i];
+            name[i] = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') ? (char)c : '?';
+        }
+        name[4] = 0;
+        if ((uint64_t)len + 12 > n - p) return 0;
+        if (!memcmp(b + p + 4, "IEND", 4)) return 1;
+        p += (size_t)len + 12;
+    }
+    return 1;
+}
+
 /* Decodes PNG bytes. TEXT_ONLY streams rows through
  * one row buffer to reach text after IDAT; FULL decodes pixels. */
 static SlStatus png_decode(SlImage *out, PngRead *r, const SlImageReadOpts *o, PngMode mode, SlCtx *ctx) {
@@ -237,7 +258,12 @@ static SlStatus png_decode(SlImage *out, PngRead *r, const SlImageReadOpts *o, P
     int hc = 0;
     if (!png_peek_header(r->buf, r->len, &hw, &hh, &hc))
         return sl_fail(ctx, SL_ERR_FORMAT, "%s: bad PNG: no IHDR chunk after the signature", r->name);
-    if (mode == PNG_FULL && ((int64_t)hw * hh > limit || hw > INT_MAX || hh > INT_MAX))
+    char cname[5];
+    if (!png_chunks_fit(r->buf, r->len, cname))
+        return sl_fail(ctx, SL_ERR_FORMAT, "%s: bad PNG: truncated (chunk '%s' runs past the end of the file)",
+                       r->name, cname);
+    /* unsigned: two 32-bit sizes overflow int64 (found by tests/fuzz/fuzz_image) */
+    if (mode == PNG_FULL && ((uint64_t)hw * hh > (uint64_t)limit || hw > INT_MAX || hh > INT_MAX))
         return pixel_limit_fail(ctx, r->name, hw, hh, limit);
     r->png = png_create_read_struct(PNG_LIBPNG_VER_STRING, r, png_error_cb, png_warning_cb);
     if (!r->png) return sl_fail(ctx, SL_ERR_NOMEM, "%s: cannot create PNG reader", r->name);
@@ -352,8 +378,18 @@ static int jpeg_dht_ok(const uint8_t *b, size_t n, size_t pos, long L) {
 /* Walks the JPEG marker structure to the end-of-image marker. Returns 1 if
  * complete, else 0 with a reason. With tables_only (the pre-check before stb
  * sees the bytes) only a bad Huffman table fails; truncation returns 1. */
+/* Position just after the SOI marker, or 0 if b is not a JPEG. stb_image, like libjpeg,
+ * skips fill bytes before a marker, so "FF FF D8" starts a JPEG too (a fuzzer found
+ * that the Huffman pre-check missed such files). */
+static size_t jpeg_soi_end(const uint8_t *b, size_t n) {
+    size_t p = 0;
+    if (n < 3 || b[0] != 0xFF) return 0;
+    while (p < n && b[p] == 0xFF) p++;
+    return p < n && b[p] == 0xD8 ? p + 1 : 0;
+}
+
 static int jpeg_walk(const uint8_t *b, size_t n, const char **why, int tables_only) {
-    size_t pos = 2; /* after SOI */
+    size_t pos = jpeg_soi_end(b, n); /* after SOI */
     *why = "truncated (no end-of-image marker)";
     for (;;) {
         while (pos < n && b[pos] != 0xFF) pos++; /* extraneous bytes: libjpeg warns, decoders skip */
@@ -485,17 +521,19 @@ SlStatus sl_image_read_memory(SlImage *out, const uint8_t *buf, size_t len, cons
             return sl_fail(ctx, SL_ERR_NOMEM, "%s: %zu bytes is too large for an image", name, len);
         int w = 0, h = 0, comp = 0;
         const char *why = NULL;
-        int is_jpeg = len >= 3 && buf[0] == 0xFF && buf[1] == 0xD8;
+        int is_jpeg = jpeg_soi_end(buf, len) != 0;
         if (is_jpeg && !jpeg_walk(buf, len, &why, 1)) /* before stb parses any table */
             return sl_fail(ctx, SL_ERR_FORMAT, "%s: bad JPEG: %s", name, why);
         if (!stbi_info_from_memory(buf, (int)len, &w, &h, &comp))
             return sl_fail(ctx, SL_ERR_FORMAT, "%s: not a readable PNG, JPEG, BMP, TGA or GIF image (%s)",
                            name, stbi_failure_reason());
+        /* a GIF may declare a 0-pixel screen and stb still "decodes" it (found by fuzz_image) */
+        if (w <= 0 || h <= 0) return sl_fail(ctx, SL_ERR_FORMAT, "%s: image of %dx%d has no pixels", name, w, h);
         int64_t npix = (int64_t)w * (int64_t)h;
         if (npix > limit) return pixel_limit_fail(ctx, name, (uint32_t)w, (uint32_t)h, limit);
         if (is_jpeg && !jpeg_walk(buf, len, &why, 0))
             return sl_fail(ctx, SL_ERR_FORMAT, "%s: bad JPEG: %s", name, why);
-        if (!(buf[0] == 0xFF && buf[1] == 0xD8) && !bmp_tga_is_complete(buf, len))
+        if (!is_jpeg && !bmp_tga_is_complete(buf, len))
             return sl_fail(ctx, SL_ERR_FORMAT, "%s: truncated image: fewer pixel bytes than the header declares", name);
         int want = (comp == 2 || comp == 4) ? 4 : 3;
         int got_w = 0, got_h = 0, got_c = 0;
@@ -553,7 +591,7 @@ SlStatus sl_image_probe(const char *path, int *w, int *h, int *c, SlCtx *ctx) {
     } else {
         int comp = 0;
         const char *why = NULL;
-        if (len >= 3 && buf[0] == 0xFF && buf[1] == 0xD8 && !jpeg_walk(buf, len, &why, 1))
+        if (jpeg_soi_end(buf, len) && !jpeg_walk(buf, len, &why, 1))
             st = sl_fail(ctx, SL_ERR_FORMAT, "%s: bad JPEG: %s", path, why); /* stb would overflow */
         else if (!stbi_info_from_memory(buf, (int)len, &img.w, &img.h, &comp))
             st = sl_fail(ctx, SL_ERR_FORMAT, "%s: not a readable PNG, JPEG, BMP, TGA or GIF image (%s)",

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# cli_fuzz.sh - a short libFuzzer run of every target in tests/fuzz/ (10 s each,
+# SL_FUZZ_SECONDS to change), through tests/fuzz/run.sh. Needs clang with
+# libFuzzer (Debian: clang-14 libclang-rt-14-dev); without it this prints a
+# SKIPPED line and passes. Objects are kept in $SL_BINARY_DIR/fuzz-build, so
+# only the first run compiles the library (a few minutes on 2 cores).
+set -u
+src=${SL_SOURCE_DIR:?}
+if [[ "${SL_SANITIZER_BUILD:-0}" == 1 ]]; then
+  echo "SKIPPED cli_fuzz: the fuzz targets carry their own sanitizers; the release pass runs them"
+  exit 0
+fi
+export SL_FUZZ_OUT=${SL_BINARY_DIR:-.}/fuzz-build
+# fuzz_image is left out by default: it finds the open stb_image bug of
+# tests/fuzz/open/README.md within seconds, which would make this test flaky.
+# Put it back (SL_FUZZ_TARGETS unset in run.sh = all) once stb_image is fixed.
+export SL_FUZZ_TARGETS=${SL_FUZZ_TARGETS:-"fuzz_adapter fuzz_config fuzz_safetensors fuzz_tokenizer fuzz_tokenizer_load"}
+bash "$src/tests/fuzz/run.sh" "${SL_FUZZ_SECONDS:-10}"
+rc=$?
+if [[ $rc -eq 77 ]]; then
+  echo "SKIPPED cli_fuzz: no clang with libFuzzer (install clang-14 and libclang-rt-14-dev)"
+  exit 0
+fi
+exit $rc
