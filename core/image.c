@@ -43,7 +43,7 @@
 #pragma GCC diagnostic ignored "-Wmisleading-indentation"
 #pragma GCC diagnostic ignored "-Wshift-negative-value"
 #pragma GCC diagnostic ignored "-Wtype-limits"
-#include <stb_image.h>
+#include "third_party/stb/stb_image.h" /* Debian's, plus one upstream bounds fix */
 #include <stb_image_resize.h>
 #pragma GCC diagnostic pop
 

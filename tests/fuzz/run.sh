@@ -71,7 +71,7 @@ for t in $targets; do
   [[ -d "$here/corpus/$t" ]] && cp -r "$here/corpus/$t/." "$work/"
   dict=(); [[ -f "$here/$t.dict" ]] && dict=(-dict="$here/$t.dict")
   start=$(date +%s)
-  SL_SHARED_DIR=$shared SL_FUZZ_TMP="$out/work" "$out/bin/$t" "$work" "${dict[@]}" -max_total_time="$secs" \
+  SL_SHARED_DIR=$shared SL_FUZZ_TMP="$out/work" "$out/bin/$t" "$work" "${dict[@]}" ${SL_FUZZ_SEED:+-seed=$SL_FUZZ_SEED} -max_total_time="$secs" \
     -timeout=10 -rss_limit_mb=2048 -max_len=65536 -artifact_prefix="$crash/" -print_final_stats=1 \
     >"$out/$t.log" 2>&1
   rc=$?
