@@ -6,7 +6,6 @@
 #include <string.h>
 
 #include "core/config.h"
-#include "nn/nn.h"
 
 static SlStatus load_text(SlModel *m, SlWeights *w, const char *cfg_dir, SlClipLayout layout, SlCtx *ctx) {
     char p[4096], tp[4096];
@@ -183,23 +182,17 @@ SlStatus sl_model_encode_prompts(SlModel *m, const char *const *prompts, int B, 
     if (T > c->P) T = (int)c->P;
     int32_t *ids = malloc((size_t)B * T * sizeof *ids);
     float *hs = clip_skip > 1 ? sl_alloc((size_t)(c->L + 1) * B * T * c->D * sizeof(float)) : NULL;
-    float *mean = clip_skip > 1 ? sl_alloc((size_t)B * T * 2 * sizeof(float)) : NULL;
     SlStatus st = SL_OK;
-    if (!ids || (clip_skip > 1 && (!hs || !mean))) st = sl_fail(ctx, SL_ERR_NOMEM, "out of memory encoding prompts");
+    if (!ids || (clip_skip > 1 && !hs)) st = sl_fail(ctx, SL_ERR_NOMEM, "out of memory encoding prompts");
     for (int b = 0; !st && b < B; b++) {
         st = sl_tokenizer_encode(m->tok, prompts[b], ids + (size_t)b * T, T, NULL, ctx);
         if (st) sl_fail_prefix(ctx, "prompt %d", b + 1);
     }
     if (!st) st = sl_clip_forward(m->clip, ids, B, T, cond, hs, NULL, ctx);
-    if (!st && clip_skip > 1) {
-        /* hidden state L+1-clip_skip through the final LayerNorm */
-        const float *h = hs + (size_t)(c->L + 1 - clip_skip) * B * T * c->D;
-        sl_layernorm_forward(cond, mean, mean + (size_t)B * T, h, m->clip->params.lnf_w, m->clip->params.lnf_b,
-                             (int64_t)B * T, c->D, c->eps);
-    }
+    if (!st && clip_skip > 1) /* hidden state L+1-clip_skip through the final LayerNorm */
+        st = sl_clip_final_norm(m->clip, cond, hs + (size_t)(c->L + 1 - clip_skip) * B * T * c->D, (int64_t)B * T, ctx);
     if (!st && ids_out) memcpy(ids_out, ids, (size_t)B * T * sizeof *ids);
     free(ids);
     sl_free(hs);
-    sl_free(mean);
     return st;
 }

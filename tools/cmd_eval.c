@@ -348,14 +348,7 @@ int cmd_eval(int argc, char **argv) {
     snprintf(job.where, sizeof job.where, "--lora");
     job.width = job.height = m.vae_cfg.sample_size;
     job.n_lora = 1;
-    job.lora[0].weight = 1.0f;
-    snprintf(job.lora[0].path, sizeof job.lora[0].path, "%s", lora);
-    char *colon = strrchr(job.lora[0].path, ':');
-    if (colon) { /* FILE:WEIGHT */
-        char *end;
-        double v = strtod(colon + 1, &end);
-        if (end != colon + 1 && *end == 0 && isfinite(v)) { job.lora[0].weight = (float)v; *colon = 0; }
-    }
+    sample_split_lora(lora, job.lora[0].path, sizeof job.lora[0].path, &job.lora[0].weight);
     SampleRun run;
     sample_run_init(&run, &sa, &job, 1);
     st = sample_set(&m, prompts, n, seed, steps, cfg, base, "base", quiet != NULL, &ctx);

@@ -8,6 +8,7 @@
 
 #include "probe.h"
 #include "probe_adapters.h"
+#include "sample_jobs.h"
 
 SlStatus probe_adapters_attach(ProbeAdapters *pa, const ProbeArgs *a, SlUNet *u, int want_grads, SlCtx *ctx) {
     memset(pa, 0, sizeof *pa);
@@ -15,13 +16,7 @@ SlStatus probe_adapters_attach(ProbeAdapters *pa, const ProbeArgs *a, SlUNet *u,
     SL_TRY(sl_sites_add_unet(&pa->sites, u, ctx));
     for (int i = 0; i < PROBE_MAX_LORA && a->lora[i]; i++) {
         char path[1024];
-        snprintf(path, sizeof path, "%s", a->lora[i]);
-        pa->w[i] = 1.0f;
-        char *colon = strrchr(path, ':'), *end;
-        if (colon) {
-            float v = strtof(colon + 1, &end);
-            if (end != colon + 1 && !*end) { pa->w[i] = v; *colon = '\0'; }
-        }
+        sample_split_lora(a->lora[i], path, sizeof path, &pa->w[i]);
         SlAdapterLoadOpts lo = {a->lora_alpha, 0, NULL};
         SL_TRY(sl_adapter_load(&pa->ad[i], path, &pa->sites, &lo, &pa->fmt[i], ctx));
         pa->n++;

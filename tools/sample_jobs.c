@@ -90,27 +90,36 @@ const char *sample_model_name(const char *path) {
 static SlStatus add_lora(SampleJob *j, const char *path, float weight, SlCtx *ctx) {
     if (j->n_lora == SAMPLE_MAX_LORA) return sl_fail(ctx, SL_ERR_ARG, "%s: more than %d adapters", j->where, SAMPLE_MAX_LORA);
     if (!isfinite(weight)) return sl_fail(ctx, SL_ERR_ARG, "%s: adapter weight is not a number", j->where);
-    snprintf(j->lora[j->n_lora].path, sizeof j->lora[0].path, "%s", path);
+    size_t len = strlen(path);
+    if (len >= sizeof j->lora[0].path) return sl_fail(ctx, SL_ERR_ARG, "%s: adapter path is too long", j->where);
+    memcpy(j->lora[j->n_lora].path, path, len + 1);
     j->lora[j->n_lora].weight = weight;
     j->n_lora++;
     return SL_OK;
 }
 
-/* "FILE[:WEIGHT]" (a ':' followed by a number at the end is the weight). */
-static SlStatus parse_lora_arg(SampleJob *j, const char *arg, SlCtx *ctx) {
-    char path[1024];
-    snprintf(path, sizeof path, "%s", arg);
-    float weight = 1.0f;
+void sample_split_lora(const char *arg, char *path, size_t n, float *weight) {
+    size_t len = strlen(arg);
+    if (len >= n) len = n - 1; /* truncated like snprintf */
+    memcpy(path, arg, len);
+    path[len] = '\0';
+    *weight = 1.0f;
     char *colon = strrchr(path, ':');
     if (colon) {
         char *end;
         errno = 0;
         double v = strtod(colon + 1, &end);
-        if (end != colon + 1 && *end == '\0' && !errno) {
-            weight = (float)v;
+        if (end != colon + 1 && *end == '\0' && !errno && isfinite(v)) {
+            *weight = (float)v;
             *colon = '\0';
         }
     }
+}
+
+static SlStatus parse_lora_arg(SampleJob *j, const char *arg, SlCtx *ctx) {
+    char path[1024];
+    float weight;
+    sample_split_lora(arg, path, sizeof path, &weight);
     return add_lora(j, path, weight, ctx);
 }
 

@@ -53,6 +53,9 @@ void sample_args_parse(SampleArgs *a, int argc, char **argv);
 /* Builds the job list from --prompt or the prompts file. A bad line is an
  * error naming the file and line number. *jobs is malloc'd. */
 SlStatus sample_jobs_build(const SampleArgs *a, SampleJob **jobs, int *n, SlCtx *ctx);
+/* Splits "FILE[:WEIGHT]": a ':' followed by a finite number at the end is the
+ * weight (else 1 and the whole argument is the path). */
+void sample_split_lora(const char *arg, char *path, size_t n, float *weight);
 /* Removes <lora:NAME:WEIGHT> tags from prompt (in place) and appends them to j. */
 SlStatus sample_parse_lora_tags(SampleJob *j, char *prompt, const char *lora_dir, SlCtx *ctx);
 
