@@ -13,7 +13,9 @@
  *     once). The result is the same bytes on every rank and in every run,
  *     whatever reduction tree or algorithm MPI picks; it costs N x the buffer
  *     in memory (bounded: the buffer goes in chunks of SL_DIST_CHUNK floats)
- *     and N/2 x the bandwidth of a ring all-reduce.
+ *     and N/2 x the bandwidth of a ring all-reduce. It is also the sum the
+ *     trainer applies to its micro-batches (train.h, micro_batch), so N ranks
+ *     x batch b give the bytes of one process with batch N b, micro-batch b.
  *   SL_DIST_MPI_SUM: MPI_Allreduce(MPI_SUM) in float. MPI gives the same
  *     result on every rank of one call but the summation order (and so the
  *     last bits) is the implementation's and may change with the rank count,

@@ -37,6 +37,7 @@ void sl_train_config_default(SlTrainConfig *c) {
     c->steps = 1000;
     c->batch = 1;
     c->grad_accum = 1;
+    c->micro_batch = 0;
     c->rank = 8;
     c->alpha = 8;
     c->lr = 1e-3f;
@@ -474,6 +475,9 @@ SlStatus sl_trainer_init(SlTrainer *tr, const SlTrainConfig *cfg, SlCtx *ctx) {
         c->caption_dropout > 1 || c->dropout < 0 || c->dropout >= 1)
         return sl_fail(ctx, SL_ERR_ARG, "bad training settings: steps, batch, grad accumulation and rank must be >= 1, "
                                         "lr > 0, dropouts in [0,1)");
+    if (c->micro_batch < 0 || (c->micro_batch > 0 && c->batch % c->micro_batch != 0))
+        return sl_fail(ctx, SL_ERR_ARG, "micro-batch %lld must divide the batch %lld", (long long)c->micro_batch,
+                       (long long)c->batch);
     if (c->dp_world > 1 && (c->dp_rank < 0 || c->dp_rank >= c->dp_world))
         return sl_fail(ctx, SL_ERR_ARG, "data-parallel rank %d is not in [0, %d)", c->dp_rank, c->dp_world);
     if (c->alpha <= 0) c->alpha = (float)c->rank;
@@ -511,9 +515,10 @@ SlStatus sl_trainer_init(SlTrainer *tr, const SlTrainConfig *cfg, SlCtx *ctx) {
            tr->n_valid, tr->data.n);
     tr->n_samples = 0;
     for (int i = 0; i < tr->n_valid; i++) tr->n_samples += tr->data.items[tr->valid[i]].repeats;
-    /* the U-Net is planned for the largest batch it will see (training, or 2 for guided samples),
-     * so the adapter caches planned from it cover every later call */
-    int64_t Bmax = c->batch > 2 ? c->batch : 2;
+    /* the U-Net is planned for the largest batch it will see (a micro-batch, or 2 for guided
+     * samples), so the adapter caches planned from it cover every later call */
+    tr->micro = c->micro_batch > 0 ? c->micro_batch : c->batch;
+    int64_t Bmax = tr->micro > 2 ? tr->micro : 2;
     SL_TRY(sl_unet_plan(&m->unet, Bmax, tr->h, tr->w, tr->T, ctx));
     if (c->full) {
         SL_TRY(sl_unet_enable_grads(&m->unet, ctx));
@@ -543,7 +548,7 @@ SlStatus sl_trainer_init(SlTrainer *tr, const SlTrainConfig *cfg, SlCtx *ctx) {
         sl_log(ctx, SL_LOG_INFO, "resuming at step %lld of %lld", (long long)tr->step, (long long)c->steps);
     }
     /* step buffers */
-    const size_t B = (size_t)c->batch, nl = (size_t)(tr->C * tr->h * tr->w), nt = (size_t)(tr->T * tr->D);
+    const size_t B = (size_t)tr->micro, nl = (size_t)(tr->C * tr->h * tr->w), nt = (size_t)(tr->T * tr->D);
     tr->x0 = sl_alloc(B * nl * sizeof(float));
     tr->eps = sl_alloc(B * nl * sizeof(float));
     tr->xt = sl_alloc(B * nl * sizeof(float));
@@ -560,6 +565,8 @@ SlStatus sl_trainer_init(SlTrainer *tr, const SlTrainConfig *cfg, SlCtx *ctx) {
         !tr->tint || !tr->perm)
         return sl_fail(ctx, SL_ERR_NOMEM, "out of memory for the training buffers");
     for (int i = 0; i < tr->n_params; i++) tr->n_fused += (size_t)tr->params[i].n;
+    if (tr->micro < c->batch && !(tr->acc = sl_alloc(tr->n_fused * sizeof(double))))
+        return sl_fail(ctx, SL_ERR_NOMEM, "out of memory for the micro-batch gradient sum (%zu doubles)", tr->n_fused);
     tr->world = c->dp_world > 1 ? c->dp_world : 1;
     tr->rank = tr->world > 1 ? c->dp_rank : 0;
     return SL_OK;
@@ -578,7 +585,7 @@ void sl_trainer_free(SlTrainer *tr) {
     sl_free(tr->lat_std);
     sl_free(tr->text);
     sl_free(tr->x0); sl_free(tr->eps); sl_free(tr->xt); sl_free(tr->target); sl_free(tr->pred); sl_free(tr->dout);
-    sl_free(tr->ehs); sl_free(tr->tt); sl_free(tr->snr_w); sl_free(tr->fused);
+    sl_free(tr->ehs); sl_free(tr->tt); sl_free(tr->snr_w); sl_free(tr->fused); sl_free(tr->acc);
     free(tr->tint);
     free(tr->perm);
     memset(tr, 0, sizeof *tr);
@@ -602,16 +609,17 @@ static void epoch_perm(SlTrainer *tr, int64_t epoch) {
     tr->perm_epoch = epoch;
 }
 
-/* Fills x0, eps, xt, target, ehs, t for micro-batch `micro` of the current step. */
-static SlStatus make_batch(SlTrainer *tr, int64_t micro, SlCtx *ctx) {
+/* Fills x0, eps, xt, target, ehs, t [count] with the images first..first+count-1 of
+ * this rank's batch in accumulation micro-batch `micro` of the current step. */
+static SlStatus make_batch(SlTrainer *tr, int64_t micro, int64_t first, int64_t count, SlCtx *ctx) {
     const SlTrainConfig *c = &tr->cfg;
     const int64_t B = c->batch, nl = tr->C * tr->h * tr->w, nt = tr->T * tr->D, hw = tr->h * tr->w;
     const int nf = c->flip ? 2 : 1;
     const SlSchedule *sched = &tr->model.sched;
     const float sf = (float)tr->model.vae_cfg.scaling_factor, shift = (float)tr->model.vae_cfg.shift_factor;
-    for (int64_t b = 0; b < B; b++) {
+    for (int64_t b = 0; b < count; b++) {
         /* global sample index: rank r of W takes slots r*B.. of each global batch of W*B */
-        const uint64_t g = (uint64_t)(((tr->step * c->grad_accum + micro) * tr->world + tr->rank) * B + b);
+        const uint64_t g = (uint64_t)(((tr->step * c->grad_accum + micro) * tr->world + tr->rank) * B + first + b);
         epoch_perm(tr, (int64_t)(g / (uint64_t)tr->n_samples));
         const int item = (int)tr->perm[g % (uint64_t)tr->n_samples];
         uint32_t u[2];
@@ -639,40 +647,85 @@ static SlStatus make_batch(SlTrainer *tr, int64_t micro, SlCtx *ctx) {
         memcpy(tr->ehs + b * nt, tr->text + (size_t)(empty ? tr->n_valid : item) * nt, (size_t)nt * sizeof(float));
         tr->snr_w[b] = c->min_snr_gamma > 0 ? sl_schedule_min_snr_weight(sched, tr->tint[b], c->min_snr_gamma, sched->cfg.prediction_type) : 1.0f;
     }
-    SL_TRY(sl_schedule_add_noise(tr->xt, tr->x0, tr->eps, tr->tint, (int)B, (size_t)nl, sched, ctx));
-    return sl_schedule_target(tr->target, tr->x0, tr->eps, tr->tint, (int)B, (size_t)nl, sched->cfg.prediction_type, sched, ctx);
+    SL_TRY(sl_schedule_add_noise(tr->xt, tr->x0, tr->eps, tr->tint, (int)count, (size_t)nl, sched, ctx));
+    return sl_schedule_target(tr->target, tr->x0, tr->eps, tr->tint, (int)count, (size_t)nl, sched->cfg.prediction_type,
+                              sched, ctx);
+}
+
+/* Forward and backward of the tr->micro images from slot `first` of accumulation
+ * micro-batch `micro`; the gradients accumulate, *loss gets their loss share. */
+static SlStatus shard_forward_backward(SlTrainer *tr, int64_t micro, int64_t first, double *loss, SlCtx *ctx) {
+    const SlTrainConfig *c = &tr->cfg;
+    SlUNet *u = &tr->model.unet;
+    const int64_t mb = tr->micro, nl = tr->C * tr->h * tr->w;
+    if (!c->full) tr->set.step = (uint64_t)(tr->step * c->grad_accum + micro);
+    SL_TRY(make_batch(tr, micro, first, mb, ctx));
+    sl_unet_forward(u, tr->pred, tr->xt, tr->tt, tr->ehs);
+    /* loss = mean over the global batch of w_b * mean_i (pred - target)^2, / accum; dL/dpred accordingly */
+    const double norm = 1.0 / ((double)c->batch * tr->world * nl * c->grad_accum);
+    for (int64_t b = 0; b < mb; b++) {
+        double sb = 0;
+        const float *p = tr->pred + b * nl, *t = tr->target + b * nl;
+        float *d = tr->dout + b * nl;
+        for (int64_t i = 0; i < nl; i++) {
+            float e = p[i] - t[i];
+            sb += (double)e * e;
+            d[i] = (float)(2.0 * tr->snr_w[b] * e * norm);
+        }
+        *loss += tr->snr_w[b] * sb * norm;
+    }
+    if (!isfinite(*loss))
+        return sl_fail(ctx, SL_ERR_NUMERIC, "step %lld: the loss is not finite (the U-Net output went bad); "
+                                            "the last checkpoint is kept", (long long)tr->step + 1);
+    sl_unet_backward(u, NULL, tr->dout);
+    return SL_OK;
+}
+
+/* acc[n_fused] = (first) or += every trainable gradient, in the fused order, in double. */
+static void grads_to_acc(SlTrainer *tr, int first) {
+    size_t o = 0;
+    for (int i = 0; i < tr->n_params; i++) {
+        const float *g = tr->params[i].g;
+        double *a = tr->acc + o;
+        if (first)
+            for (int64_t k = 0; k < tr->params[i].n; k++) a[k] = g[k];
+        else
+            for (int64_t k = 0; k < tr->params[i].n; k++) a[k] += g[k];
+        o += (size_t)tr->params[i].n;
+    }
+}
+
+/* every trainable gradient = acc rounded once to float */
+static void acc_to_grads(SlTrainer *tr) {
+    size_t o = 0;
+    for (int i = 0; i < tr->n_params; i++) {
+        float *g = tr->params[i].g;
+        for (int64_t k = 0; k < tr->params[i].n; k++) g[k] = (float)tr->acc[o + k];
+        o += (size_t)tr->params[i].n;
+    }
 }
 
 SlStatus sl_trainer_step(SlTrainer *tr, SlCtx *ctx) {
     const SlTrainConfig *c = &tr->cfg;
     SlUNet *u = &tr->model.unet;
-    const int64_t B = c->batch, nl = tr->C * tr->h * tr->w;
-    if (u->B != B) SL_TRY(sl_unet_plan(u, B, tr->h, tr->w, tr->T, ctx));
-    zero_grads(tr);
+    const int64_t mb = tr->micro, shards = c->batch / mb;
+    if (u->B != mb) SL_TRY(sl_unet_plan(u, mb, tr->h, tr->w, tr->T, ctx));
+    /* Shards: the batch in micro-batches of mb images, each with all its grad_accum
+     * micro-batches accumulated by the backward (float, in the GEMMs), from zeroed
+     * gradients; the shards' gradients summed in order in double and rounded once.
+     * One shard (the default) is the plain accumulation. The sum is the same as the
+     * rank-order all-reduce of dist.h over ranks that each hold one shard, so
+     * N ranks x batch b give the bytes of one process with batch N b, micro-batch b. */
     double loss = 0;
-    if (!c->full) tr->set.step = (uint64_t)tr->step;
-    for (int64_t micro = 0; micro < c->grad_accum; micro++) {
-        if (!c->full) tr->set.step = (uint64_t)(tr->step * c->grad_accum + micro);
-        SL_TRY(make_batch(tr, micro, ctx));
-        sl_unet_forward(u, tr->pred, tr->xt, tr->tt, tr->ehs);
-        /* loss = mean_b(w_b * mean_i (pred - target)^2) / accum; dL/dpred accordingly */
-        const double norm = 1.0 / ((double)B * tr->world * nl * c->grad_accum);
-        for (int64_t b = 0; b < B; b++) {
-            double sb = 0;
-            const float *p = tr->pred + b * nl, *t = tr->target + b * nl;
-            float *d = tr->dout + b * nl;
-            for (int64_t i = 0; i < nl; i++) {
-                float e = p[i] - t[i];
-                sb += (double)e * e;
-                d[i] = (float)(2.0 * tr->snr_w[b] * e * norm);
-            }
-            loss += tr->snr_w[b] * sb * norm;
-        }
-        if (!isfinite(loss))
-            return sl_fail(ctx, SL_ERR_NUMERIC, "step %lld: the loss is not finite (the U-Net output went bad); "
-                                                "the last checkpoint is kept", (long long)tr->step + 1);
-        sl_unet_backward(u, NULL, tr->dout);
+    for (int64_t j = 0; j < shards; j++) {
+        zero_grads(tr);
+        double ls = 0;
+        for (int64_t micro = 0; micro < c->grad_accum; micro++)
+            SL_TRY(shard_forward_backward(tr, micro, j * mb, &ls, ctx));
+        if (shards > 1) grads_to_acc(tr, j == 0);
+        loss += ls;
     }
+    if (shards > 1) acc_to_grads(tr);
     if (tr->reduce_grads) { /* data-parallel slot: one fused buffer */
         if (!tr->fused && !(tr->fused = sl_alloc(tr->n_fused * sizeof(float))))
             return sl_fail(ctx, SL_ERR_NOMEM, "out of memory for the gradient buffer");
@@ -697,6 +750,7 @@ SlStatus sl_trainer_step(SlTrainer *tr, SlCtx *ctx) {
     tr->lr = sl_lr_at(c->lr_schedule, c->lr, tr->step, c->warmup, c->steps);
     sl_adamw_step(&tr->opt, tr->lr);
     tr->loss = (float)loss;
+    tr->loss_share = loss;
     tr->step++;
     return SL_OK;
 }
@@ -704,8 +758,8 @@ SlStatus sl_trainer_step(SlTrainer *tr, SlCtx *ctx) {
 SlStatus sl_trainer_eval_loss(SlTrainer *tr, int n, uint64_t seed, double *loss, SlCtx *ctx) {
     SlTrainConfig *c = &tr->cfg;
     SlUNet *u = &tr->model.unet;
-    const int64_t B = c->batch, nl = tr->C * tr->h * tr->w;
-    if (u->B != B) SL_TRY(sl_unet_plan(u, B, tr->h, tr->w, tr->T, ctx));
+    const int64_t B = c->batch, mb = tr->micro, nl = tr->C * tr->h * tr->w;
+    if (u->B != mb) SL_TRY(sl_unet_plan(u, mb, tr->h, tr->w, tr->T, ctx));
     const int64_t step = tr->step, perm_epoch = tr->perm_epoch;
     const uint64_t run_seed = c->seed;
     const float capdrop = c->caption_dropout;
@@ -718,12 +772,14 @@ SlStatus sl_trainer_eval_loss(SlTrainer *tr, int n, uint64_t seed, double *loss,
     SlStatus st = SL_OK;
     for (int k = 0; k < n && !st; k++) {
         tr->step = k;
-        st = make_batch(tr, 0, ctx);
-        if (st) break;
-        sl_unet_forward(u, tr->pred, tr->xt, tr->tt, tr->ehs);
-        for (int64_t i = 0; i < B * nl; i++) {
-            double e = (double)tr->pred[i] - tr->target[i];
-            total += e * e;
+        for (int64_t j = 0; j < B / mb && !st; j++) {
+            st = make_batch(tr, 0, j * mb, mb, ctx);
+            if (st) break;
+            sl_unet_forward(u, tr->pred, tr->xt, tr->tt, tr->ehs);
+            for (int64_t i = 0; i < mb * nl; i++) {
+                double e = (double)tr->pred[i] - tr->target[i];
+                total += e * e;
+            }
         }
     }
     c->seed = run_seed;
@@ -740,7 +796,7 @@ void sl_trainer_memory(const SlTrainer *tr, size_t *params, size_t *grads, size_
     size_t n = 0;
     for (int i = 0; i < tr->n_params; i++) n += (size_t)tr->params[i].n;
     *params = n * sizeof(float);
-    *grads = n * sizeof(float);
+    *grads = n * sizeof(float) + (tr->acc ? n * sizeof(double) : 0); /* + the micro-batch sum */
     *optim = sl_adamw_state_bytes(&tr->opt);
 }
 
@@ -782,6 +838,6 @@ SlStatus sl_trainer_sample(SlTrainer *tr, const char *dir, SlCtx *ctx) {
     tr->set.training = was_training;
     sl_free(lat); sl_free(cond); sl_free(unc); sl_free(img);
     /* sampling re-planned the U-Net: plan it back for training */
-    if (!st) st = sl_unet_plan(&m->unet, c->batch > 2 ? c->batch : 2, tr->h, tr->w, tr->T, ctx);
+    if (!st) st = sl_unet_plan(&m->unet, tr->micro > 2 ? tr->micro : 2, tr->h, tr->w, tr->T, ctx);
     return st;
 }

@@ -1,14 +1,18 @@
 /* train.h - training a style adapter (or, with `full`, every U-Net weight) on
  * a folder of images with the denoising loss.
  *
- * One step (sl_trainer_step), for each of grad_accum micro-batches of B:
+ * One step (sl_trainer_step), for each shard of micro_batch images of the batch
+ * (one shard of B by default), for each of grad_accum micro-batches:
  *   pick samples in a seeded per-epoch permutation; take their cached VAE
  *   latent distribution (mean, std) and sample z = mean + std * n, scaled by
  *   the VAE's scaling factor; take their cached text embedding (or the empty
  *   caption's, with probability caption_dropout); draw t ~ U[0, T) and noise;
  *   x_t = add_noise; U-Net forward; loss = MSE(pred, eps or v), optionally
  *   min-SNR-gamma weighted per sample; backward through the frozen U-Net into
- *   the adapter (gradients accumulate);
+ *   the adapter (gradients accumulate); with several shards, each starts from
+ *   zeroed gradients and the shards' gradients are summed in order in double,
+ *   rounded once (the same sum as dist.h's rank-order all-reduce, so N ranks x
+ *   batch b give the bytes of one process with batch N b and micro_batch b);
  * then the data-parallel slot (reduce_grads, if set: one fused buffer of every
  * trainable gradient, e.g. an MPI all-reduce), clipping by global norm, a NaN
  * check, AdamW at the scheduled learning rate, and the gradients are zeroed.
@@ -48,6 +52,10 @@
 typedef struct SlTrainConfig {
     const char *model, *config_dir, *data, *out, *cache_dir, *log_csv;
     int64_t steps, batch, grad_accum, resolution;   /* resolution 0: the VAE's sample_size */
+    /* images per forward/backward (0: = batch; must divide batch). Not a setting of the
+     * run (resume may change it); it caps activation memory and, with a double buffer
+     * of the trainable gradients, fixes the gradient sum's order (see above). */
+    int64_t micro_batch;
     /* adapter */
     int64_t rank, conv_rank;
     float alpha;                 /* <= 0: = rank */
@@ -114,6 +122,7 @@ typedef struct SlTrainer {
     int *valid;                  /* [n_valid] item indices */
     int64_t n_samples;           /* per epoch, with repeats */
     int64_t C, h, w, T, D, R;
+    int64_t micro;               /* images per forward/backward: micro_batch, or batch */
     float *lat_mean, *lat_std;   /* [n_valid * (flip?2:1), C, h, w] */
     float *text;                 /* [(n_valid + 1), T, D]; the last is the empty caption */
     int cache_hits, cache_misses;
@@ -126,11 +135,12 @@ typedef struct SlTrainer {
     int64_t step;                /* optimizer steps done */
     int64_t *perm;               /* [n_samples] current epoch order */
     int64_t perm_epoch;
-    /* per-step buffers */
+    /* per-step buffers, [micro, ...] */
     float *x0, *eps, *xt, *target, *pred, *dout, *ehs, *tt, *snr_w;
     int64_t *tint;
     /* last step */
     float loss, lr, grad_norm;   /* loss: this rank's share of the global mean (sum over ranks) */
+    double loss_share;           /* the same in double (summed across ranks in rank order) */
     /* data parallelism: this process is rank `rank` of `world` (1 by default);
      * rank r takes samples r*B.. of each global batch of world*B, and the loss
      * is normalised by the global batch, so reduce_grads must SUM */
@@ -140,6 +150,7 @@ typedef struct SlTrainer {
     void *reduce_user;
     float *fused;                /* [n_fused] gather buffer when the grads are not contiguous */
     size_t n_fused;
+    double *acc;                 /* [n_fused] sum of the shards' gradients (micro < batch only) */
 } SlTrainer;
 
 /* The trainer keeps a copy of *cfg, whose strings must outlive it.

@@ -2,14 +2,18 @@
 # cli_mpi.sh - data-parallel `stylora train` under mpirun (issue 13), on the
 # tiny fixture model. Needs the -DSL_MPI=ON build (tests/mpi/run.sh makes one)
 # and mpirun; otherwise prints SKIPPED and exits 0.
-#   - 2 ranks x batch 1 vs 1 process x batch 2: adapters within 1e-3 of each
-#     tensor's max after 4 AdamW steps (not bitwise; see tests/test_dist.c);
+#   - 2 ranks x batch 1 == 1 process --batch 2 --micro-batch 1, and 2 ranks x
+#     batch 2 == 1 process --batch 4 --micro-batch 2: the same adapter bytes
+#     after 4 AdamW steps (without --micro-batch, 1 x 2 is within 1e-3 of each
+#     tensor's max, not bitwise; see tests/test_dist.c);
 #   - the rank-order all-reduce is the same bytes run to run, with or without
 #     --cache-dir (rank 0 fills the cache, rank 1 reads it; later runs hit it);
-#   - STYLORA_ALLREDUCE=sum (MPI_Allreduce) agrees within the same tolerance;
+#   - STYLORA_ALLREDUCE=sum (MPI_Allreduce) gives the same bytes with 2 ranks
+#     (one float addition, commutative);
 #   - a rank killed mid-run stops the job with mpirun naming the rank; the
 #     last checkpoint is intact and --resume finishes with the same bytes as a
-#     run never stopped.
+#     run never stopped; a 2 x 1 checkpoint resumed by 1 process --batch 2
+#     --micro-batch 1 ends with the same bytes too.
 set -u
 bin=${SL_STYLORA:?}; bdir=${SL_BINARY_DIR:-.}
 helper=$bdir/test_dist
@@ -35,13 +39,18 @@ compare() { # name, a, b, rtol
 }
 
 run "1 process x batch 2" "$bin" train "${common[@]}" --steps 4 --batch 2 --out "$tmp/one.safetensors"
+run "1 process x batch 2, micro-batch 1" "$bin" train "${common[@]}" --steps 4 --batch 2 --micro-batch 1 --out "$tmp/one_mb1.safetensors"
+run "1 process x batch 4, micro-batch 2" "$bin" train "${common[@]}" --steps 4 --batch 4 --micro-batch 2 --out "$tmp/one_b4_mb2.safetensors"
+run "2 ranks x batch 2" "${mpi[@]}" "$bin" train "${common[@]}" --steps 4 --batch 2 --out "$tmp/r2b2.safetensors"
 run "2 ranks x batch 1 (cache dir)" "${mpi[@]}" "$bin" train "${common[@]}" --steps 4 --batch 1 --out "$tmp/a.safetensors" --cache-dir "$tmp/cache"
 run "2 ranks x batch 1 (no cache)" "${mpi[@]}" "$bin" train "${common[@]}" --steps 4 --batch 1 --out "$tmp/b.safetensors"
-compare "2 ranks vs 1 process (rel. 1e-3)" "$tmp/a.safetensors" "$tmp/one.safetensors" 1e-3
+compare "2 ranks x 1 vs 1 x 2 micro-batch 1: same bytes" "$tmp/a.safetensors" "$tmp/one_mb1.safetensors" 0
+compare "2 ranks x 2 vs 1 x 4 micro-batch 2: same bytes" "$tmp/r2b2.safetensors" "$tmp/one_b4_mb2.safetensors" 0
+compare "2 ranks x 1 vs 1 x 2 without micro-batch (rel. 1e-3)" "$tmp/a.safetensors" "$tmp/one.safetensors" 1e-3
 compare "2 ranks run to run: same bytes" "$tmp/a.safetensors" "$tmp/b.safetensors" 0
 if [[ -f "$tmp/a.safetensors.csv" && $(wc -l <"$tmp/a.safetensors.csv") -eq 5 ]]; then ok "rank 0 wrote one CSV log"; else bad "CSV log"; fi
 STYLORA_ALLREDUCE=sum run "2 ranks, MPI_SUM" "${mpi[@]}" -x STYLORA_ALLREDUCE "$bin" train "${common[@]}" --steps 4 --batch 1 --out "$tmp/s.safetensors"
-compare "MPI_SUM vs rank-order sum (rel. 1e-3)" "$tmp/s.safetensors" "$tmp/a.safetensors" 1e-3
+compare "MPI_SUM vs rank-order sum, 2 ranks: same bytes" "$tmp/s.safetensors" "$tmp/a.safetensors" 0
 
 # a rank that dies: mpirun stops the job and names it; the checkpoint survives
 steps=16
@@ -65,8 +74,8 @@ run "--resume with 2 ranks" "${mpi[@]}" "$bin" train "${common[@]}" "${cached[@]
 compare "resumed run = uninterrupted run (same bytes)" "$tmp/k.safetensors" "$tmp/ref.safetensors" 0
 
 # the state records the global batch: a 2 x 1 checkpoint resumes as 1 process x batch 2
-run "2 x 1 checkpoint resumed by 1 process x batch 2" "$bin" train "${common[@]}" "${cached[@]}" --steps $steps --batch 2 --resume --out "$tmp/j.safetensors"
-compare "resumed as 1 x 2 vs 2 x 1 uninterrupted (rel. 1e-3)" "$tmp/j.safetensors" "$tmp/ref.safetensors" 1e-3
+run "2 x 1 checkpoint resumed by 1 process x batch 2 micro-batch 1" "$bin" train "${common[@]}" "${cached[@]}" --steps $steps --batch 2 --micro-batch 1 --resume --out "$tmp/j.safetensors"
+compare "resumed as 1 x 2 micro-batch 1 vs 2 x 1 uninterrupted: same bytes" "$tmp/j.safetensors" "$tmp/ref.safetensors" 0
 
 # a fresh cache folder: each rank encodes its share; rank 0 then finds every entry
 out=$("${mpi[@]}" "$bin" train "${common[@]:0:$((${#common[@]}-1))}" --cache-dir "$tmp/cache2" --steps 1 --batch 1 --out "$tmp/e.safetensors" 2>&1 | grep "caches:")

@@ -1,17 +1,19 @@
-/* test_dist.c - data-parallel training without MPI (issue 13): two trainers
- * in two threads, rank 0 and 1 of world 2 with batch 1, whose reduce_grads slot
- * is the rank-order sum of dist.h (what the MPI build does after its
- * all-gather), against one trainer with batch 2:
- *   - the step-1 gradients agree per tensor within SL_DIST_GTOL of the
- *     tensor's max |value|, the losses within 1e-6, the adapters after
- *     SIM_STEPS AdamW steps within SL_DIST_WTOL (not bitwise: see below);
- *   - the ranks hold the same weight bytes after every step;
- *   - two simulated runs are the same bytes (the rank-order sum is fixed).
- * Why not bitwise: one process with batch 2 sums the two samples' weight
- * gradients inside sl_sgemm (the batch rows are part of the GEMM's K, summed in
- * float in OpenBLAS's order), while the ranks each sum their own rows and the
- * all-reduce adds the two partial sums afterwards (in double, rounded once):
- * float addition is not associative, so the last bits differ.
+/* test_dist.c - data-parallel training without MPI (issue 13): trainers in
+ * threads, rank r of world 2, whose reduce_grads slot is the rank-order sum of
+ * dist.h (what the MPI build does after its all-gather), against one trainer:
+ *   - 2 ranks x batch 1 == 1 process x batch 2 with micro-batch 1, byte for byte:
+ *     the reduced gradients and the weights after every step, the loss, the
+ *     adapter file (the trainer sums its micro-batches' gradients in order in
+ *     double, rounded once: the same sum as the ranks' all-reduce);
+ *   - the same for 2 ranks x batch 2 == 1 x batch 4 micro-batch 2, and for
+ *     2 ranks x batch 1 x grad-accum 2 == 1 x batch 2 micro-batch 1 x grad-accum 2;
+ *   - a micro-batched run is the same bytes with 1 and 2 threads;
+ *   - without micro-batching, one process with batch 2 is NOT bitwise equal (its
+ *     GEMMs sum the two images' weight gradients inside the reduction over the
+ *     batch rows): step-1 gradients within SL_DIST_GTOL of each tensor's max,
+ *     the adapter after SIM_STEPS AdamW steps within SL_DIST_WTOL;
+ *   - the ranks hold the same weight bytes after every step, and two simulated
+ *     runs are the same bytes.
  *
  * The same program is the helper of tests/cli_mpi.sh and bench/bench_mpi.sh:
  *   test_dist --fixture DIR         DIR/model (tiny SD with a tokenizer), DIR/data (4 images)
@@ -24,14 +26,16 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "core/rng.h"
 #include "core/safetensors.h"
 #include "fixture_tiny.h"
 #include "pipeline/dist.h"
 #include "pipeline/train.h"
 #include "test_util.h"
 
-/* Tolerances, per tensor, relative to the tensor's max |value| (measured on
- * this fixture: gradients of step 1 1.7e-6, weights after 4 steps 1.6e-4).
+/* Tolerances for the run WITHOUT micro-batching (one GEMM over both images),
+ * per tensor, relative to the tensor's max |value| (measured on this fixture:
+ * gradients of step 1 1.7e-6, weights after 4 steps 1.6e-4).
  * Gradients: float sums over batch x tokens in another order (bound ~ K eps
  * times the cancellation). Weights: AdamW divides each element by its own
  * sqrt(v), so an element whose gradient is near 0 turns an absolute gradient
@@ -92,6 +96,28 @@ static int compare_files(const char *a, const char *b, double rtol, double *wors
 
 /* ---- simulated ranks: threads + a barrier instead of MPI ---- */
 
+/* What a run records, in the fused layout of the trainable parameters. */
+typedef struct Rec {
+    size_t n;         /* floats per step */
+    float *grads;     /* [SIM_STEPS, n] gradients after the reduction slot */
+    float *weights;   /* [SIM_STEPS, n] trainable weights after every step */
+    double loss[SIM_STEPS];
+    int n_grads;
+} Rec;
+
+/* the per-tensor layout (sizes in the fused order), from the first trainer */
+static int g_np;
+static int64_t g_len[4096];
+
+static int rec_alloc(Rec *r, size_t n) {
+    memset(r, 0, sizeof *r);
+    r->n = n;
+    r->grads = calloc(SIM_STEPS * n, sizeof(float));
+    r->weights = calloc(SIM_STEPS * n, sizeof(float));
+    return r->grads && r->weights;
+}
+static void rec_free(Rec *r) { free(r->grads); free(r->weights); }
+
 typedef struct Sim {
     pthread_barrier_t bar;
     float *staging;   /* [SIM_WORLD, n] every rank's gradients (what MPI_Allgather gives) */
@@ -101,9 +127,7 @@ typedef struct Sim {
 typedef struct Rank {
     Sim *sim;
     int rank;
-    float *grads;     /* [SIM_STEPS, n] reduced gradients of every step (rank 0) */
-    float *weights;   /* [SIM_STEPS, n] trainable weights after every step (rank 0) */
-    int n_grads;
+    Rec *rec;         /* rank 0 records */
     SlTrainer tr;
     SlStatus st;
     char msg[SL_MSG_MAX];
@@ -116,7 +140,7 @@ static void sim_reduce(void *user, float *buf, size_t n) {
     memcpy(s->staging + (size_t)r->rank * n, buf, n * sizeof(float));
     pthread_barrier_wait(&s->bar);
     sl_dist_sum_ranks(buf, s->staging, SIM_WORLD, n, n);
-    if (r->grads && r->n_grads < SIM_STEPS) memcpy(r->grads + (size_t)r->n_grads++ * n, buf, n * sizeof(float));
+    if (r->rec && r->rec->n_grads < SIM_STEPS) memcpy(r->rec->grads + (size_t)r->rec->n_grads++ * n, buf, n * sizeof(float));
     pthread_barrier_wait(&s->bar); /* nobody overwrites staging before all have summed */
 }
 
@@ -129,29 +153,37 @@ static void fuse_weights(float *dst, const SlTrainer *tr) {
     }
 }
 
-/* The worst per-tensor max|a-b| / max|b| over the fused layout of tr's parameters. */
-static double worst_rel(const float *a, const float *b, const SlTrainer *tr) {
-    double worst = 0;
+/* dst[n_fused] = every trainable gradient, in the fused order */
+static void fuse_grads(float *dst, const SlTrainer *tr) {
     size_t o = 0;
     for (int i = 0; i < tr->n_params; i++) {
+        memcpy(dst + o, tr->params[i].g, (size_t)tr->params[i].n * sizeof(float));
+        o += (size_t)tr->params[i].n;
+    }
+}
+
+/* The worst per-tensor max|a-b| / max|b| over the fused layout. */
+static double worst_rel(const float *a, const float *b) {
+    double worst = 0;
+    size_t o = 0;
+    for (int i = 0; i < g_np; i++) {
         double dmax = 0, bmax = 0;
-        for (int64_t k = 0; k < tr->params[i].n; k++) {
+        for (int64_t k = 0; k < g_len[i]; k++) {
             double d = fabs((double)a[o + k] - b[o + k]);
             if (!(d <= dmax)) dmax = d;
             if (fabs(b[o + k]) > bmax) bmax = fabs(b[o + k]);
         }
         double rel = bmax > 0 ? dmax / bmax : dmax;
         if (!(rel <= worst)) worst = rel;
-        o += (size_t)tr->params[i].n;
+        o += (size_t)g_len[i];
     }
     return worst;
 }
 
 /* world-1 slot that only records the gradients (the single-process reference) */
-typedef struct Capture { float *grads; int n; } Capture;
 static void capture_grads(void *user, float *buf, size_t n) {
-    Capture *c = user;
-    if (c->n < SIM_STEPS) memcpy(c->grads + (size_t)c->n++ * n, buf, n * sizeof(float));
+    Rec *c = user;
+    if (c->n_grads < SIM_STEPS) memcpy(c->grads + (size_t)c->n_grads++ * n, buf, n * sizeof(float));
 }
 
 static void *rank_main(void *arg) {
@@ -161,15 +193,15 @@ static void *rank_main(void *arg) {
     omp_set_num_threads(1);
     for (int k = 0; k < SIM_STEPS && !r->st; k++) {
         r->st = sl_trainer_step(&r->tr, &ctx);
-        r->loss[k] = r->tr.loss;
-        if (r->weights) fuse_weights(r->weights + (size_t)k * r->tr.n_fused, &r->tr);
+        r->loss[k] = r->tr.loss_share;
+        if (r->rec) fuse_weights(r->rec->weights + (size_t)k * r->tr.n_fused, &r->tr);
     }
     if (!r->st) r->st = sl_trainer_save(&r->tr, &ctx); /* both write their own file */
     if (r->st) snprintf(r->msg, sizeof r->msg, "%s", ctx.msg);
     return NULL;
 }
 
-static void config(SlTrainConfig *c, const char *out, int64_t batch) {
+static void config(SlTrainConfig *c, const char *out, int64_t batch, int64_t micro, int64_t accum) {
     sl_train_config_default(c);
     c->model = g_model;
     c->data = g_data;
@@ -178,6 +210,8 @@ static void config(SlTrainConfig *c, const char *out, int64_t batch) {
     c->rank = 4;
     c->alpha = 8;
     c->batch = batch;
+    c->micro_batch = micro;
+    c->grad_accum = accum;
     c->steps = SIM_STEPS;
     c->lr = 1e-2f;
     c->seed = 11;
@@ -185,8 +219,38 @@ static void config(SlTrainConfig *c, const char *out, int64_t batch) {
     c->caption_dropout = 0.25f;
 }
 
-/* SIM_WORLD ranks x batch 1; rank 0's adapter goes to out0. Losses summed into loss[]. */
-static int run_sim(const char *out0, double *loss, float *grads, float *weights) {
+/* One process (threads: 0 = as set); records into rec (allocated here). */
+static int run_one(const char *out, int64_t batch, int64_t micro, int64_t accum, int threads, Rec *rec) {
+    SlCtx ctx;
+    sl_ctx_init(&ctx);
+    SlTrainConfig c;
+    config(&c, out, batch, micro, accum);
+    SlTrainer tr;
+    const int saved = omp_get_max_threads();
+    if (threads) omp_set_num_threads(threads);
+    SlStatus st = sl_trainer_init(&tr, &c, &ctx);
+    if (!st && !rec_alloc(rec, tr.n_fused)) st = sl_fail(&ctx, SL_ERR_NOMEM, "out of memory");
+    if (!st && !g_np) {
+        g_np = tr.n_params < 4096 ? tr.n_params : 4096;
+        for (int i = 0; i < g_np; i++) g_len[i] = tr.params[i].n;
+    }
+    tr.reduce_grads = capture_grads;
+    tr.reduce_user = rec;
+    for (int k = 0; k < SIM_STEPS && !st; k++) {
+        st = sl_trainer_step(&tr, &ctx);
+        rec->loss[k] = tr.loss_share;
+        fuse_weights(rec->weights + (size_t)k * rec->n, &tr);
+    }
+    if (!st) st = sl_trainer_save(&tr, &ctx);
+    CHECK(st == SL_OK, "1 process x batch %lld (micro-batch %lld, accum %lld): %s", (long long)batch, (long long)micro,
+          (long long)accum, ctx.msg);
+    sl_trainer_free(&tr);
+    omp_set_num_threads(saved);
+    return st == SL_OK;
+}
+
+/* SIM_WORLD ranks x batch (x accum); rank 0's adapter goes to out0 and it records into rec. */
+static int run_sim(const char *out0, int64_t batch, int64_t accum, Rec *rec) {
     SlCtx ctx;
     sl_ctx_init(&ctx);
     Sim sim;
@@ -196,10 +260,9 @@ static int run_sim(const char *out0, double *loss, float *grads, float *weights)
     int ok = 1;
     static char outs[SIM_WORLD][4200]; /* the trainer keeps the path pointer: it must outlive it */
     for (int r = 0; r < SIM_WORLD; r++) { /* set up one after the other (the main thread) */
-        char *out = outs[r];
-        snprintf(out, sizeof outs[r], "%s%s", out0, r ? ".rank1.safetensors" : "");
+        snprintf(outs[r], sizeof outs[r], "%s%s", out0, r ? ".rank1.safetensors" : "");
         SlTrainConfig c;
-        config(&c, r ? out : out0, 1);
+        config(&c, outs[r], batch, 0, accum);
         rk[r].sim = &sim;
         rk[r].rank = r;
         SlStatus st = sl_trainer_init(&rk[r].tr, &c, &ctx);
@@ -210,11 +273,11 @@ static int run_sim(const char *out0, double *loss, float *grads, float *weights)
         rk[r].tr.reduce_grads = sim_reduce;
         rk[r].tr.reduce_user = &rk[r];
     }
-    rk[0].grads = grads;
-    rk[0].weights = weights;
     sim.n = rk[0].tr.n_fused;
     sim.staging = malloc(SIM_WORLD * sim.n * sizeof(float));
-    if (ok && sim.staging) {
+    ok = ok && sim.staging && rec_alloc(rec, sim.n);
+    rk[0].rec = rec;
+    if (ok) {
         pthread_t th[SIM_WORLD];
         for (int r = 0; r < SIM_WORLD; r++) pthread_create(&th[r], NULL, rank_main, &rk[r]);
         for (int r = 0; r < SIM_WORLD; r++) pthread_join(th[r], NULL);
@@ -222,9 +285,9 @@ static int run_sim(const char *out0, double *loss, float *grads, float *weights)
             CHECK(rk[r].st == SL_OK, "sim rank %d: %s", r, rk[r].msg);
             ok = ok && rk[r].st == SL_OK;
         }
-        for (int k = 0; k < SIM_STEPS; k++) {
-            loss[k] = 0;
-            for (int r = 0; r < SIM_WORLD; r++) loss[k] += rk[r].loss[k];
+        for (int k = 0; k < SIM_STEPS; k++) { /* the rank-order sum of tools/train_mpi.c */
+            rec->loss[k] = 0;
+            for (int r = 0; r < SIM_WORLD; r++) rec->loss[k] += rk[r].loss[k];
         }
         /* every rank holds the same weights after every step */
         for (int i = 0; ok && i < rk[0].tr.n_params; i++)
@@ -237,6 +300,22 @@ static int run_sim(const char *out0, double *loss, float *grads, float *weights)
     return ok;
 }
 
+/* Prints the per-step differences of a (ranks) and b (one process); with exact,
+ * CHECKs that gradients, weights and losses are the same bytes at every step. */
+static void compare_recs(const char *what, const Rec *a, const Rec *b, int exact) {
+    for (int k = 0; k < SIM_STEPS; k++) {
+        const float *ga = a->grads + (size_t)k * a->n, *gb = b->grads + (size_t)k * b->n;
+        const float *wa = a->weights + (size_t)k * a->n, *wb = b->weights + (size_t)k * b->n;
+        const int same_g = memcmp(ga, gb, a->n * sizeof(float)) == 0, same_w = memcmp(wa, wb, a->n * sizeof(float)) == 0;
+        printf("%s, step %d: gradients %s (worst per-tensor rel. %.3g), weights %s (%.3g); loss %.17g vs %.17g\n", what,
+               k + 1, same_g ? "same bytes" : "differ", worst_rel(ga, gb), same_w ? "same bytes" : "differ",
+               worst_rel(wa, wb), a->loss[k], b->loss[k]);
+        if (exact)
+            CHECK(same_g && same_w && a->loss[k] == b->loss[k], "%s, step %d: not byte-identical (gradients %.3g, weights %.3g, "
+                  "loss %.17g vs %.17g)", what, k + 1, worst_rel(ga, gb), worst_rel(wa, wb), a->loss[k], b->loss[k]);
+    }
+}
+
 static void test_sum_ranks(void) {
     /* rank order, in double: 1e8 + 1 - 1e8 is 1 in double (0 in float left to right) */
     float parts[3] = {1e8f, 1.0f, -1e8f}, out[1];
@@ -244,55 +323,103 @@ static void test_sum_ranks(void) {
     CHECK(out[0] == 1.0f, "rank-order sum in double: got %g", out[0]);
 }
 
-static void test_simulated_ranks(void) {
+static void path(char *buf, size_t n, const char *name) { snprintf(buf, n, "%s/%s.safetensors", g_root, name); }
+
+/* Measurement (printed, not asserted: the trainer's exactness does not rely on
+ * it): is one image's U-Net forward the same bytes alone and in a batch of 2,
+ * and are the adapter gradients of a batch of 2 the sum of the two images'? */
+static void diag_batch_independence(void) {
     SlCtx ctx;
     sl_ctx_init(&ctx);
-    char one[2200], simA[2200], simB[2200];
-    snprintf(one, sizeof one, "%s/one_b2.safetensors", g_root);
-    snprintf(simA, sizeof simA, "%s/sim_a.safetensors", g_root);
-    snprintf(simB, sizeof simB, "%s/sim_b.safetensors", g_root);
-    /* one process, batch 2; its gradients recorded through a world-1 slot */
+    char out[2200];
+    path(out, sizeof out, "diag");
     SlTrainConfig c;
-    config(&c, one, 2);
+    config(&c, out, 2, 0, 1);
     SlTrainer tr;
-    double loss1[SIM_STEPS] = {0};
     SlStatus st = sl_trainer_init(&tr, &c, &ctx);
-    CHECK(st == SL_OK, "batch-2 init: %s", ctx.msg);
-    if (st) { sl_trainer_free(&tr); return; }
-    const size_t n = tr.n_fused;
-    float *g1 = calloc(SIM_STEPS * n, sizeof(float)), *w1 = calloc(SIM_STEPS * n, sizeof(float));
-    float *gA = calloc(SIM_STEPS * n, sizeof(float)), *wA = calloc(SIM_STEPS * n, sizeof(float));
-    Capture cap = {g1, 0};
-    tr.reduce_grads = capture_grads;
-    tr.reduce_user = &cap;
-    for (int k = 0; k < SIM_STEPS && !st; k++) {
-        st = sl_trainer_step(&tr, &ctx);
-        loss1[k] = tr.loss;
-        fuse_weights(w1 + (size_t)k * n, &tr);
-    }
-    if (!st) st = sl_trainer_save(&tr, &ctx);
-    CHECK(st == SL_OK, "batch-2 run: %s", ctx.msg);
-    double lossA[SIM_STEPS], lossB[SIM_STEPS];
-    if (!st && run_sim(simA, lossA, gA, wA) && run_sim(simB, lossB, NULL, NULL)) {
-        /* the gradients of step 1 (same weights in both) and the weights after each step */
-        for (int k = 0; k < SIM_STEPS; k++) {
-            const double rg = worst_rel(gA + (size_t)k * n, g1 + (size_t)k * n, &tr);
-            const double rw = worst_rel(wA + (size_t)k * n, w1 + (size_t)k * n, &tr);
-            printf("step %d: worst per-tensor relative difference, 2 ranks x 1 vs 1 x 2: gradients %.3g, weights %.3g; "
-                   "loss %.9g vs %.9g\n", k + 1, rg, rw, lossA[k], loss1[k]);
-            if (k == 0) CHECK(rg <= SL_DIST_GTOL, "step 1 gradients differ by %.3g > %g", rg, SL_DIST_GTOL);
-            CHECK(fabs(lossA[k] - loss1[k]) <= 1e-6 * fabs(loss1[k]) && lossA[k] == lossB[k],
-                  "step %d loss: ranks %.9g / %.9g, one process %.9g", k + 1, lossA[k], lossB[k], loss1[k]);
+    CHECK(st == SL_OK, "diag init: %s", ctx.msg);
+    SlUNet *u = &tr.model.unet;
+    const size_t nl = (size_t)(tr.C * tr.h * tr.w), nt = (size_t)(tr.T * tr.D), n = tr.n_fused;
+    float *x = malloc(2 * nl * sizeof(float)), *e = malloc(2 * nt * sizeof(float)), *d = malloc(2 * nl * sizeof(float));
+    float *y2 = malloc(2 * nl * sizeof(float)), *y1 = malloc(2 * nl * sizeof(float));
+    float *g2 = malloc(n * sizeof(float)), *g1 = malloc(2 * n * sizeof(float)), *sum = malloc(n * sizeof(float));
+    float t[2] = {100.0f, 700.0f};
+    if (!st && x && e && d && y2 && y1 && g2 && g1 && sum) {
+        sl_rng_normal(x, (int64_t)(2 * nl), 5, 1, 0);
+        sl_rng_normal(e, (int64_t)(2 * nt), 5, 2, 0);
+        sl_rng_normal(d, (int64_t)(2 * nl), 5, 3, 0);
+        st = sl_unet_plan(u, 2, tr.h, tr.w, tr.T, &ctx);
+        sl_adapter_zero_grads(&tr.adapter);
+        if (!st) { sl_unet_forward(u, y2, x, t, e); sl_unet_backward(u, NULL, d); }
+        fuse_grads(g2, &tr);
+        if (!st) st = sl_unet_plan(u, 1, tr.h, tr.w, tr.T, &ctx);
+        for (int b = 0; b < 2 && !st; b++) {
+            sl_adapter_zero_grads(&tr.adapter);
+            sl_unet_forward(u, y1 + b * nl, x + b * nl, t + b, e + b * nt);
+            sl_unet_backward(u, NULL, d + b * nl);
+            fuse_grads(g1 + b * n, &tr);
         }
-        double worst = 0;
-        int r = compare_files(simA, one, SL_DIST_WTOL, &worst, 1);
-        CHECK(r == 1, "2 ranks x batch 1 vs 1 process x batch 2 after %d steps: worst per-tensor relative difference "
-                      "%.3g > %g", SIM_STEPS, worst, SL_DIST_WTOL);
-        r = compare_files(simA, simB, 0, &worst, 1);
-        CHECK(r == 1, "2 simulated ranks are not bitwise reproducible (worst %.3g)", worst);
+        sl_dist_sum_ranks(sum, g1, 2, n, n);
+        double dy = 0, ym = 0;
+        for (size_t i = 0; i < 2 * nl; i++) {
+            if (fabs((double)y1[i] - y2[i]) > dy) dy = fabs((double)y1[i] - y2[i]);
+            if (fabs(y2[i]) > ym) ym = fabs(y2[i]);
+        }
+        printf("measure: U-Net forward of each image alone vs in a batch of 2: %s (max|diff|/max|y| %.3g); "
+               "adapter gradients of the batch vs the sum of the two: %s (worst per-tensor rel. %.3g)\n",
+               memcmp(y1, y2, 2 * nl * sizeof(float)) ? "differ" : "same bytes", dy / (ym > 0 ? ym : 1),
+               memcmp(g2, sum, n * sizeof(float)) ? "differ" : "same bytes", worst_rel(g2, sum));
     }
+    CHECK(st == SL_OK, "diag: %s", ctx.msg);
+    free(x); free(e); free(d); free(y2); free(y1); free(g2); free(g1); free(sum);
     sl_trainer_free(&tr);
-    free(g1); free(w1); free(gA); free(wA);
+}
+
+/* 2 ranks x batch 1 against 1 process x batch 2, with and without micro-batch 1 */
+static void test_two_ranks_batch1(void) {
+    char sa[2200], sb[2200], one[2200], mb1[2200], mb1t1[2200];
+    path(sa, sizeof sa, "sim_a"); path(sb, sizeof sb, "sim_b");
+    path(one, sizeof one, "one_b2"); path(mb1, sizeof mb1, "one_b2_mb1"); path(mb1t1, sizeof mb1t1, "one_b2_mb1_t1");
+    Rec ra, rb, r1, rm, rt;
+    if (!run_sim(sa, 1, 1, &ra) || !run_one(mb1, 2, 1, 1, 0, &rm) || !run_one(one, 2, 0, 1, 0, &r1) ||
+        !run_sim(sb, 1, 1, &rb) || !run_one(mb1t1, 2, 1, 1, 1, &rt))
+        goto out;
+    double worst = 0;
+    /* the micro-batched process is the ranks, byte for byte */
+    compare_recs("2 ranks x 1 vs 1 x 2 micro-batch 1", &ra, &rm, 1);
+    CHECK(compare_files(sa, mb1, 0, &worst, 1) == 1, "2 ranks x 1 vs 1 x 2 micro-batch 1: adapters differ (%.3g)", worst);
+    CHECK(compare_files(mb1t1, mb1, 0, &worst, 1) == 1, "micro-batch 1 with 1 and 2 threads: adapters differ (%.3g)", worst);
+    CHECK(compare_files(sa, sb, 0, &worst, 1) == 1, "2 simulated ranks are not bitwise reproducible (worst %.3g)", worst);
+    /* one GEMM over both images: close, not the same bytes */
+    compare_recs("2 ranks x 1 vs 1 x 2 (no micro-batch)", &ra, &r1, 0);
+    const double rg = worst_rel(ra.grads, r1.grads);
+    CHECK(rg <= SL_DIST_GTOL, "step 1 gradients differ by %.3g > %g", rg, SL_DIST_GTOL);
+    for (int k = 0; k < SIM_STEPS; k++)
+        CHECK(fabs(ra.loss[k] - r1.loss[k]) <= 1e-6 * fabs(r1.loss[k]), "step %d loss: ranks %.9g, one process %.9g",
+              k + 1, ra.loss[k], r1.loss[k]);
+    int r = compare_files(sa, one, SL_DIST_WTOL, &worst, 1);
+    CHECK(r == 1, "2 ranks x batch 1 vs 1 process x batch 2 after %d steps: worst per-tensor relative difference "
+                  "%.3g > %g", SIM_STEPS, worst, SL_DIST_WTOL);
+out:
+    rec_free(&ra); rec_free(&rb); rec_free(&r1); rec_free(&rm); rec_free(&rt);
+}
+
+/* 2 ranks x batch 2 == 1 x batch 4 micro-batch 2; 2 ranks x 1 x accum 2 == 1 x 2 micro 1 x accum 2 */
+static void test_two_ranks_more(void) {
+    char sa[2200], one[2200], sc[2200], onec[2200];
+    path(sa, sizeof sa, "sim_b2"); path(one, sizeof one, "one_b4_mb2");
+    path(sc, sizeof sc, "sim_b1_acc2"); path(onec, sizeof onec, "one_b2_mb1_acc2");
+    Rec ra, r1, rc, r2;
+    double worst = 0;
+    if (run_sim(sa, 2, 1, &ra) && run_one(one, 4, 2, 1, 0, &r1)) {
+        compare_recs("2 ranks x 2 vs 1 x 4 micro-batch 2", &ra, &r1, 1);
+        CHECK(compare_files(sa, one, 0, &worst, 1) == 1, "2 ranks x 2 vs 1 x 4 micro-batch 2: adapters differ (%.3g)", worst);
+    }
+    if (run_sim(sc, 1, 2, &rc) && run_one(onec, 2, 1, 2, 0, &r2)) {
+        compare_recs("2 ranks x 1 x accum 2 vs 1 x 2 micro-batch 1 x accum 2", &rc, &r2, 1);
+        CHECK(compare_files(sc, onec, 0, &worst, 1) == 1, "grad-accum 2: adapters differ (%.3g)", worst);
+    }
+    rec_free(&ra); rec_free(&r1); rec_free(&rc); rec_free(&r2);
 }
 
 int main(int argc, char **argv) {
@@ -314,6 +441,8 @@ int main(int argc, char **argv) {
         return 1;
     }
     test_sum_ranks();
-    test_simulated_ranks();
+    test_two_ranks_batch1();
+    test_two_ranks_more();
+    diag_batch_independence();
     return sl_test_finish("test_dist");
 }

@@ -34,12 +34,14 @@ typedef struct TrainArgs {
 } TrainArgs;
 
 enum {
-    A_MODEL, A_MCONFIG, A_DATA, A_OUT, A_STEPS, A_BATCH, A_ACCUM, A_RES, A_RANK, A_CONV_RANK, A_ALPHA, A_TARGETS,
+    A_MODEL, A_MCONFIG, A_DATA, A_OUT, A_STEPS, A_BATCH, A_ACCUM, A_MICRO, A_RES, A_RANK, A_CONV_RANK, A_ALPHA, A_TARGETS,
     A_DORA, A_RSLORA, A_INIT, A_DROPOUT, A_FULL, A_LR, A_SCHED, A_WARMUP, A_B1, A_B2, A_EPS, A_WD, A_CLIP, A_SNR,
     A_NOISE_OFF, A_CAP_DROP, A_CLIP_SKIP, A_TRIGGER, A_CAPTION, A_FLIP, A_BAD, A_SEED, A_THREADS, A_SAVE_EVERY,
     A_RESUME, A_FORMAT, A_SAVE_DTYPE, A_CACHE, A_SAMPLE_EVERY, A_SAMPLE_STEPS, A_SAMPLE_CFG, A_CONFIG, A_QUIET,
     A_LOG, A_NAME, A_BASE, A_NF4_LAYERS, A_NF4_DQ, /* [nf4] */ A_COUNT
 };
+
+_Static_assert(A_COUNT <= N_OPTS, "N_OPTS too small for the option table");
 
 static const char *json_key(const char *opt) { return opt + 2; } /* "--rank" -> "rank" */
 
@@ -54,6 +56,7 @@ int cmd_train(int argc, char **argv) {
         {"--steps", "N", "optimizer steps (default 1000)", &a.v[A_STEPS], 0},
         {"--batch", "N", "images per step (default 1)", &a.v[A_BATCH], 0},
         {"--grad-accum", "N", "micro-batches per step (default 1)", &a.v[A_ACCUM], 0},
+        {"--micro-batch", "N", "run the batch N images at a time (divides --batch; less memory; the gradient sum in a fixed order)", &a.v[A_MICRO], 0},
         {"--resolution", "N", "training image size (default: the VAE's sample size)", &a.v[A_RES], 0},
         {"--rank", "R", "LoRA rank (default 8)", &a.v[A_RANK], 0},
         {"--conv-rank", "R", "rank of LoCon conv adapters (default: --rank)", &a.v[A_CONV_RANK], 0},
@@ -155,6 +158,7 @@ int cmd_train(int argc, char **argv) {
     INT(A_STEPS, steps, 1, 100000000);
     INT(A_BATCH, batch, 1, 4096);
     INT(A_ACCUM, grad_accum, 1, 4096);
+    INT(A_MICRO, micro_batch, 1, 4096);
     INT(A_RES, resolution, 8, 8192);
     INT(A_RANK, rank, 1, 4096);
     INT(A_CONV_RANK, conv_rank, 1, 4096);

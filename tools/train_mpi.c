@@ -7,7 +7,9 @@
  * rank/world set: rank r takes slots r*B.. of each global batch of N*B, and the
  * gradients are summed by the all-reduce in the trainer's reduce_grads slot
  * (dist.h: rank-order sum by default, STYLORA_ALLREDUCE=sum for MPI_SUM). All
- * ranks apply the same AdamW step to the same weights, so they stay identical.
+ * ranks apply the same AdamW step to the same weights, so they stay identical,
+ * and the adapter is the same bytes as one process's with --batch N*B
+ * --micro-batch B (docs/DISTRIBUTED.md).
  *
  * Caches: with --cache-dir every rank encodes its share of the images and
  * captions into the folder, then all read it (the encoders run once, split N
@@ -196,7 +198,7 @@ int train_mpi_run(SlTrainConfig *c, const char *log_arg, int quiet) {
             rc = 1;
             break;
         }
-        double v[2] = {tr.loss, g_mpi_stop ? 1.0 : 0.0}; /* global mean loss; did anyone ask to stop */
+        double v[2] = {tr.loss_share, g_mpi_stop ? 1.0 : 0.0}; /* global mean loss; did anyone ask to stop */
         if (sl_dist_sum_f64(&d, v, 2, &ctx) != SL_OK) {
             rank_error(&d, &ctx, "");
             sl_dist_abort(&d, 1);
