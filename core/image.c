@@ -47,7 +47,7 @@
 #pragma GCC diagnostic ignored "-Wmisleading-indentation"
 #pragma GCC diagnostic ignored "-Wshift-negative-value"
 #pragma GCC diagnostic ignored "-Wtype-limits"
-#include "third_party/stb/stb_image.h" /* Debian's, plus one upstream bounds fix */
+#include "third_party/stb/stb_image.h" /* Debian's, plus upstream v2.28 JPEG fixes (see its top) */
 #include <stb_image_resize.h>
 #pragma GCC diagnostic pop
 

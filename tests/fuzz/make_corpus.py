@@ -6,7 +6,8 @@ their naming rule).
 Only the standard library (struct, json, zlib): valid minimal examples and
 near-misses for each parser. Run from anywhere: python3 tests/fuzz/make_corpus.py
 [shared_dir]. Copies a few small shared/golden and tests/data files as seeds.
-Inputs the fuzzers found (image_jpeg_dht_*, image_png_slow_chunks.png,
+Inputs the fuzzers found (image_jpeg_dht_*, image_jpeg_huff_*,
+image_jpeg_shift_exponent_32.jpg, image_png_slow_chunks.png,
 st_metadata_twice.safetensors, tokload_*) are copied by hand, not generated.
 """
 import json, os, shutil, struct, sys, zlib
@@ -227,6 +228,18 @@ reg("image_jpg_trunc_scan.jpg", jpg[:len(jpg) - 100])
 reg("image_gif_trunc.gif", open(os.path.join(repo, "tests", "data", "image_alpha.gif"), "rb").read()[:30])
 reg("image_bmp_huge.bmp", b"BM" + struct.pack("<IHHIIiiHHIIiiII", 0, 0, 0, 54, 40, 1000000, 1000000, 1, 24, 0, 0, 0, 0, 0, 0))
 reg("image_text_not_image.png", b"hello, I am not an image")
+# An 8x8 baseline JPEG whose scan runs out of bits exactly inside a magnitude: DC code
+# '0' (symbol 15) + 15 bits leave 16, a 16-bit AC code (run 0, size 8) leaves 0, and the
+# 8 magnitude bits hit a marker (RST0, then EOI). Debian's stb 2.27 took them anyway
+# (code_bits -8) and shifted by 32 at the next refill; stb 2.28 returns 0s, then the
+# stray RST0 is an "unknown marker" error.
+def jseg(m, body):
+    return b"\xff" + bytes([m]) + struct.pack(">H", len(body) + 2) + body
+reg("image_jpeg_code_bits_negative.jpg", b"\xff\xd8" + jseg(0xdb, b"\0" + b"\1" * 64) +
+    jseg(0xc0, b"\x08" + struct.pack(">HH", 8, 8) + b"\x01\x01\x11\x00") +
+    jseg(0xc4, b"\x00" + bytes([1] + [0] * 15) + b"\x0f") +
+    jseg(0xc4, b"\x10" + bytes([1] + [0] * 14 + [1]) + b"\x00\x08") +
+    jseg(0xda, b"\x01\x01\x00\x00\x3f\x00") + b"\0\0\x80\0" + b"\xff\xd0\xff\xd9")
 # adapters whose shapes do not fit the tiny U-Net
 reg("adapter_kohya_wrong_in.safetensors", open(os.path.join(C, "fuzz_adapter", "kohya_misfit"), "rb").read())
 reg("adapter_kohya_wrong_rank.safetensors", st([("lora_unet_%s.lora_down.weight" % mod, "F32", [2, 32], rnd(64)),

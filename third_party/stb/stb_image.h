@@ -1,9 +1,27 @@
 /* third_party/stb/stb_image.h - Debian 12's libstb-dev stb_image.h (v2.27,
- * public domain / MIT, Sean Barrett) with ONE change, the bounds check that
- * upstream stb added later in stbi__jpeg_huff_decode: a corrupt progressive
- * JPEG made it read h->values[-168] (found by tests/fuzz/fuzz_image; input in
- * tests/data/regress/image_jpeg_huff_negative_index.jpg). Drop this copy once
- * Debian's header has the check. */
+ * public domain / MIT, Sean Barrett) with JPEG-decoder fixes copied from
+ * upstream stb v2.28 (2023-01-29, "many error fixes, security errors"; the
+ * zeroing of stbi__jpeg is from its PR #1297, "Additional stb_image fixes for
+ * bugs from ossfuzz and issues 1289, 1291, 1292, and 1293"), each changed line
+ * marked "stylora" below. All were found by tests/fuzz/fuzz_image:
+ *  1. stbi__jpeg_huff_decode: the bounds check on the symbol index; a corrupt
+ *     progressive JPEG read h->values[-168]
+ *     (tests/data/regress/image_jpeg_huff_negative_index.jpg).
+ *  2. stbi__jpeg_load zeroes the stbi__jpeg it mallocs. A scan may name a
+ *     Huffman table no DHT defined; Debian's copy then decoded with heap
+ *     garbage, its fast-AC path took more bits than it had, code_bits went
+ *     negative and stbi__grow_buffer_unsafe shifted by 32 or more (UBSan "shift
+ *     exponent 32", tests/data/regress/image_jpeg_shift_exponent_32.jpg; it
+ *     only failed when the heap held stale tables, as in a long fuzz run;
+ *     tests/data/regress/image_jpeg_code_bits_negative.jpg, from
+ *     tests/fuzz/make_corpus.py, reaches the same shift with defined tables).
+ *     With the same upstream change: stbi__extend_receive, stbi__jpeg_get_bits
+ *     and stbi__jpeg_get_bit return 0 instead of taking bits the stream ran out
+ *     of, the fast-AC paths fail with "bad huffman code" when the code is longer
+ *     than the bits left, and the DC prediction fails ("bad delta" / "can't
+ *     merge dc and ac") instead of overflowing int (stbi__addints_valid,
+ *     stbi__mul2shorts_valid; the int-argument form of v2.29).
+ * Drop this copy once Debian's header is v2.28 or later. */
 /* stb_image - v2.27 - public domain image loader - http://nothings.org/stb
                                   no warranty implied; use at your own risk
 
@@ -1066,6 +1084,25 @@ static void *stbi__malloc_mad4(int a, int b, int c, int d, int add)
 {
    if (!stbi__mad4sizes_valid(a, b, c, d, add)) return NULL;
    return stbi__malloc(a*b*c*d + add);
+}
+#endif
+
+#ifndef STBI_NO_JPEG
+// stylora (upstream 2.28): returns 1 if the sum of two signed ints is valid (between -2^31 and 2^31-1 inclusive), 0 on overflow.
+static int stbi__addints_valid(int a, int b)
+{
+   if ((a >= 0) != (b >= 0)) return 1; // a and b have different signs, so no overflow
+   if (a < 0 && b < 0) return a >= INT_MIN - b; // same as a + b >= INT_MIN; INT_MIN - b cannot overflow since b < 0.
+   return a <= INT_MAX - b;
+}
+
+// stylora (upstream 2.28): returns 1 if the product of two ints fits in a signed short, 0 on overflow.
+static int stbi__mul2shorts_valid(int a, int b)
+{
+   if (b == 0 || b == -1) return 1; // multiplication by 0 is always 0; check for -1 so SHRT_MIN/b doesn't overflow
+   if ((a >= 0) == (b >= 0)) return a <= SHRT_MAX/b; // product is positive, so similar to mul2sizes_valid
+   if (b < 0) return a <= SHRT_MIN / b; // same as a * b >= SHRT_MIN
+   return a >= SHRT_MIN / b;
 }
 #endif
 
@@ -2138,6 +2175,7 @@ stbi_inline static int stbi__extend_receive(stbi__jpeg *j, int n)
    unsigned int k;
    int sgn;
    if (j->code_bits < n) stbi__grow_buffer_unsafe(j);
+   if (j->code_bits < n) return 0; // stylora (upstream 2.28): ran out of bits from stream, return 0s intead of continuing
 
    sgn = j->code_buffer >> 31; // sign bit always in MSB; 0 if MSB clear (positive), 1 if MSB set (negative)
    k = stbi_lrot(j->code_buffer, n);
@@ -2152,6 +2190,7 @@ stbi_inline static int stbi__jpeg_get_bits(stbi__jpeg *j, int n)
 {
    unsigned int k;
    if (j->code_bits < n) stbi__grow_buffer_unsafe(j);
+   if (j->code_bits < n) return 0; // stylora (upstream 2.28): ran out of bits from stream, return 0s intead of continuing
    k = stbi_lrot(j->code_buffer, n);
    j->code_buffer = k & ~stbi__bmask[n];
    k &= stbi__bmask[n];
@@ -2163,6 +2202,7 @@ stbi_inline static int stbi__jpeg_get_bit(stbi__jpeg *j)
 {
    unsigned int k;
    if (j->code_bits < 1) stbi__grow_buffer_unsafe(j);
+   if (j->code_bits < 1) return 0; // stylora (upstream 2.28): ran out of bits from stream, return 0s intead of continuing
    k = j->code_buffer;
    j->code_buffer <<= 1;
    --j->code_bits;
@@ -2200,8 +2240,10 @@ static int stbi__jpeg_decode_block(stbi__jpeg *j, short data[64], stbi__huffman 
    memset(data,0,64*sizeof(data[0]));
 
    diff = t ? stbi__extend_receive(j, t) : 0;
+   if (!stbi__addints_valid(j->img_comp[b].dc_pred, diff)) return stbi__err("bad delta","Corrupt JPEG"); // stylora (upstream 2.28)
    dc = j->img_comp[b].dc_pred + diff;
    j->img_comp[b].dc_pred = dc;
+   if (!stbi__mul2shorts_valid(dc, dequant[0])) return stbi__err("can't merge dc and ac", "Corrupt JPEG"); // stylora (upstream 2.28)
    data[0] = (short) (dc * dequant[0]);
 
    // decode AC components, see JPEG spec
@@ -2215,6 +2257,7 @@ static int stbi__jpeg_decode_block(stbi__jpeg *j, short data[64], stbi__huffman 
       if (r) { // fast-AC path
          k += (r >> 4) & 15; // run
          s = r & 15; // combined length
+         if (s > j->code_bits) return stbi__err("bad huffman code", "Combined length longer than code bits available"); // stylora (upstream 2.28)
          j->code_buffer <<= s;
          j->code_bits -= s;
          // decode into unzigzag'd location
@@ -2254,8 +2297,10 @@ static int stbi__jpeg_decode_block_prog_dc(stbi__jpeg *j, short data[64], stbi__
       if (t < 0 || t > 15) return stbi__err("can't merge dc and ac", "Corrupt JPEG");
       diff = t ? stbi__extend_receive(j, t) : 0;
 
+      if (!stbi__addints_valid(j->img_comp[b].dc_pred, diff)) return stbi__err("bad delta", "Corrupt JPEG"); // stylora (upstream 2.28)
       dc = j->img_comp[b].dc_pred + diff;
       j->img_comp[b].dc_pred = dc;
+      if (!stbi__mul2shorts_valid(dc, 1 << j->succ_low)) return stbi__err("can't merge dc and ac", "Corrupt JPEG"); // stylora (upstream 2.28)
       data[0] = (short) (dc * (1 << j->succ_low));
    } else {
       // refinement scan for DC coefficient
@@ -2290,6 +2335,7 @@ static int stbi__jpeg_decode_block_prog_ac(stbi__jpeg *j, short data[64], stbi__
          if (r) { // fast-AC path
             k += (r >> 4) & 15; // run
             s = r & 15; // combined length
+            if (s > j->code_bits) return stbi__err("bad huffman code", "Combined length longer than code bits available"); // stylora (upstream 2.28)
             j->code_buffer <<= s;
             j->code_bits -= s;
             zig = stbi__jpeg_dezigzag[k++];
@@ -3984,6 +4030,7 @@ static void *stbi__jpeg_load(stbi__context *s, int *x, int *y, int *comp, int re
    unsigned char* result;
    stbi__jpeg* j = (stbi__jpeg*) stbi__malloc(sizeof(stbi__jpeg));
    if (!j) return stbi__errpuc("outofmem", "Out of memory");
+   memset(j, 0, sizeof(stbi__jpeg)); // stylora (upstream 2.28): a scan may use a Huffman table no DHT defined
    STBI_NOTUSED(ri);
    j->s = s;
    stbi__setup_jpeg(j);
