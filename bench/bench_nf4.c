@@ -15,8 +15,11 @@
  *      shared 2-core machine varies 2x between runs.
  *      Issue target: NF4 step time <= 1.3x fp32.
  *   3. (unless --no-unet) the whole U-Net: RSS (from /proc/self/statm) with fp32 weights and
- *      after sl_unet_quantize_nf4, forward + input-backward (best of --iters), the cosine of the
- *      NF4 output against fp32 (moved here from test_nf4: it takes minutes under load).
+ *      after sl_unet_quantize_nf4 and its steps (the fp32 arena is freed by then), a training
+ *      step's frozen-base work (forward + input backward; best of --iters) and a sampling
+ *      step (forward), the cosine of the NF4 output against fp32 (random weights: a worst
+ *      case, README NF4 section). Run it under `flock /tmp/sd15.lock` on shared machines.
+ * The figures end in `name: value` lines (nf4_bytes_ratio_vs_fp32, nf4_train_step_ratio_vs_fp32, ...).
  */
 #include <math.h>
 #include <stdio.h>
@@ -182,6 +185,11 @@ int main(int argc, char **argv) {
     printf("   all quantized linears: fp32 %.1f ms, nf4%s %.1f ms: %.2fx (target <= 1.3x: %s)\n", t32 * 1e3, dq ? "+dq" : "",
            t4 * 1e3, t4 / t32, t4 / t32 <= 1.3 ? "met" : "MISSED");
     sl_unet_free(&u);
+    /* machine-readable figures (name: value) */
+    printf("\nunet_fp32_mb: %.1f\nunet_fp16_mb: %.1f\nunet_nf4_mb: %.1f\nunet_nf4dq_mb: %.1f\n", all * 4 / 1e6, all * 2 / 1e6,
+           (q_nf4 + rest * 4) / 1e6, (q_dq + rest * 4) / 1e6);
+    printf("nf4_bytes_ratio_vs_fp32: %.3f\nnf4dq_bytes_ratio_vs_fp32: %.3f\nnf4_linears_cpu_ratio_vs_fp32: %.2f\n", q_nf4 / (q * 4),
+           q_dq / (q * 4), t4 / t32);
     if (!do_unet) return 0;
 
     /* ---- 3. the whole U-Net ---- */
@@ -228,6 +236,7 @@ int main(int argc, char **argv) {
         double t5 = now();
         f4 = fmin(f4, t4b - t3), b4u = fmin(b4u, t5 - t4b), c4 = fmin(c4, cpu() - k3);
     }
+    const double rss4s = rss_gb();
     double ab = 0, aa = 0, bb = 0;
     for (size_t i = 0; i < no; i++) ab += (double)o32[i] * o4[i], aa += (double)o32[i] * o32[i], bb += (double)o4[i] * o4[i];
     printf("   %-10s %10s %10s %10s %10s %12s\n", "", "RSS GB", "arena GB", "fwd s", "bwd s", "fwd+bwd cpu s");
@@ -236,7 +245,13 @@ int main(int argc, char **argv) {
     printf("   step (fwd+bwd) nf4 / fp32: %.2fx wall, %.2fx cpu (target <= 1.3x)\n", (f4 + b4u) / (f32 + b32u), c4 / c32);
     printf("   (RSS includes the activations planned for this size; arena = frozen weights incl. the %.1f MB tile)\n",
            st.work_bytes / 1e6);
-    printf("   output cosine nf4 vs fp32: %.5f (issue target >= 0.99)\n", ab / sqrt(aa * bb + 1e-300));
+    printf("   output cosine nf4 vs fp32: %.5f (issue target >= 0.99; random weights, see README)\n", ab / sqrt(aa * bb + 1e-300));
+    printf("\nfp32_step_rss_gb: %.2f\nnf4_step_rss_gb: %.2f\nnf4_rss_ratio_vs_fp32: %.3f\n", rss32 - rss0, rss4s - rss0,
+           (rss4s - rss0) / (rss32 - rss0));
+    printf("fp32_train_step_s: %.2f\nnf4_train_step_s: %.2f\nnf4_train_step_ratio_vs_fp32: %.2f\nnf4_train_step_cpu_ratio_vs_fp32: %.2f\n",
+           f32 + b32u, f4 + b4u, (f4 + b4u) / (f32 + b32u), c4 / c32);
+    printf("fp32_sample_step_s: %.2f\nnf4_sample_step_s: %.2f\nnf4_sample_step_ratio_vs_fp32: %.2f\nnf4_output_cosine_random: %.5f\n",
+           f32, f4, f4 / f32, ab / sqrt(aa * bb + 1e-300));
     free(sample), free(ehs), free(o32), free(o4), free(ds);
     sl_unet_free(&u);
     return 0;

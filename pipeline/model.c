@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "core/config.h"
+#include "pipeline/quant.h"
 
 static SlStatus load_text(SlModel *m, SlWeights *w, const char *cfg_dir, SlClipLayout layout, SlCtx *ctx) {
     char p[4096], tp[4096];
@@ -38,10 +39,31 @@ static SlStatus load_sched(SlModel *m, const char *cfg_dir, SlCtx *ctx) {
     return SL_OK;
 }
 
-static SlStatus load_unet(SlModel *m, SlWeights *w, const char *cfg_dir, int ldm, SlCtx *ctx) {
+/* A U-Net folder written by `stylora quantize` loads as NF4 (pipeline/quant.h); with
+ * unet_dense it is dequantized to fp32 afterwards (--base fp32 on such a model). */
+static SlStatus load_unet_prequant(SlModel *m, SlWeights *w, const char *layers, int dense, SlCtx *ctx) {
+    SL_TRY(sl_unet_init_shapes(&m->unet, &m->unet_cfg, ctx));
+    m->has_unet = 1;
+    SlNf4Stats s;
+    SL_TRY(sl_unet_load_prequant(&m->unet, w, &s, ctx));
+    sl_weights_report_unused(w, 8, ctx);
+    sl_log(ctx, SL_LOG_INFO, "%s: pre-quantized U-Net (stylora quantize, layers %s): %d NF4%s linears, %.1f MB -> %.1f MB",
+           m->path, layers ? layers : "?", s.n_layers, s.double_quant ? "+dq" : "", (double)s.fp32_bytes / 1e6,
+           (double)s.nf4_bytes / 1e6);
+    if (!dense) return SL_OK;
+    sl_log(ctx, SL_LOG_WARN, "%s: --base fp32 on a pre-quantized model: its %d NF4 linears are dequantized to fp32 "
+           "(the NF4-rounded values; the original fp32 weights are not in this model)", m->path, s.n_layers);
+    return sl_unet_dequantize_nf4(&m->unet, ctx);
+}
+
+static SlStatus load_unet(SlModel *m, SlWeights *w, const char *cfg_dir, int ldm, int dense, SlCtx *ctx) {
     char p[4096];
     snprintf(p, sizeof p, "%s/unet/config.json", cfg_dir);
     SL_TRY(sl_unet_config_load(&m->unet_cfg, p, ctx));
+    int nf4 = 0;
+    const char *layers = NULL;
+    if (!ldm) SL_TRY(sl_weights_nf4_probe(w, &nf4, &layers, ctx));
+    if (nf4) return load_unet_prequant(m, w, layers, dense, ctx);
     SL_TRY(sl_unet_init(&m->unet, &m->unet_cfg, ctx));
     m->has_unet = 1;
     if (ldm) {
@@ -76,7 +98,7 @@ static SlStatus load_diffusers(SlModel *m, const SlModelOpts *o, SlCtx *ctx) {
     }
     if (!o->skip_unet) {
         SL_TRY(sl_weights_open_dir(&w, sl_path_join(p, sizeof p, m->path, "unet"), ctx));
-        SlStatus st = load_unet(m, &w, m->path, 0, ctx);
+        SlStatus st = load_unet(m, &w, m->path, 0, o->unet_dense, ctx);
         sl_weights_close(&w);
         SL_TRY(st);
     }
@@ -115,7 +137,7 @@ static SlStatus load_single(SlModel *m, const SlModelOpts *o, SlCtx *ctx) {
     }
     if (!st && !o->skip_unet) {
         sl_weights_view(&view, &all, SL_CKPT_UNET_PREFIX);
-        st = load_unet(m, &view, o->config_dir, 1, ctx);
+        st = load_unet(m, &view, o->config_dir, 1, o->unet_dense, ctx);
         sl_weights_close(&view);
     }
     sl_weights_close(&all);

@@ -11,6 +11,10 @@
  *                        (configs + tokenizer, no weights needed), as diffusers'
  *                        from_single_file takes `config=`.
  *
+ * A U-Net folder written by `stylora quantize` (pipeline/quant.h: "stylora.quant" metadata,
+ * U8 packed tensors) loads as an NF4 base by itself; opts->unet_dense dequantizes it to
+ * fp32 instead (with a warning: the values are the NF4-rounded ones).
+ *
  * Parts can be skipped (SlModelOpts) so that a probe or a training run loads
  * only what it needs. The tokenizer is optional (tiny test models ship none):
  * encoding a prompt without one is an error that says so.
@@ -33,6 +37,7 @@ typedef struct SlModelOpts {
     int skip_text;           /* do not load the text encoder (nor the tokenizer) */
     int skip_vae;
     int skip_unet;
+    int unet_dense;          /* a pre-quantized (NF4) U-Net is dequantized to fp32 (--base fp32) */
 } SlModelOpts;
 
 typedef struct SlModel {

@@ -3,6 +3,7 @@
  */
 #include "pipeline/quant.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -149,46 +150,127 @@ static void fill_stats(SlNf4Stats *s, const SlUNet *u, const Plan *pl, size_t be
         }
 }
 
-SlStatus sl_unet_quantize_nf4(SlUNet *u, const char *which, int dq, SlNf4Stats *stats, SlCtx *ctx) {
-    if (!u->weights.base) return sl_fail(ctx, SL_ERR_ARG, "nf4: the U-Net has no weights loaded");
-    Plan pl;
-    SL_TRY(plan_select(u, which, dq, &pl, ctx));
-    plan_sizes(u, &pl);
-    SlArena a;
-    SlStatus st = sl_arena_init(&a, pl.bytes, "unet weights (nf4)", ctx);
-    float *tmp = dq ? malloc(pl.max_blocks * sizeof(float) + 1) : NULL;
-    if (st == SL_OK && dq && !tmp) st = sl_fail(ctx, SL_ERR_NOMEM, "nf4: out of memory");
-    if (st != SL_OK) {
-        if (a.base) sl_arena_free(&a);
-        free(tmp);
-        plan_free(&pl);
-        return st;
+/* The NF4 state of param p (its module's hook), or NULL when p is dense or not a linear weight. */
+static SlNf4Linear *nf4_of_param(SlUNet *u, const SlUNetParam *p) {
+    if (p->init_w) return NULL;
+    SlUNetModRef *mr = mod_of_param(u, p);
+    return mr ? sl_nf4_linear_of(mr->lin->hook) : NULL;
+}
+
+/* Copies (same double-quant setting) or converts an NF4 weight into the bound dst. */
+static void nf4_copy(SlNf4Weight *dst, const SlNf4Weight *src, float *dense, float *tmp) {
+    if (src->dq != dst->dq) {
+        sl_nf4_dequantize_range(dense, src, 0, src->O * src->I, SL_NF4_ISA_AUTO);
+        sl_nf4_quantize(dst, dense, tmp);
+        return;
     }
-    float *work = sl_arena_take_f32(&a, (int64_t)pl.work_floats);
+    memcpy(dst->blocks, src->blocks, (size_t)src->n_blocks * sizeof(SlNf4Block));
+    if (!src->dq) {
+        memcpy(dst->absmax, src->absmax, (size_t)src->n_blocks * sizeof(float));
+        return;
+    }
+    memcpy(dst->absmax_q, src->absmax_q, (size_t)src->n_blocks);
+    memcpy(dst->absmax2, src->absmax2, (size_t)((src->n_blocks + SL_NF4_DQ_BLOCK - 1) / SL_NF4_DQ_BLOCK) * sizeof(float));
+    dst->offset = src->offset;
+}
+
+/* Rebuilds u's weight arena to the plan: param i NF4 (format pl->dq[i]) when pl->lin[i],
+ * else dense fp32. Each weight is taken from its current form (dense: copied or quantized;
+ * NF4: kept, converted or dequantized). Every weight must be dense or NF4 (no adapter hook
+ * on top of an NF4 base). On failure u is unchanged. */
+static SlStatus arena_rebuild(SlUNet *u, Plan *pl, SlCtx *ctx) {
+    size_t max_numel = 0;
     for (int i = 0; i < u->n_params; i++) {
         SlUNetParam *p = &u->params[i];
-        if (!pl.lin[i]) {
-            const size_t n = (size_t)sl_shape_numel(p->ndim, p->shape);
-            float *dst = sl_arena_take_f32(&a, (int64_t)n);
-            memcpy(dst, p->init_w, n * sizeof(float));
+        if (!p->init_w && !nf4_of_param(u, p))
+            return sl_fail(ctx, SL_ERR_UNSUPPORTED, "nf4: %s has no dense weight and no NF4 hook directly on it (remove adapters first)", p->name);
+        const size_t n = (size_t)sl_shape_numel(p->ndim, p->shape);
+        if (pl->lin[i] && !p->init_w && n > max_numel) max_numel = n;
+    }
+    plan_sizes(u, pl);
+    SlArena a;
+    SL_TRY(sl_arena_init(&a, pl->bytes, "unet weights", ctx));
+    float *tmp = malloc(pl->max_blocks * sizeof(float) + 1);
+    float *dense = max_numel ? malloc(max_numel * sizeof(float)) : NULL;
+    if (!tmp || (max_numel && !dense)) {
+        sl_arena_free(&a);
+        free(tmp), free(dense);
+        return sl_fail(ctx, SL_ERR_NOMEM, "nf4: out of memory");
+    }
+    float *work = sl_arena_take_f32(&a, (int64_t)pl->work_floats);
+    for (int i = 0; i < u->n_params; i++) {
+        SlUNetParam *p = &u->params[i];
+        SlNf4Linear *cur = nf4_of_param(u, p);
+        const int64_t n = sl_shape_numel(p->ndim, p->shape);
+        if (!pl->lin[i]) {
+            float *dst = sl_arena_take_f32(&a, n);
+            if (cur) {
+                sl_nf4_dequantize_range(dst, &cur->W, 0, n, SL_NF4_ISA_AUTO);
+                mod_of_param(u, p)->lin->hook = NULL;
+            } else {
+                memcpy(dst, p->init_w, (size_t)n * sizeof(float));
+            }
             p->init_w = *p->w = dst;
             continue;
         }
-        SlLinear *m = pl.lin[i];
+        SlLinear *m = pl->lin[i];
         SlNf4Linear *q = sl_arena_take(&a, sizeof *q);
-        sl_nf4_bind(&q->W, sl_arena_take(&a, sl_nf4_bytes(m->O, m->I, dq)), m->O, m->I, dq);
-        sl_nf4_quantize(&q->W, p->init_w, tmp);
+        sl_nf4_bind(&q->W, sl_arena_take(&a, sl_nf4_bytes(m->O, m->I, pl->dq[i])), m->O, m->I, pl->dq[i]);
+        if (cur) nf4_copy(&q->W, &cur->W, dense, tmp);
+        else sl_nf4_quantize(&q->W, p->init_w, tmp);
         sl_nf4_linear_init(q, work);
         p->init_w = *p->w = NULL;
         m->hook = &q->hook;
     }
-    free(tmp);
-    const size_t before = u->weights.size;
+    free(tmp), free(dense);
     sl_arena_free(&u->weights);
     u->weights = a;
-    fill_stats(stats, u, &pl, before, dq);
-    plan_free(&pl);
     return SL_OK;
+}
+
+static SlStatus plan_alloc(SlUNet *u, Plan *pl, SlCtx *ctx) {
+    memset(pl, 0, sizeof *pl);
+    pl->lin = calloc((size_t)u->n_params + 1, sizeof *pl->lin);
+    pl->dq = calloc((size_t)u->n_params + 1, sizeof *pl->dq);
+    if (pl->lin && pl->dq) return SL_OK;
+    plan_free(pl);
+    return sl_fail(ctx, SL_ERR_NOMEM, "nf4: out of memory");
+}
+
+SlStatus sl_unet_quantize_nf4(SlUNet *u, const char *which, int dq, SlNf4Stats *stats, SlCtx *ctx) {
+    if (!u->weights.base) return sl_fail(ctx, SL_ERR_ARG, "nf4: the U-Net has no weights loaded");
+    Plan pl;
+    SL_TRY(plan_select(u, which, dq, &pl, ctx));
+    const size_t before = u->weights.size;
+    SlStatus st = arena_rebuild(u, &pl, ctx);
+    if (st == SL_OK) fill_stats(stats, u, &pl, before, dq);
+    plan_free(&pl);
+    return st;
+}
+
+void sl_unet_nf4_formats(SlUNet *u, int *fmt) {
+    for (int i = 0; i < u->n_params; i++) {
+        SlNf4Linear *q = nf4_of_param(u, &u->params[i]);
+        fmt[i] = q ? q->W.dq : -1;
+    }
+}
+
+SlStatus sl_unet_nf4_convert(SlUNet *u, const int *fmt, SlNf4Stats *stats, SlCtx *ctx) {
+    Plan pl;
+    SL_TRY(plan_alloc(u, &pl, ctx));
+    int dq = 0;
+    SlStatus st = SL_OK;
+    for (int i = 0; i < u->n_params && st == SL_OK; i++) {
+        if (fmt[i] < 0) continue;
+        SlUNetModRef *mr = mod_of_param(u, &u->params[i]);
+        if (!mr) st = sl_fail(ctx, SL_ERR_UNSUPPORTED, "nf4: %s is not a linear weight; NF4 is for linear layers only", u->params[i].name);
+        else pl.lin[i] = mr->lin, pl.dq[i] = fmt[i] != 0, dq |= fmt[i] != 0;
+    }
+    const size_t before = u->weights.size;
+    if (st == SL_OK) st = arena_rebuild(u, &pl, ctx);
+    if (st == SL_OK) fill_stats(stats, u, &pl, before, dq);
+    plan_free(&pl);
+    return st;
 }
 
 /* ---- streaming load ---- */
@@ -276,10 +358,11 @@ static SlStatus load_streaming(SlWeights *w, const SlUNetParam *p, SlNf4Weight *
     return SL_OK;
 }
 
-SlStatus sl_unet_load_nf4(SlUNet *u, SlWeights *w, const char *which, int dq, SlNf4Stats *stats, SlCtx *ctx) {
-    if (u->weights.base) return sl_fail(ctx, SL_ERR_ARG, "nf4: sl_unet_load_nf4 needs a U-Net from sl_unet_init_shapes");
+/* which NULL: only the pre-quantized tensors become NF4 (the rest loads dense). */
+static SlStatus load_nf4(SlUNet *u, SlWeights *w, const char *which, int dq, SlNf4Stats *stats, SlCtx *ctx) {
+    if (u->weights.base) return sl_fail(ctx, SL_ERR_ARG, "nf4: loading NF4 needs a U-Net from sl_unet_init_shapes");
     Plan pl;
-    SL_TRY(plan_select(u, which, dq, &pl, ctx));
+    SL_TRY(which ? plan_select(u, which, dq, &pl, ctx) : plan_alloc(u, &pl, ctx));
     /* pre-quantized tensors decide their own format (and are taken even if not selected) */
     for (int i = 0; i < u->n_params; i++) {
         int fdq;
@@ -317,9 +400,42 @@ SlStatus sl_unet_load_nf4(SlUNet *u, SlWeights *w, const char *which, int dq, Sl
     }
     free(buf);
     free(am);
+    for (int i = 0; i < u->n_params; i++) dq |= pl.lin[i] && pl.dq[i];
     if (st == SL_OK) fill_stats(stats, u, &pl, 0, dq);
     plan_free(&pl);
     return st;
+}
+
+SlStatus sl_unet_load_nf4(SlUNet *u, SlWeights *w, const char *which, int dq, SlNf4Stats *stats, SlCtx *ctx) {
+    return load_nf4(u, w, which ? which : "", dq, stats, ctx);
+}
+
+SlStatus sl_unet_load_prequant(SlUNet *u, SlWeights *w, SlNf4Stats *stats, SlCtx *ctx) {
+    return load_nf4(u, w, NULL, 0, stats, ctx);
+}
+
+SlStatus sl_weights_nf4_probe(const SlWeights *w, int *nf4, const char **layers, SlCtx *ctx) {
+    *nf4 = 0;
+    if (layers) *layers = NULL;
+    for (int i = 0; i < w->n_files; i++) {
+        const SlStFile *f = &w->files[i];
+        const char *q = sl_st_meta(f, "stylora.quant");
+        if (q && strcmp(q, "nf4"))
+            return sl_fail(ctx, SL_ERR_UNSUPPORTED, "%s: stylora.quant is '%s'; this build reads 'nf4' only", f->path, q);
+        const size_t pl = strlen(w->prefix);
+        for (int j = 0; !q && j < f->n; j++) {
+            const char *nm = f->entries[j].name;
+            const size_t len = strlen(nm);
+            if (f->entries[j].dtype == SL_U8 && len > 4 && !strcmp(nm + len - 4, ".nf4") && !strncmp(nm, w->prefix, pl)) q = "nf4";
+        }
+        if (!q) continue;
+        *nf4 = 1;
+        if (layers && !*layers) *layers = sl_st_meta(f, "stylora.nf4.layers");
+        const char *bs = sl_st_meta(f, "stylora.nf4.blocksize");
+        if (bs && strcmp(bs, "64"))
+            return sl_fail(ctx, SL_ERR_UNSUPPORTED, "%s: NF4 block size %s; only 64 is supported", f->path, bs);
+    }
+    return SL_OK;
 }
 
 /* ---- back to dense ---- */
@@ -332,33 +448,57 @@ int sl_unet_count_nf4(const SlUNet *u) {
 }
 
 SlStatus sl_unet_dequantize_nf4(SlUNet *u, SlCtx *ctx) {
-    size_t total = 0;
+    return sl_unet_dequantize_nf4_modules(u, NULL, 0, ctx);
+}
+
+SlStatus sl_unet_dequantize_nf4_modules(SlUNet *u, const char *const *names, int n, SlCtx *ctx) {
+    int *fmt = malloc(((size_t)u->n_params + 1) * sizeof *fmt);
+    if (!fmt) return sl_fail(ctx, SL_ERR_NOMEM, "nf4: out of memory");
+    sl_unet_nf4_formats(u, fmt);
+    int changed = 0;
     for (int i = 0; i < u->n_params; i++) {
-        SlUNetParam *p = &u->params[i];
-        if (!p->init_w) {
-            SlUNetModRef *mr = mod_of_param(u, p);
-            if (!mr || !sl_nf4_linear_of(mr->lin->hook))
-                return sl_fail(ctx, SL_ERR_UNSUPPORTED, "nf4: %s has no dense weight and no NF4 hook directly on it (remove adapters first)", p->name);
-        }
-        total += sl_align_up((size_t)sl_shape_numel(p->ndim, p->shape) * sizeof(float));
+        if (fmt[i] < 0) continue;
+        const SlUNetModRef *mr = mod_of_param(u, &u->params[i]);
+        int hit = !names;
+        for (int k = 0; k < n && !hit; k++) hit = !strcmp(names[k], mr->name);
+        if (hit) fmt[i] = -1, changed = 1;
     }
-    SlArena a;
-    SL_TRY(sl_arena_init(&a, total, "unet weights", ctx));
-    for (int i = 0; i < u->n_params; i++) {
-        SlUNetParam *p = &u->params[i];
-        const int64_t n = sl_shape_numel(p->ndim, p->shape);
-        float *dst = sl_arena_take_f32(&a, n);
-        if (p->init_w) {
-            memcpy(dst, p->init_w, (size_t)n * sizeof(float));
-        } else {
-            SlLinear *m = mod_of_param(u, p)->lin;
-            sl_nf4_dequantize_range(dst, &sl_nf4_linear_of(m->hook)->W, 0, n, SL_NF4_ISA_AUTO);
-            m->hook = NULL;
+    SlStatus st = changed ? sl_unet_nf4_convert(u, fmt, NULL, ctx) : SL_OK;
+    free(fmt);
+    return st;
+}
+
+SlStatus sl_nf4_merge_error(SlUNet *u, const int *fmt, const SlMergeState *ms, SlNf4MergeError *e, SlCtx *ctx) {
+    memset(e, 0, sizeof *e);
+    double err2 = 0, w2 = 0, d2 = 0, lost2 = 0, dot = 0, q2 = 0;
+    for (int k = 0; k < ms->n; k++) {
+        int i = 0;
+        while (i < u->n_params && *u->params[i].w != ms->w[k]) i++;
+        if (i == u->n_params || fmt[i] < 0) continue;
+        SlUNetModRef *mr = mod_of_param(u, &u->params[i]);
+        if (!mr) continue;
+        const int64_t O = mr->lin->O, I = mr->lin->I, n = O * I;
+        SlNf4Weight W;
+        void *mem = sl_alloc(sl_nf4_bytes(O, I, fmt[i] != 0));
+        float *tmp = malloc(((size_t)n / SL_NF4_BLOCK + 2) * sizeof(float)), *q = malloc((size_t)n * sizeof(float));
+        if (!mem || !tmp || !q) {
+            sl_free(mem), free(tmp), free(q);
+            return sl_fail(ctx, SL_ERR_NOMEM, "nf4: out of memory");
         }
-        p->init_w = *p->w = dst;
+        sl_nf4_bind(&W, mem, O, I, fmt[i] != 0);
+        sl_nf4_quantize(&W, ms->w[k], tmp);
+        sl_nf4_dequantize_range(q, &W, 0, n, SL_NF4_ISA_AUTO);
+        for (int64_t j = 0; j < n; j++) {
+            const double wm = ms->w[k][j], w0 = ms->orig[k][j], d = wm - w0, dq = q[j] - w0;
+            err2 += (q[j] - wm) * (q[j] - wm), w2 += wm * wm, d2 += d * d;
+            lost2 += (dq - d) * (dq - d), dot += dq * d, q2 += dq * dq;
+        }
+        sl_free(mem), free(tmp), free(q);
+        e->n_layers++;
     }
-    sl_arena_free(&u->weights);
-    u->weights = a;
+    e->weight_rel = w2 > 0 ? sqrt(err2 / w2) : 0;
+    e->delta_rel = d2 > 0 ? sqrt(lost2 / d2) : 0;
+    e->delta_cos = d2 > 0 && q2 > 0 ? dot / sqrt(d2 * q2) : 0;
     return SL_OK;
 }
 

@@ -20,9 +20,13 @@
  *     Pre-quantized tensors (layout below) are taken as they are.
  * A U-Net with NF4 layers has no fp32 copy of them: sl_unet_init_random,
  * sl_unet_enable_grads (full fine-tuning), sl_unet_load, DoRA (needs ||W||) and
- * sl_adapter_merge do not apply to it; sl_unet_dequantize_nf4 turns it back into a dense
- * U-Net (with the dequantized values) when merging is wanted. Re-quantizing a merged
- * model is refused by the tools (it would add a second rounding to the adapter).
+ * sl_adapter_merge do not apply to it; sl_unet_dequantize_nf4(_modules) turns (some of) it
+ * back into dense fp32 (the dequantized values) when merging is wanted, and
+ * sl_unet_nf4_convert re-quantizes a merged U-Net (`stylora lora merge` on an NF4 model;
+ * the second rounding costs the adapter part of its delta: sl_nf4_merge_error measures it).
+ *
+ * Loading. sl_model_load (pipeline/model.h) recognises a pre-quantized U-Net folder
+ * (sl_weights_nf4_probe) and loads it as NF4 without --base nf4.
  *
  * File layout (stylora quantize; safetensors, diffusers names), per quantized weight
  * "<name>.weight" [O,I] (or [O,I,1,1]):
@@ -50,6 +54,7 @@
 #include "core/tensor.h"
 #include "core/weights.h"
 #include "pipeline/model.h"
+#include "styles/adapter.h"
 #include "unet/unet.h"
 
 #define SL_NF4_DEFAULT_LAYERS "attn,ff,proj"
@@ -77,9 +82,38 @@ SlStatus sl_unet_quantize_nf4(SlUNet *u, const char *which, int double_quant, Sl
  * then ignored for them). */
 SlStatus sl_unet_load_nf4(SlUNet *u, SlWeights *w, const char *which, int double_quant, SlNf4Stats *stats,
                           SlCtx *ctx);
+/* Loads a U-Net made with sl_unet_init_shapes from a pre-quantized file: the tensors stored
+ * as NF4 become NF4 linears (their stored format), every other weight loads dense. */
+SlStatus sl_unet_load_prequant(SlUNet *u, SlWeights *w, SlNf4Stats *stats, SlCtx *ctx);
+/* *nf4 = 1 when w holds a pre-quantized U-Net: "stylora.quant" = "nf4" metadata, or U8
+ * "<name>.nf4" tensors. *layers (may be NULL) gets the stored "stylora.nf4.layers" or NULL.
+ * Another stylora.quant value or a block size other than 64 is SL_ERR_UNSUPPORTED. */
+SlStatus sl_weights_nf4_probe(const SlWeights *w, int *nf4, const char **layers, SlCtx *ctx);
 /* Replaces every NF4 linear by a dense fp32 weight holding the dequantized values (for
  * merging). Modules carrying an adapter hook on top are SL_ERR_UNSUPPORTED. */
 SlStatus sl_unet_dequantize_nf4(SlUNet *u, SlCtx *ctx);
+/* The same for the NF4 linears among the n modules `names` (diffusers names without "unet.";
+ * names not NF4 or not in the U-Net are ignored); NULL names = all. */
+SlStatus sl_unet_dequantize_nf4_modules(SlUNet *u, const char *const *names, int n, SlCtx *ctx);
+/* Format of each weight, in u->params order: -1 dense, 0 NF4, 1 NF4 with double quant. */
+void sl_unet_nf4_formats(SlUNet *u, int *fmt);
+/* Rebuilds the weight arena so that weight i has format fmt[i] (as above): dense weights
+ * are quantized, NF4 ones kept, converted or dequantized. Only linear weights can be NF4;
+ * a module with an adapter hook on top of NF4 is SL_ERR_UNSUPPORTED. stats may be NULL. */
+SlStatus sl_unet_nf4_convert(SlUNet *u, const int *fmt, SlNf4Stats *stats, SlCtx *ctx);
+/* What re-quantizing merged weights costs (aggregated over the weights, Frobenius norms):
+ * W0 the weight before merging (the dequantized NF4 base), W' = W0 + D after the merge,
+ * Q(W') its re-quantized (dequantized) values. */
+typedef struct SlNf4MergeError {
+    int n_layers;        /* merged weights that fmt makes NF4 */
+    double weight_rel;   /* ||Q(W') - W'|| / ||W'|| */
+    double delta_rel;    /* ||(Q(W') - W0) - D|| / ||D||: the part of the adapter's delta lost */
+    double delta_cos;    /* cosine of (Q(W') - W0) with D */
+} SlNf4MergeError;
+/* Measures the above for the weights ms touched whose format fmt[i] (sl_unet_nf4_formats
+ * order) is NF4, with the same rounding sl_unet_nf4_convert will apply. Call after
+ * sl_adapter_merge, before sl_adapter_merge_commit. */
+SlStatus sl_nf4_merge_error(SlUNet *u, const int *fmt, const SlMergeState *ms, SlNf4MergeError *e, SlCtx *ctx);
 /* Number of NF4 linears (the hook directly on the module). */
 int sl_unet_count_nf4(const SlUNet *u);
 /* Adds every U-Net weight to a writer in the layout above: NF4 layers as their packed

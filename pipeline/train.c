@@ -489,7 +489,7 @@ SlStatus sl_trainer_init(SlTrainer *tr, const SlTrainConfig *cfg, SlCtx *ctx) {
     SlDataOpts dopts = {c->caption, c->trigger, 0};
     SL_TRY(sl_dataset_scan(&tr->data, c->data, &dopts, ctx));
     sl_log(ctx, SL_LOG_INFO, "data: %d images in %s", tr->data.n, c->data);
-    SlModelOpts mo = {.config_dir = c->config_dir};
+    SlModelOpts mo = {.config_dir = c->config_dir, .unet_dense = c->base && !strcmp(c->base, "fp32")};
     const int nf4 = c->base && !strcmp(c->base, "nf4"); /* [nf4] */
     if (c->base && !nf4 && strcmp(c->base, "fp32")) return sl_fail(ctx, SL_ERR_ARG, "base '%s': use fp32 or nf4", c->base); /* [nf4] */
     if (nf4 && (c->full || c->dora)) return sl_fail(ctx, SL_ERR_UNSUPPORTED, "an NF4 base is frozen and has no dense weight: no --full, no DoRA"); /* [nf4] */

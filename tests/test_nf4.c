@@ -11,6 +11,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "core/safetensors.h"
 #include "core/status.h"
 #include "fixture_tiny.h"
 #include "nn/gemm.h"
@@ -271,6 +272,11 @@ static double cosine(const float *a, const float *b, size_t n) {
     return ab / sqrt(aa * bb + 1e-300);
 }
 
+/* Random-weight (untrained) U-Nets, default layers: tiny golden measured 0.9712, SD-1.5 shape
+ * 0.957 (bench_nf4); attention only on the tiny model 0.9913. */
+#define NF4_RANDOM_COS_MIN 0.96
+#define NF4_RANDOM_ATTN_COS_MIN 0.99
+
 static void test_unet_golden(void) {
     SlCtx ctx;
     sl_ctx_init(&ctx);
@@ -323,11 +329,11 @@ static void test_unet_golden(void) {
         const double cs = cosine(o_mem, o_ref, no);
         printf("tiny U-Net nf4%s vs fp32: cosine %.6f (%d linears, %.3fx of their fp32 bytes)\n", dq ? "+dq" : "", cs,
                s.n_layers, (double)s.nf4_bytes / (double)s.fp32_bytes);
-        /* The issue asks for 0.99; NF4 (as bitsandbytes) has a per-layer relative weight error of
-         * ~0.09 (RMS 0.035 absmax, absmax ~ 2.4 sigma), and the tiny model's 48 quantized linears
-         * compound to 0.971 (attn alone: 0.992, proj_in/out alone: 0.985). Asserted: 0.96 for the
-         * default set, 0.99 for attention only (below). */
-        CHECK(cs >= 0.96, "tiny U-Net nf4%s vs fp32 cosine %.5f >= 0.96", dq ? "+dq" : "", cs);
+        /* The issue asks for 0.99. The tiny golden model has random (untrained) weights: its
+         * 48 quantized linears, each at the NF4 figure of test_layer_cosine, compound to 0.971
+         * (torch with the bitsandbytes algorithm gives the same, test_unet_torch); the trained
+         * shipped model keeps 0.9997 (test_unet_trained). */
+        CHECK(cs >= NF4_RANDOM_COS_MIN, "tiny U-Net nf4%s vs fp32 cosine %.5f >= %.2f", dq ? "+dq" : "", cs, NF4_RANDOM_COS_MIN);
         /* back to dense: the dequantized U-Net gives the same output up to GEMM rounding */
         CHECK_OK(sl_unet_dequantize_nf4(&mem.unet, &ctx), &ctx);
         CHECK(sl_unet_count_nf4(&mem.unet) == 0, "no NF4 layer left");
@@ -337,14 +343,14 @@ static void test_unet_golden(void) {
         sl_model_free(&mem);
         sl_model_free(&str);
     }
-    {   /* attention projections only: the 0.99 of the issue holds */
+    {   /* attention projections only */
         SlModel qa;
         CHECK_OK(sl_model_load_nf4(&qa, path, &mo, "attn", 0, &ctx), &ctx);
         CHECK_OK(sl_unet_plan(&qa.unet, in.B, in.H, in.W, in.T, &ctx), &ctx);
         sl_unet_forward(&qa.unet, o_mem, in.sample, in.t, in.ehs);
         const double cs = cosine(o_mem, o_ref, no);
         printf("tiny U-Net nf4 (attn only) vs fp32: cosine %.6f\n", cs);
-        CHECK(cs >= 0.99, "tiny U-Net nf4 attn-only vs fp32 cosine %.5f >= 0.99", cs);
+        CHECK(cs >= NF4_RANDOM_ATTN_COS_MIN, "tiny U-Net nf4 attn-only vs fp32 cosine %.5f >= %.2f", cs, NF4_RANDOM_ATTN_COS_MIN);
         sl_model_free(&qa);
     }
     /* a pre-quantized file: write, load, same output */
@@ -389,6 +395,120 @@ static void test_unet_golden(void) {
     sl_model_free(&ref);
     free(o_ref), free(o_mem), free(o_str);
     inputs_free(&in);
+}
+
+/* Named tolerances of the NF4 U-Net against fp32 (measured figures in README, NF4 section).
+ * NF4 rounds each Gaussian weight with a relative error of ~0.092 (blocks of 64, absmax
+ * scaling, as bitsandbytes), so ONE layer's output keeps a cosine of ~0.996 with its fp32
+ * output; a U-Net compounds that over its quantized layers. How much survives depends on
+ * the weights: the shipped trained model keeps >= 0.9997, random-weight models with the
+ * same layers lose ~0.02-0.04 (its per-layer figures are the same: the attenuation is the
+ * trained network's, not a property of the quantizer). */
+#define NF4_LAYER_COS_MIN 0.994     /* one [320,640] Gaussian layer (measured 0.9959) */
+#define NF4_TORCH_ATOL 1e-5         /* x output scale: stylora NF4 U-Net vs torch re-statement (measured 1.2e-6) */
+#define NF4_TRAINED_COS_MIN 0.999   /* shipped shapes64, default layers, per timestep (measured 0.99972..0.99997) */
+
+static void test_layer_cosine(void) {
+    const int64_t O = 320, I = 640, N = 64;
+    float *w = malloc(sizeof(float) * (size_t)(O * I)), *x = malloc(sizeof(float) * (size_t)(N * I));
+    float *y = malloc(sizeof(float) * (size_t)(N * O)), *yq = malloc(sizeof(float) * (size_t)(N * O));
+    fill_gauss(w, O * I, 31, 0.02f);
+    fill_gauss(x, N * I, 32, 1.0f);
+    SlNf4Weight W;
+    make_w(&W, w, O, I, 0);
+    for (int64_t n = 0; n < N; n++)
+        for (int64_t o = 0; o < O; o++) {
+            double acc = 0;
+            for (int64_t i = 0; i < I; i++) acc += (double)x[n * I + i] * w[o * I + i];
+            y[n * O + o] = (float)acc;
+        }
+    sl_nf4_linear_forward_ref(yq, x, &W, N);
+    const double cs = cosine(yq, y, (size_t)(N * O));
+    printf("one Gaussian layer [%lld,%lld], nf4 vs fp32 output cosine %.5f\n", (long long)O, (long long)I, cs);
+    CHECK(cs >= NF4_LAYER_COS_MIN, "one NF4 layer: output cosine %.5f >= %.3f", cs, NF4_LAYER_COS_MIN);
+    sl_free(W.blocks);
+    free(w), free(x), free(y), free(yq);
+}
+
+/* The tiny golden U-Net against tests/reference/nf4_unet_ref.py, which quantizes the same
+ * layers with bitsandbytes' algorithm in torch: the same output, fp32 and NF4. */
+static void test_unet_torch(void) {
+    SlCtx ctx;
+    sl_ctx_init(&ctx);
+    char path[4096], gold[4096];
+    snprintf(path, sizeof path, "%s/golden/tiny-sd1", sl_test_shared());
+    snprintf(gold, sizeof gold, "%s/tests/data/nf4_unet_tiny.safetensors", sl_test_source());
+    SlStFile f;
+    if (sl_st_open(&f, gold, &ctx) != SL_OK) {
+        CHECK(0, "%s: %s", gold, ctx.msg);
+        return;
+    }
+    const char *keys[5] = {"sample", "timestep", "encoder_hidden_states", "out_fp32", "out_nf4"};
+    const SlStEntry *e[5];
+    for (int k = 0; k < 5; k++) e[k] = sl_st_find(&f, keys[k]);
+    if (!e[0] || !e[1] || !e[2] || !e[3] || !e[4] || e[0]->ndim != 4 || e[2]->ndim != 3) {
+        CHECK(0, "%s: tensors missing", gold);
+        sl_st_close(&f);
+        return;
+    }
+    float *t[5];
+    for (int k = 0; k < 5; k++) {
+        t[k] = malloc(e[k]->nbytes);
+        memcpy(t[k], sl_st_data(&f, e[k]), e[k]->nbytes);
+    }
+    const int64_t B = e[0]->shape[0], H = e[0]->shape[2], T = e[2]->shape[1];
+    const size_t no = e[3]->nbytes / sizeof(float);
+    float *o = malloc(e[3]->nbytes);
+    SlModelOpts mo = {.skip_text = 1, .skip_vae = 1};
+    SlModel m;
+    for (int q = 0; q <= 1; q++) {
+        SlStatus st = q ? sl_model_load_nf4(&m, path, &mo, NULL, 0, &ctx) : sl_model_load(&m, path, &mo, &ctx);
+        CHECK_OK(st, &ctx);
+        if (st) break;
+        CHECK_OK(sl_unet_plan(&m.unet, B, H, H, T, &ctx), &ctx);
+        sl_unet_forward(&m.unet, o, t[0], t[1], t[2]);
+        const float *ref = t[3 + q];
+        sl_test_close(q ? "tiny NF4 U-Net vs torch NF4 (bitsandbytes algorithm)" : "tiny fp32 U-Net vs torch", o, ref, no,
+                      NF4_TORCH_ATOL * sl_test_scale(ref, no), 0);
+        sl_model_free(&m);
+    }
+    for (int k = 0; k < 5; k++) free(t[k]);
+    free(o);
+    sl_st_close(&f);
+}
+
+/* The shipped trained model: NF4 (default layers) vs fp32 at three timesteps. */
+static void test_unet_trained(void) {
+    SlCtx ctx;
+    sl_ctx_init(&ctx);
+    char path[4096];
+    snprintf(path, sizeof path, "%s/models/shapes64", sl_test_source());
+    SlModelOpts mo = {.skip_text = 1, .skip_vae = 1};
+    SlModel f32, q;
+    if (sl_model_load(&f32, path, &mo, &ctx) != SL_OK) {
+        CHECK(0, "load %s: %s", path, ctx.msg);
+        return;
+    }
+    CHECK_OK(sl_model_load_nf4(&q, path, &mo, NULL, 0, &ctx), &ctx);
+    Inputs in;
+    inputs_make(&in, &f32.unet_cfg, 3, 16, 77);
+    const float ts[3] = {20.0f, 500.0f, 980.0f};
+    memcpy(in.t, ts, sizeof ts);
+    const size_t no = (size_t)(in.B * f32.unet_cfg.out_channels * in.H * in.W), per = no / (size_t)in.B;
+    float *oq = malloc(sizeof(float) * no);
+    CHECK_OK(sl_unet_plan(&f32.unet, in.B, in.H, in.W, in.T, &ctx), &ctx);
+    CHECK_OK(sl_unet_plan(&q.unet, in.B, in.H, in.W, in.T, &ctx), &ctx);
+    sl_unet_forward(&f32.unet, in.out, in.sample, in.t, in.ehs);
+    sl_unet_forward(&q.unet, oq, in.sample, in.t, in.ehs);
+    for (int b = 0; b < 3; b++) {
+        const double cs = cosine(oq + b * per, in.out + b * per, per);
+        printf("shipped shapes64 (trained) nf4 vs fp32, t=%g: cosine %.5f\n", (double)ts[b], cs);
+        CHECK(cs >= NF4_TRAINED_COS_MIN, "shapes64 nf4 vs fp32 at t=%g: cosine %.5f >= %.3f", (double)ts[b], cs, NF4_TRAINED_COS_MIN);
+    }
+    free(oq);
+    inputs_free(&in);
+    sl_model_free(&q);
+    sl_model_free(&f32);
 }
 
 /* LoRA (targets attn,ff) on the NF4 base vs the same LoRA on the dense U-Net holding the
@@ -513,6 +633,9 @@ int main(void) {
     test_error_bound();
     test_kernels();
     test_unet_golden();
+    test_layer_cosine();
+    test_unet_torch();
+    test_unet_trained();
     test_lora_grads();
     char root[1900];
     snprintf(root, sizeof root, "%s/test_nf4_train", sl_test_binary());

@@ -13,6 +13,10 @@
  *       weight W (default 1), and writes a U-Net folder: config.json copied, weights
  *       written atomically in their original dtypes. Text-encoder modules of an adapter
  *       are not merged (a warning says how many).
+ *       An NF4 model (written by `stylora quantize`, pipeline/quant.h) is dequantized, merged
+ *       and its NF4 layers re-quantized (same format); the second rounding's cost is printed
+ *       (weight relative error, and how much of the adapter's delta survives: small deltas
+ *       mostly fall inside one NF4 step). --dequantize writes them dense fp32 instead.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -23,6 +27,7 @@
 #include "cli.h"
 #include "core/safetensors.h"
 #include "core/weights.h"
+#include "pipeline/quant.h"
 #include "styles/adapter.h"
 #include "unet/unet.h"
 
@@ -222,8 +227,46 @@ static int copy_file(const char *from, const char *to, SlCtx *ctx) {
     return bad ? sl_fail(ctx, SL_ERR_IO, "copying %s to %s failed", from, to) : SL_OK;
 }
 
+/* An NF4 U-Net folder: loaded as stored, its NF4 formats kept in *fmt, then dequantized. */
+static SlStatus nf4_load_dense(SlUNet *u, const SlUNetConfig *cfg, SlWeights *w, int **fmt, SlCtx *ctx) {
+    SL_TRY(sl_unet_init_shapes(u, cfg, ctx));
+    SlNf4Stats s;
+    SL_TRY(sl_unet_load_prequant(u, w, &s, ctx));
+    *fmt = malloc(((size_t)u->n_params + 1) * sizeof **fmt);
+    if (!*fmt) return sl_fail(ctx, SL_ERR_NOMEM, "out of memory");
+    sl_unet_nf4_formats(u, *fmt);
+    sl_log(ctx, SL_LOG_INFO, "%s: NF4 model (%d NF4%s linears): dequantized for merging", w->label, s.n_layers,
+           s.double_quant ? "+dq" : "");
+    return sl_unet_dequantize_nf4(u, ctx);
+}
+
+/* Re-quantizes the merged U-Net to its stored NF4 formats and reports the cost. */
+static SlStatus nf4_requantize(SlUNet *u, const int *fmt, const SlMergeState *ms, SlCtx *ctx) {
+    SlNf4MergeError e;
+    SL_TRY(sl_nf4_merge_error(u, fmt, ms, &e, ctx));
+    fprintf(stderr,
+            "re-quantized %d merged NF4 linears: weight relative error %.4f; adapter delta after re-quantization: "
+            "cosine %.4f with the merged delta, relative error %.4f\n",
+            e.n_layers, e.weight_rel, e.delta_cos, e.delta_rel);
+    if (e.delta_rel > 0.5)
+        sl_log(ctx, SL_LOG_WARN, "re-quantization loses much of the adapter (relative error %.2f): use the runtime path "
+               "(sample --lora), sample --merge, or --dequantize", e.delta_rel);
+    return sl_unet_nf4_convert(u, fmt, NULL, ctx);
+}
+
+/* The dtype the file stored its first dense weight in (F32 when none). */
+static SlDType dense_dtype(SlUNet *u, SlWeights *w) {
+    for (int i = 0; i < u->n_params; i++) {
+        if (!u->params[i].init_w) continue;
+        const SlStEntry *e = sl_weights_find(w, u->params[i].name, NULL);
+        if (e && (e->dtype == SL_F16 || e->dtype == SL_BF16)) return e->dtype;
+        if (e) return SL_F32;
+    }
+    return SL_F32;
+}
+
 static int lora_merge(int argc, char **argv) {
-    const char *model = NULL, *out = NULL, *alpha = NULL, *lenient = NULL, *quiet = NULL;
+    const char *model = NULL, *out = NULL, *alpha = NULL, *lenient = NULL, *quiet = NULL, *dequant = NULL;
     const char *loras[MAX_LORA + 1] = {0};
     const CliOpt opts[] = {
         {"--model", "DIR", "diffusers model (or U-Net folder) to merge into", &model, 0},
@@ -231,6 +274,7 @@ static int lora_merge(int argc, char **argv) {
         {"--out", "DIR", "output U-Net folder (config.json + diffusion_pytorch_model.safetensors)", &out, 0},
         {"--alpha", "A", "alpha for adapter files that store none (PEFT)", &alpha, 0},
         {"--lenient", NULL, "skip unknown modules / misfit shapes with a warning", &lenient, 0},
+        {"--dequantize", NULL, "NF4 model: write the merged NF4 layers as dense fp32 (no re-quantization)", &dequant, 0},
         {"--quiet", NULL, "only warnings and errors", &quiet, 0},
         {NULL, NULL, NULL, NULL, 0},
     };
@@ -261,10 +305,14 @@ static int lora_merge(int argc, char **argv) {
     memset(&u, 0, sizeof u);
     memset(&w, 0, sizeof w);
     sl_sites_init(&sites);
+    int nf4 = 0, *fmt = NULL;
+    const char *nf4_layers = NULL;
     SlStatus st = sl_unet_config_load(&cfg, sl_path_join(path, sizeof path, udir, "config.json"), &ctx);
-    if (st == SL_OK) st = sl_unet_init(&u, &cfg, &ctx);
     if (st == SL_OK) st = sl_weights_open_dir(&w, udir, &ctx);
-    if (st == SL_OK) st = sl_unet_load(&u, &w, &ctx);
+    if (st == SL_OK) st = sl_weights_nf4_probe(&w, &nf4, &nf4_layers, &ctx);
+    if (st == SL_OK && !nf4) st = sl_unet_init(&u, &cfg, &ctx);
+    if (st == SL_OK && !nf4) st = sl_unet_load(&u, &w, &ctx);
+    if (st == SL_OK && nf4) st = nf4_load_dense(&u, &cfg, &w, &fmt, &ctx);
     char name[SL_ADAPTER_NAME_MAX];
     for (int i = 0; st == SL_OK && i < u.n_mods; i++) {
         snprintf(name, sizeof name, "unet.%s", u.mods[i].name);
@@ -297,6 +345,7 @@ static int lora_merge(int argc, char **argv) {
     }
     SlMergeState ms = {0};
     if (st == SL_OK) st = sl_adapter_merge(&ms, &sites, adp, wts, n, &ctx);
+    if (st == SL_OK && nf4 && !dequant) st = nf4_requantize(&u, fmt, &ms, &ctx);
     if (st == SL_OK && mkdir(out, 0755) != 0 && errno != EEXIST) st = sl_fail(&ctx, SL_ERR_IO, "%s: %s", out, strerror(errno));
     char dst[2300];
     if (st == SL_OK)
@@ -304,7 +353,8 @@ static int lora_merge(int argc, char **argv) {
     if (st == SL_OK) {
         SlStWriter wr;
         sl_st_writer_init(&wr);
-        for (int i = 0; st == SL_OK && i < u.n_params; i++) {
+        if (nf4 && !dequant) st = sl_unet_nf4_write(&u, &wr, dense_dtype(&u, &w), nf4_layers, &ctx);
+        for (int i = 0; st == SL_OK && i < u.n_params && !(nf4 && !dequant); i++) {
             const SlUNetParam *p = &u.params[i];
             const SlStFile *sf = NULL;
             const SlStEntry *e = sl_weights_find(&w, p->name, &sf);
@@ -327,6 +377,7 @@ static int lora_merge(int argc, char **argv) {
     sl_sites_free(&sites);
     sl_weights_close(&w);
     sl_unet_free(&u);
+    free(fmt);
     return rc;
 }
 

@@ -7,9 +7,9 @@
  *       diffusers folder: unet/config.json copied, unet/diffusion_pytorch_model.safetensors
  *       in the pre-quantized layout of pipeline/quant.h (the other U-Net weights in --dtype,
  *       fp32 by default), and symbolic links to DIR's other parts (text_encoder, vae,
- *       tokenizer, scheduler, model_index.json). Load it with --base nf4 (train, sample,
- *       probe): the NF4 tensors are taken as stored. Merging adapters into the stored
- *       NF4 weights (re-quantizing) is not offered.
+ *       tokenizer, scheduler, model_index.json). train, sample and probe load it as NF4
+ *       by themselves (the "stylora.quant" metadata; --base nf4 not needed, --base fp32
+ *       dequantizes it); `stylora lora merge` into it re-quantizes and prints the error.
  */
 #include <errno.h>
 #include <limits.h>

@@ -165,16 +165,12 @@ int cmd_sample(int argc, char **argv) {
     int n_jobs = 0;
     if (sample_jobs_build(&a, &jobs, &n_jobs, &ctx) != SL_OK) return cli_fail("sample", &ctx);
     SlModel m;
-    SlModelOpts mo = {.config_dir = a.config};
+    SlModelOpts mo = {.config_dir = a.config, .unet_dense = a.base && !strcmp(a.base, "fp32")}; /* [nf4] */
     const int nf4 = a.base && !strcmp(a.base, "nf4"); /* [nf4] */
     if (a.base && !nf4 && strcmp(a.base, "fp32")) { fprintf(stderr, "stylora sample: error: --base is fp32 or nf4\n"); free(jobs); return 2; } /* [nf4] */
     if ((nf4 ? sl_model_load_nf4(&m, a.model, &mo, a.nf4_layers, a.nf4_dq != NULL, &ctx) : sl_model_load(&m, a.model, &mo, &ctx)) != SL_OK) { /* [nf4] */
         free(jobs);
         return cli_fail("sample", &ctx);
-    }
-    if (nf4 && a.merge) { /* [nf4] merging needs dense weights: dequantize (re-quantizing after a merge is not offered) */
-        sl_log(&ctx, SL_LOG_WARN, "--merge on an NF4 base: the NF4 layers are dequantized to fp32 first (no memory saving)");
-        if (sl_unet_dequantize_nf4(&m.unet, &ctx) != SL_OK) { sl_model_free(&m); free(jobs); return cli_fail("sample", &ctx); }
     }
     for (int i = 0; i < n_jobs; i++) { /* default size: what the VAE was trained at */
         if (!jobs[i].width) jobs[i].width = m.vae_cfg.sample_size;

@@ -21,13 +21,18 @@
 #include "probe_adapters.h"
 
 static SlStatus load(SlModel *m, const ProbeArgs *a, int text, int vae, int unet, SlCtx *ctx) {
-    SlModelOpts o = {.config_dir = probe_setting(a, "config"), .skip_text = !text, .skip_vae = !vae, .skip_unet = !unet};
-    /* [nf4] --base nf4: the U-Net linears are streamed into NF4 (pipeline/quant.h) */
-    if (!a->base || !strcmp(a->base, "fp32")) return sl_model_load(m, a->model, &o, ctx);
-    if (strcmp(a->base, "nf4")) return sl_fail(ctx, SL_ERR_ARG, "--base is fp32 or nf4, not '%s'", a->base);
+    SlModelOpts o = {.config_dir = probe_setting(a, "config"), .skip_text = !text, .skip_vae = !vae, .skip_unet = !unet,
+                     .unet_dense = a->base && !strcmp(a->base, "fp32")}; /* [nf4] a pre-quantized model: dequantized */
+    /* [nf4] --base nf4: the U-Net linears are streamed into NF4 (pipeline/quant.h); a
+     * pre-quantized model is NF4 without it */
+    if (a->base && strcmp(a->base, "fp32") && strcmp(a->base, "nf4"))
+        return sl_fail(ctx, SL_ERR_ARG, "--base is fp32 or nf4, not '%s'", a->base);
     const char *dq = probe_setting(a, "nf4_dq");
-    SL_TRY(sl_model_load_nf4(m, a->model, &o, probe_setting(a, "nf4_layers"), dq && strcmp(dq, "0"), ctx));
-    if (unet && a->merge) { /* merging needs dense weights: dequantize first (no re-quantization) */
+    if (a->base && !strcmp(a->base, "nf4"))
+        SL_TRY(sl_model_load_nf4(m, a->model, &o, probe_setting(a, "nf4_layers"), dq && strcmp(dq, "0"), ctx));
+    else
+        SL_TRY(sl_model_load(m, a->model, &o, ctx));
+    if (unet && a->merge && sl_unet_count_nf4(&m->unet)) { /* merging needs dense weights: dequantize first */
         sl_log(ctx, SL_LOG_WARN, "--merge on an NF4 base: the NF4 layers are dequantized to fp32 first");
         SlStatus st = sl_unet_dequantize_nf4(&m->unet, ctx);
         if (st) sl_model_free(m);

@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "pipeline/quant.h" /* [nf4] */
 #include "sample_jobs.h"
 #include "styles/adapter.h"
 
@@ -51,6 +52,27 @@ static SlStatus get_adapter(AdState *s, const SampleRun *r, const char *path, Sl
     return SL_OK;
 }
 
+/* [nf4] Merging needs dense weights: the NF4 linears these adapters touch are dequantized
+ * to fp32 (and stay so for later jobs; the others stay NF4). */
+static SlStatus dequantize_targets(SlModel *m, SlAdapter *const *ads, int n, SlCtx *ctx) {
+    if (!sl_unet_count_nf4(&m->unet)) return SL_OK;
+    int total = 0, k = 0;
+    for (int i = 0; i < n; i++) total += ads[i]->n;
+    const char **names = malloc(((size_t)total + 1) * sizeof *names);
+    if (!names) return sl_fail(ctx, SL_ERR_NOMEM, "out of memory");
+    for (int i = 0; i < n; i++)
+        for (int q = 0; q < ads[i]->n; q++)
+            if (!strncmp(ads[i]->mods[q].name, "unet.", 5)) names[k++] = ads[i]->mods[q].name + 5;
+    const int before = sl_unet_count_nf4(&m->unet);
+    SlStatus st = k ? sl_unet_dequantize_nf4_modules(&m->unet, names, k, ctx) : SL_OK;
+    free(names);
+    const int after = sl_unet_count_nf4(&m->unet);
+    if (!st && after < before)
+        sl_log(ctx, SL_LOG_WARN, "--merge on an NF4 base: %d NF4 linears dequantized to fp32 for merging (%d stay NF4)",
+               before - after, after);
+    return st;
+}
+
 SlStatus sample_adapters_apply(SampleRun *r, SlModel *m, const SampleJob *j, SlCtx *ctx) {
     if (!j->n_lora) return SL_OK;
     AdState *s = r->adapters;
@@ -75,6 +97,7 @@ SlStatus sample_adapters_apply(SampleRun *r, SlModel *m, const SampleJob *j, SlC
         w[i] = j->lora[i].weight;
     }
     if (r->merge) {
+        SL_TRY(dequantize_targets(m, ads, j->n_lora, ctx));
         memset(&s->ms, 0, sizeof s->ms);
         SL_TRY(sl_adapter_merge(&s->ms, &s->sites, ads, w, j->n_lora, ctx));
         s->merged = 1;
