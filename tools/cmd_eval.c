@@ -118,6 +118,7 @@ static SlStatus set_load(ImageSet *s, const char *dir, SlCtx *ctx) {
 
 typedef struct SetScore {
     double style;           /* distance to the reference set */
+    SlStyleDistance parts;  /* its terms */
     double fidelity;        /* mean over parsed captions (NaN if none) */
     double both, count;     /* fractions: main object right; its count right */
     int n_scored, n_skipped;
@@ -142,6 +143,7 @@ static SlStatus score_set(SetScore *out, const SlStyleNet *net, const SlStyleSta
     free(st);
     if (s) return s;
     out->style = d.total;
+    out->parts = d;
     double sum = 0;
     for (int i = 0; i < n; i++) {
         SlSceneCaption sc;
@@ -243,6 +245,9 @@ static SlStatus write_grid(const char *path, const SlImage *base, const SlImage 
 static void print_score(const char *name, const SetScore *s) {
     printf("%-8s style distance %.4f   prompt fidelity %.3f   main object right %.3f   count right %.3f   (%d scored, %d skipped)\n",
            name, s->style, s->fidelity, s->both, s->count, s->n_scored, s->n_skipped);
+    const SlStyleDistance *d = &s->parts;
+    printf("         style terms: gram %.3f colour %.3f saturation %.3f gradient %.3f orientation %.3f dark %.3f "
+           "outline %.3f\n", d->gram, d->colour, d->sat, d->grad, d->orient, d->dark, d->ink);
 }
 
 int cmd_eval(int argc, char **argv) {
