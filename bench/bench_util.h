@@ -1,0 +1,149 @@
+/* bench_util.h - shared pieces of the bench/ programs run by bench/run.sh:
+ * clocks, peak RSS, the RESULT line run.sh reads, model loading (a diffusers
+ * folder's real weights, or only its configs with seeded random weights) and
+ * FLOP counts from layer shapes.
+ *
+ * RESULT line (one per figure a program measures, on stdout):
+ *   RESULT <name> seconds=<best> flops=<per call> rss_mib=<peak RSS of this process> [key=value ...]
+ * seconds is the best of the timed calls after one warm-up call (the warm-up
+ * pays first-touch of the arenas); flops is counted from the layer shapes
+ * (multiply-add = 2), the same figure run.sh divides by either side's time.
+ *
+ * Header-only (static functions): bench/bench_*.c each build into their own
+ * executable and include this.
+ */
+#ifndef SL_BENCH_UTIL_H
+#define SL_BENCH_UTIL_H
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <time.h>
+
+#include "core/status.h"
+#include "core/weights.h"
+#include "styles/adapter.h"
+#include "textenc/clip.h"
+#include "unet/unet.h"
+#include "vae/vae.h"
+
+static inline double bench_now(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+/* Peak resident set of this process so far, MiB (ru_maxrss is KiB on Linux). */
+static inline double bench_peak_rss_mib(void) {
+    struct rusage r;
+    getrusage(RUSAGE_SELF, &r);
+    return (double)r.ru_maxrss / 1024.0;
+}
+
+static inline void bench_die(const char *prog, const SlCtx *ctx) {
+    fprintf(stderr, "%s: %s\n", prog, ctx->msg);
+    exit(1);
+}
+
+/* Prints the RESULT line (extra: "" or " key=value ..."). */
+static inline void bench_result(const char *name, double seconds, double flops, const char *extra) {
+    printf("RESULT %s seconds=%.6f flops=%.6e rss_mib=%.1f%s\n", name, seconds, flops, bench_peak_rss_mib(),
+           extra ? extra : "");
+    fflush(stdout);
+}
+
+/* ---- model parts: real weights from <dir>/<part>/, or configs only + random ---- */
+
+static inline SlStatus bench_unet_open(SlUNet *u, SlUNetConfig *cfg, const char *dir, int random, SlCtx *ctx) {
+    char p[4096];
+    snprintf(p, sizeof p, "%s/unet/config.json", dir);
+    SL_TRY(sl_unet_config_load(cfg, p, ctx));
+    SL_TRY(sl_unet_init(u, cfg, ctx));
+    if (random) {
+        sl_unet_init_random(u, 1);
+        return SL_OK;
+    }
+    SlWeights w;
+    snprintf(p, sizeof p, "%s/unet", dir);
+    SL_TRY(sl_weights_open_dir(&w, p, ctx));
+    SlStatus st = sl_unet_load(u, &w, ctx);
+    sl_weights_close(&w);
+    return st;
+}
+
+static inline SlStatus bench_vae_open(SlVae **vae, SlVaeConfig *cfg, const char *dir, int random, SlCtx *ctx) {
+    char p[4096];
+    snprintf(p, sizeof p, "%s/vae/config.json", dir);
+    SL_TRY(sl_vae_config_load(cfg, p, ctx));
+    if (random) {
+        SL_TRY(sl_vae_create(vae, cfg, ctx));
+        sl_vae_init_random(*vae, 42);
+        return SL_OK;
+    }
+    SlWeights w;
+    snprintf(p, sizeof p, "%s/vae", dir);
+    SL_TRY(sl_weights_open_dir(&w, p, ctx));
+    SlStatus st = sl_vae_load(vae, cfg, &w, ctx);
+    sl_weights_close(&w);
+    return st;
+}
+
+static inline SlStatus bench_clip_open(SlClip **m, SlClipConfig *cfg, const char *dir, int random, SlCtx *ctx) {
+    char p[4096];
+    snprintf(p, sizeof p, "%s/text_encoder/config.json", dir);
+    SL_TRY(sl_clip_config_load(cfg, p, ctx));
+    if (random) return sl_clip_init_random(m, cfg, 42, ctx);
+    SlWeights w;
+    snprintf(p, sizeof p, "%s/text_encoder", dir);
+    SL_TRY(sl_weights_open_dir(&w, p, ctx));
+    SlStatus st = sl_clip_load(m, cfg, &w, SL_CLIP_LAYOUT_AUTO, ctx);
+    sl_weights_close(&w);
+    return st;
+}
+
+/* ---- FLOPs from layer shapes ---- */
+
+/* Attention matmul FLOPs of one U-Net forward at the planned size: per
+ * BasicTransformerBlock Q K^T and P V of self attention (2 * 2*B*S*S*C) and of
+ * cross attention (2 * 2*B*S*T*C). sl_unet_forward_flops includes these. */
+static inline double bench_unet_attn_flops(const SlUNet *u) {
+    double f = 0;
+    for (int i = 0; i < u->n_tr; i++) {
+        const SlUNetTransformer *t = &u->tr[i];
+        const double S = (double)(t->H * t->W), C = (double)t->C;
+        f += (double)t->n_tblocks * (4.0 * u->B * S * S * C + 4.0 * u->B * S * u->T * C);
+    }
+    return f;
+}
+
+/* Extra FLOPs of a LoRA adapter's forward over its sites: 2*N*r*(I+O) per
+ * linear module (A x, then B (A x)); N = the site's planned rows. */
+static inline double bench_lora_forward_flops(const SlAdapter *ad, const SlSites *sites) {
+    double f = 0;
+    for (int i = 0; i < ad->n; i++) {
+        const SlLoraMod *m = &ad->mods[i];
+        int s = sl_sites_find(sites, m->name);
+        if (s < 0) continue;
+        f += 2.0 * (double)sites->v[s].rows * (double)m->r * (double)(m->I * m->k * m->k + m->O);
+    }
+    return f;
+}
+
+/* Backward FLOPs of the U-Net (not counting adapters) given its forward F and
+ * attention part A: frozen weights (LoRA) = input gradients only, 1x for every
+ * conv/linear and 2x for the attention matmuls (dQ, dK, dP, dV):
+ * (F - A) + 2A; full fine-tuning adds the weight gradients: 2(F - A) + 2A. */
+static inline double bench_unet_backward_flops(const SlUNet *u, int full) {
+    const double F = sl_unet_forward_flops(u), A = bench_unet_attn_flops(u);
+    return full ? 2.0 * (F - A) + 2.0 * A : (F - A) + 2.0 * A;
+}
+
+/* CLIP text encoder forward FLOPs for B x T tokens: per layer q, k, v, out
+ * (4 * 2*N*D*D), fc1 + fc2 (2 * 2*N*D*F), attention Q K^T and P V (2 * 2*B*T*T*D). */
+static inline double bench_clip_flops(const SlClipConfig *c, int64_t B, int64_t T) {
+    const double N = (double)(B * T), D = (double)c->D, F = (double)c->F;
+    return (double)c->L * (8.0 * N * D * D + 4.0 * N * D * F + 4.0 * (double)B * T * T * D);
+}
+
+#endif
