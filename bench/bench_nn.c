@@ -1,6 +1,7 @@
 /* bench_nn.c - speed of the nn/ kernels, fast next to _ref in the same run.
  *
- * Shapes are Stable-Diffusion-like: conv2d 3x3 at B1 C320 32x32 (SD 1.5
+ * Shapes are Stable-Diffusion-like: sl_sgemm at 1024^3 and two U-Net product
+ * shapes with each GEMM kernel, conv2d 3x3 at B1 C320 32x32 (SD 1.5
  * U-Net, 256 px latents), attention B1 NH8 T1024 HD40 (its first
  * self-attention), GroupNorm over the same activation. Figures: milliseconds
  * per call (best of a few runs) and GFLOP/s. Usage: bench_nn [reps]
@@ -12,6 +13,7 @@
 #include <time.h>
 
 #include "core/tensor.h"
+#include "nn/gemm.h"
 #include "nn/nn.h"
 
 static float *randbuf(int64_t n, unsigned seed) {
@@ -60,6 +62,31 @@ int main(int argc, char **argv) {
     double t, cpu = 0;
     printf("threads: %d (OMP_NUM_THREADS), reps: %d (best of)\n", omp_get_max_threads(), reps);
 
+    { /* sl_sgemm 1024^3 and an SD conv-shaped product with each kernel (OpenBLAS tiles, AVX-512) */
+        const int64_t n = 1024;
+        float *a = randbuf(n * n * 3, 21), *b = randbuf(n * n * 3, 22), *c = zerobuf(n * n * 3);
+        const int kernels[2] = {SL_GEMM_KERNEL_BLAS, SL_GEMM_KERNEL_AVX512};
+        const char *names[2] = {"openblas tiles", "avx512"};
+        const int saved = sl_gemm_kernel();
+        for (int k = 0; k < 2; k++) {
+            char what[96];
+            if (sl_gemm_set_kernel(kernels[k]) < 0) {
+                printf("sgemm kernel %s: not available on this CPU\n", names[k]);
+                continue;
+            }
+            TIME_BEST(reps, t, sl_sgemm(0, 0, n, n, n, 1.0f, a, n, b, n, 0.0f, c, n));
+            snprintf(what, sizeof what, "sgemm 1024^3 %s", names[k]);
+            row(what, t, cpu, 2.0 * n * n * n);
+            TIME_BEST(reps, t, sl_sgemm(0, 0, 320, 1024, 2880, 1.0f, a, 2880, b, 1024, 0.0f, c, 1024));
+            snprintf(what, sizeof what, "sgemm 320x1024x2880 (conv) %s", names[k]);
+            row(what, t, cpu, 2.0 * 320 * 1024 * 2880);
+            TIME_BEST(reps, t, sl_sgemm(0, 1, 1024, 2560, 320, 1.0f, a, 320, b, 320, 0.0f, c, 2560));
+            snprintf(what, sizeof what, "sgemm 1024x2560x320 B^T (ff1) %s", names[k]);
+            row(what, t, cpu, 2.0 * 1024 * 2560 * 320);
+        }
+        sl_gemm_set_kernel(saved);
+        sl_free(a); sl_free(b); sl_free(c);
+    }
     { /* conv2d 3x3, B1 C320 32x32 -> 320, pad 1 */
         SlConvDims d = sl_conv_dims(1, 320, 32, 32, 320, 3, 1, 1, 1, 1, 1);
         const int64_t nx = 320 * 32 * 32, nw = 320 * 320 * 9;

@@ -55,6 +55,11 @@ static int att_threads(void) {
     return t < s ? t : s;
 }
 
+/* Whether a call has enough work (about 4 MFLOP) to wake a second thread. */
+static int att_worth_threads(int64_t B, int64_t Tq, int64_t Tk, int64_t NH, int64_t HD) {
+    return 4.0 * (double)B * (double)NH * (double)Tq * (double)Tk * (double)HD >= 4.0e6;
+}
+
 size_t sl_attention_workspace(int64_t B, int64_t Tq, int64_t Tk, int64_t NH, int64_t HD) {
     (void)B; (void)Tq; (void)NH;
     const size_t fast = (size_t)att_slots() * att_thread_floats(HD);
@@ -312,7 +317,7 @@ void sl_attention_forward(float *out, float *lse, const float *q, const float *k
     const int64_t nqb = (Tq + SL_ATT_BQ - 1) / SL_ATT_BQ;
     const int64_t ntask = B * NH * nqb;
     const size_t tstride = att_thread_floats(HD);
-#pragma omp parallel num_threads(att_threads())
+#pragma omp parallel num_threads(att_threads()) if (att_worth_threads(B, Tq, Tk, NH, HD))
     {
         float *ws = work + (size_t)omp_get_thread_num() * tstride;
         float *Kt = ws;                      /* [HD,BK] */
@@ -407,7 +412,7 @@ void sl_attention_backward(float *dq, float *dk, float *dv, const float *dout,
     /* One pass when whole heads spread evenly over the threads: a task then
      * owns dQ, dK, dV of its head and the scores are computed once, not twice. */
     const int fused = dq && (dk || dv) && (B * NH) % nt == 0;
-#pragma omp parallel num_threads(nt)
+#pragma omp parallel num_threads(nt) if (att_worth_threads(B, Tq, Tk, NH, HD))
     {
         float *ws = work + (size_t)omp_get_thread_num() * tstride;
         float *Kt = ws, *Vt = Kt + HD * SL_ATT_BK;  /* [HD,BK] each */

@@ -1,7 +1,7 @@
 /* conv2d.c - 2-D convolution (groups 1, dilation 1, asymmetric zero padding).
  *
  * Fast path: per image, im2col into the caller's workspace and sl_sgemm
- * (nn/gemm.h: tiled OpenBLAS, same bits for any thread count), by bands of
+ * (nn/gemm.h: tiled AVX-512 or OpenBLAS, same bits for any thread count), by bands of
  * output rows when the column matrix would be large; a 1x1 stride-1 unpadded
  * conv skips im2col (the input already is the column matrix). Backward reuses the same buffer: first im2col for dw, then
  * the column gradient for din, scattered back with col2im.
@@ -12,6 +12,7 @@
  */
 #include "nn.h"
 #include "nn/gemm.h"
+#include "nn_par.h"
 
 SlConvDims sl_conv_dims(int64_t B, int64_t Ci, int64_t H, int64_t W, int64_t Co, int64_t k,
                         int64_t stride, int64_t pad_t, int64_t pad_l, int64_t pad_b, int64_t pad_r) {
@@ -54,7 +55,7 @@ size_t sl_conv2d_workspace(const SlConvDims *d) {
 static void conv_im2col(float *col, const float *x, const SlConvDims *d, int64_t oy0, int64_t oy1) {
     const int64_t H = d->H, W = d->W, Wo = d->Wo, s = d->stride;
     const int64_t K = d->Ci * d->kh * d->kw, Pb = (oy1 - oy0) * Wo;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (SL_NN_PAR(K * Pb))
     for (int64_t r = 0; r < K; r++) {
         const int64_t ci = r / (d->kh * d->kw), ky = (r / d->kw) % d->kh, kx = r % d->kw;
         const float *xc = x + ci * H * W;
@@ -91,7 +92,7 @@ static void conv_im2col(float *col, const float *x, const SlConvDims *d, int64_t
 static void conv_col2im_add(float *dx, const float *dcol, const SlConvDims *d, int64_t oy0, int64_t oy1) {
     const int64_t H = d->H, W = d->W, Wo = d->Wo, s = d->stride;
     const int64_t khw = d->kh * d->kw, Pb = (oy1 - oy0) * Wo;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (SL_NN_PAR(d->Ci * khw * Pb))
     for (int64_t ci = 0; ci < d->Ci; ci++) {
         float *xc = dx + ci * H * W;
         for (int64_t kk = 0; kk < khw; kk++) {
@@ -156,7 +157,7 @@ void sl_conv2d_backward(float *din, float *dw, float *db, const float *dout, con
         const float *x = in + bi * d->Ci * d->H * d->W;
         const float *dy = dout + bi * Co * P;
         if (db) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (SL_NN_PAR(Co * P))
             for (int64_t co = 0; co < Co; co++) {
                 double s = 0.0;
                 for (int64_t p = 0; p < P; p++) s += dy[co * P + p];

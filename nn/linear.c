@@ -1,7 +1,7 @@
 /* linear.c - fully connected layer: out[N,O] = in[N,I] w[O,I]^T + b[O].
  *
  * The fast path is three sl_sgemm calls (forward, din, dw; nn/gemm.h: tiled
- * OpenBLAS, same bits for any thread count); the _ref
+ * AVX-512 or OpenBLAS, same bits for any thread count); the _ref
  * twins are plain triple loops with double accumulators, used as the test
  * oracle and never calling BLAS.
  *

@@ -97,9 +97,12 @@ void sl_gelu_backward(float *din, const float *dout, const float *in, int64_t n)
 /* CLIP's quick_gelu: x * sigmoid(1.702 x). */
 void sl_quick_gelu_forward(float *out, const float *in, int64_t n);
 void sl_quick_gelu_backward(float *din, const float *dout, const float *in, int64_t n);
-/* GEGLU (diffusers): in [N,2F] = [hidden | gate] along the last dim; out[N,F] = hidden * gelu(gate). */
+/* GEGLU (diffusers): in [N,2F] = [hidden | gate] along the last dim; out[N,F] = hidden * gelu(gate).
+ * The fast pair uses a vectorized erf (abs. error <= 1.5e-7, as PyTorch's CPU kernel); _ref uses erff. */
 void sl_geglu_forward(float *out, const float *in, int64_t N, int64_t F);
 void sl_geglu_backward(float *din, const float *dout, const float *in, int64_t N, int64_t F);
+void sl_geglu_forward_ref(float *out, const float *in, int64_t N, int64_t F);
+void sl_geglu_backward_ref(float *din, const float *dout, const float *in, int64_t N, int64_t F);
 
 /* ---- Multi-head scaled-dot-product attention ----
  * q [B,Tq,NH*HD], k,v [B,Tk,NH*HD] (heads interleaved as PyTorch's view(B,T,NH,HD)),

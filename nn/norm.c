@@ -13,6 +13,7 @@
 
 #include "nn.h"
 #include "nn_exp.h"
+#include "nn_par.h"
 
 /* Mean and rstd of x[0..n) in double. */
 static void norm_stats(const float *x, int64_t n, float eps, float *mean_out, float *rstd_out) {
@@ -34,7 +35,7 @@ static void groupnorm_forward_impl(float *out, float *mean, float *rstd, const f
                                    const float *gamma, const float *beta, int64_t B, int64_t C,
                                    int64_t HW, int64_t G, float eps, int with_silu) {
     const int64_t cpg = C / G;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (SL_NN_PAR(B * C * HW))
     for (int64_t bg = 0; bg < B * G; bg++) {
         const int64_t bi = bg / G, g = bg % G;
         const float *x = in + (bi * C + g * cpg) * HW;
@@ -78,7 +79,7 @@ void sl_groupnorm_backward(float *din, float *dgamma, float *dbeta, const float 
                            int64_t B, int64_t C, int64_t HW, int64_t G) {
     const int64_t cpg = C / G;
     const double n = (double)(cpg * HW);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (SL_NN_PAR(B * C * HW))
     for (int64_t g = 0; g < G; g++) {
         for (int64_t bi = 0; bi < B; bi++) {
             const int64_t bg = bi * G + g;
@@ -177,7 +178,7 @@ void sl_groupnorm_backward_ref(float *din, float *dgamma, float *dbeta, const fl
 /* out [N,D] (may alias in), mean/rstd [N], gamma/beta [D] (NULL = 1 / 0). */
 void sl_layernorm_forward(float *out, float *mean, float *rstd, const float *in,
                           const float *gamma, const float *beta, int64_t N, int64_t D, float eps) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (SL_NN_PAR(N * D))
     for (int64_t n = 0; n < N; n++) {
         const float *x = in + n * D;
         float *y = out + n * D;
@@ -198,7 +199,7 @@ void sl_layernorm_backward(float *din, float *dgamma, float *dbeta, const float 
                            const float *in, const float *gamma, const float *mean, const float *rstd,
                            int64_t N, int64_t D) {
     if (din) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (SL_NN_PAR(N * D))
         for (int64_t n = 0; n < N; n++) {
             const float *x = in + n * D, *dy = dout + n * D;
             float *dx = din + n * D;
@@ -218,7 +219,7 @@ void sl_layernorm_backward(float *din, float *dgamma, float *dbeta, const float 
     }
     if (dgamma || dbeta) {
         const int64_t blk = 64, nblk = (D + blk - 1) / blk;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (SL_NN_PAR(N * D))
         for (int64_t jb = 0; jb < nblk; jb++) {
             const int64_t j0 = jb * blk, j1 = j0 + blk < D ? j0 + blk : D;
             float ag[64], ab[64];

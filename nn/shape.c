@@ -7,11 +7,12 @@
 #include <math.h>
 
 #include "nn.h"
+#include "nn_par.h"
 
 /* out [B,C,2H,2W] from in [B,C,H,W]. */
 void sl_upsample_nearest2x_forward(float *out, const float *in, int64_t B, int64_t C, int64_t H, int64_t W) {
     const int64_t W2 = 2 * W;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (SL_NN_PAR(4 * B * C * H * W))
     for (int64_t p = 0; p < B * C; p++) {
         const float *x = in + p * H * W;
         float *y = out + p * 4 * H * W;
@@ -29,7 +30,7 @@ void sl_upsample_nearest2x_forward(float *out, const float *in, int64_t B, int64
 /* din [B,C,H,W] += sum of each 2x2 block of dout [B,C,2H,2W]. */
 void sl_upsample_nearest2x_backward(float *din, const float *dout, int64_t B, int64_t C, int64_t H, int64_t W) {
     const int64_t W2 = 2 * W;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (SL_NN_PAR(4 * B * C * H * W))
     for (int64_t p = 0; p < B * C; p++) {
         float *dx = din + p * H * W;
         const float *dy = dout + p * 4 * H * W;
@@ -41,27 +42,31 @@ void sl_upsample_nearest2x_backward(float *din, const float *dout, int64_t B, in
     }
 }
 
-/* Blocked 2-D transpose of one [R,Cc] matrix into [Cc,R]. */
-static void transpose_2d(float *out, const float *in, int64_t R, int64_t Cc) {
-    const int64_t T = 32;
-    for (int64_t r0 = 0; r0 < R; r0 += T)
+/* Blocked transpose of B matrices [R,Cc] into [Cc,R]; parallel over (matrix,
+ * block row) so that one image (B = 1) still uses every thread. */
+static void transpose_batched(float *out, const float *in, int64_t B, int64_t R, int64_t Cc) {
+    const int64_t T = 32, nrb = (R + T - 1) / T;
+#pragma omp parallel for schedule(static) if (SL_NN_PAR(B * R * Cc))
+    for (int64_t t = 0; t < B * nrb; t++) {
+        const int64_t b = t / nrb, r0 = (t % nrb) * T, r1 = r0 + T < R ? r0 + T : R;
+        const float *x = in + b * R * Cc;
+        float *y = out + b * R * Cc;
         for (int64_t c0 = 0; c0 < Cc; c0 += T) {
-            const int64_t r1 = r0 + T < R ? r0 + T : R, c1 = c0 + T < Cc ? c0 + T : Cc;
+            const int64_t c1 = c0 + T < Cc ? c0 + T : Cc;
             for (int64_t r = r0; r < r1; r++)
-                for (int64_t c = c0; c < c1; c++) out[c * R + r] = in[r * Cc + c];
+                for (int64_t c = c0; c < c1; c++) y[c * R + r] = x[r * Cc + c];
         }
+    }
 }
 
 /* out [B,S,C] from in [B,C,S]. */
 void sl_transpose_cs_sc(float *out, const float *in, int64_t B, int64_t C, int64_t S) {
-#pragma omp parallel for schedule(static)
-    for (int64_t b = 0; b < B; b++) transpose_2d(out + b * C * S, in + b * C * S, C, S);
+    transpose_batched(out, in, B, C, S);
 }
 
 /* out [B,C,S] from in [B,S,C]. */
 void sl_transpose_sc_cs(float *out, const float *in, int64_t B, int64_t C, int64_t S) {
-#pragma omp parallel for schedule(static)
-    for (int64_t b = 0; b < B; b++) transpose_2d(out + b * C * S, in + b * C * S, S, C);
+    transpose_batched(out, in, B, S, C);
 }
 
 /* out [B,dim] from t [B]. Follows diffusers' get_timestep_embedding step by

@@ -18,7 +18,11 @@ SlStatus sl_denoise(SlUNet *u, const SlSchedule *sched, float *latents, const fl
                        (long long)C, (long long)u->cfg.out_channels);
     SlSampler smp;
     SL_TRY(sl_sampler_init(&smp, sched, &o->sampler, o->steps, ctx));
+    /* forward only: an inference plan keeps no backward caches (the previous
+     * setting is restored below; callers that train afterwards re-plan) */
+    const int was_inference = sl_unet_set_inference(u, 1);
     SlStatus st = sl_unet_plan(u, BB, h, w, T, ctx);
+    sl_unet_set_inference(u, was_inference);
     /* one buffer: model input [BB,C,h,w], model output [BB,C,h,w], ehs [BB,T,D],
      * t [BB], guided eps [N], noise [N], history [N] */
     float *buf = st ? NULL : sl_alloc((2 * (size_t)BB * N / (size_t)B + (size_t)BB * T * D + (size_t)BB + 3 * N) * sizeof(float));

@@ -268,6 +268,30 @@ static void fast_vs_ref(uint64_t *seed) {
         sl_test_close("layernorm rstd", r1, r2, N, 1e-6, 1e-6);
         sl_free(x); sl_free(ga); sl_free(be); sl_free(o1); sl_free(o2);
     }
+    /* geglu: vectorized erf (fast) vs libm erff (ref), forward and backward, gates over [-9, 9] */
+    const int64_t gg[][2] = {{3, 5}, {64, 1280}, {2, 67}};
+    for (int c = 0; c < 3; c++) {
+        const int64_t N = gg[c][0], F = gg[c][1];
+        float *x = nt_randn_new(N * 2 * F, seed, 0, 3), *dy = nt_randn_new(N * F, seed, 0, 1);
+        float *o1 = nt_zeros(N * F), *o2 = nt_zeros(N * F), *d1 = nt_zeros(N * 2 * F), *d2 = nt_zeros(N * 2 * F);
+        /* |erf error| <= 1.5e-7 moves h*g*Phi(g) by up to 0.5 * 1.5e-7 * |h g| (and dy times that) */
+        double hg = 0;
+        for (int64_t r = 0; r < N; r++)
+            for (int64_t j = 0; j < F; j++) {
+                const double v = fabs((double)x[r * 2 * F + j] * x[r * 2 * F + F + j]) * (1.0 + fabs(dy[r * F + j]));
+                hg = v > hg ? v : hg;
+            }
+        const double atol = 1e-6 + 0.75e-7 * hg;
+        sl_geglu_forward(o1, x, N, F);
+        sl_geglu_forward_ref(o2, x, N, F);
+        snprintf(nm, sizeof nm, "geglu fast/ref N%lld F%lld", (long long)N, (long long)F);
+        sl_test_close(nm, o1, o2, N * F, atol, 1e-6);
+        for (int64_t i = 0; i < N * 2 * F; i++) d1[i] = d2[i] = 0.5f; /* backward accumulates */
+        sl_geglu_backward(d1, dy, x, N, F);
+        sl_geglu_backward_ref(d2, dy, x, N, F);
+        sl_test_close("  geglu backward fast/ref", d1, d2, N * 2 * F, atol, 1e-6);
+        sl_free(x); sl_free(dy); sl_free(o1); sl_free(o2); sl_free(d1); sl_free(d2);
+    }
     /* attention: B NH Tq Tk HD causal */
     const int64_t at[][6] = {{2, 3, 5, 7, 6, 0},     {2, 3, 5, 7, 6, 1},    {1, 2, 130, 77, 17, 0},
                              {1, 2, 100, 150, 40, 1}, {1, 2, 150, 100, 40, 1}, {2, 1, 64, 64, 8, 1},

@@ -6,6 +6,7 @@
  *    in this test (unet_test_lora.h): lora.out (same tolerance), lora.loss (1e-4
  *    relative) and every lora.grad.* (1e-3 of each gradient's max abs).
  * 3. Config refusals: unsupported values name the key.
+ *    An inference (no-grad) plan is smaller and gives the same output bits.
  * 4. The SD 1.5 config: 859,520,964 weights and known single-file names (no weights allocated).
  */
 #include <omp.h>
@@ -165,6 +166,18 @@ int main(void) {
     sl_unet_forward(&u, out, sample, ts, ehs);
     double scale = sl_test_scale(ref, (size_t)n_o);
     sl_test_close("unet.out (tiny-sd1)", out, ref, (size_t)n_o, FWD_TOL * scale, 0);
+    { /* an inference (no-grad) plan: smaller, and the same output bits */
+        const size_t train_bytes = u.acts.size;
+        float *out2 = calloc((size_t)n_o, sizeof(float));
+        CHECK(sl_unet_set_inference(&u, 1) == 0, "inference is off by default");
+        CHECK_OK(sl_unet_plan(&u, B, H, W, T, &ctx), &ctx);
+        CHECK(u.acts.size < train_bytes, "inference plan %zu bytes < training plan %zu", u.acts.size, train_bytes);
+        sl_unet_forward(&u, out2, sample, ts, ehs);
+        CHECK(memcmp(out, out2, sizeof(float) * (size_t)n_o) == 0, "inference plan gives the same output bits");
+        CHECK(sl_unet_set_inference(&u, 0) == 1, "set_inference returns the previous setting");
+        CHECK_OK(sl_unet_plan(&u, B, H, W, T, &ctx), &ctx);
+        free(out2);
+    }
 
     /* ---- LoRA through hooks ---- */
     SlStFile lf;

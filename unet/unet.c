@@ -465,13 +465,19 @@ double sl_unet_forward_flops(const SlUNet *u) { return u->flops; }
 
 void sl_unet_set_checkpointing(SlUNet *u, int on) { u->checkpoint = on != 0; }
 
+int sl_unet_set_inference(SlUNet *u, int on) {
+    const int old = u->inference;
+    u->inference = on != 0;
+    return old;
+}
+
 /* ----------------------------------------------------------------- plan -- */
 
 typedef struct Plan {
     SlUNet *u;
     int fill;
     size_t bytes;
-    /* module-internal caches: with checkpointing every module reuses one region
+    /* module-internal caches: with checkpointing (or for inference) every module reuses one region
      * (cache_off restarts at 0 per module; the region is cache_max bytes) */
     size_t cache_off, cache_max;
     uint8_t *cache_base;
@@ -489,9 +495,10 @@ static float *take(Plan *p, float **slot, int64_t n) {
     return r;
 }
 
-/* A buffer only the module's own forward/backward use (recomputed when checkpointing). */
+/* A buffer only the module's own forward/backward use (recomputed when checkpointing,
+ * not kept at all for inference). */
 static float *take_cache(Plan *p, float **slot, int64_t n) {
-    if (!p->u->checkpoint) return take(p, slot, n);
+    if (!p->u->checkpoint && !p->u->inference) return take(p, slot, n);
     size_t nb = sl_align_up((size_t)n * sizeof(float));
     float *r = p->fill ? (float *)(p->cache_base + p->cache_off) : NULL;
     p->cache_off += nb;
@@ -635,7 +642,8 @@ SlStatus sl_unet_plan(SlUNet *u, int64_t B, int64_t H, int64_t W, int64_t T, SlC
             int64_t lh = sl_unet_layer_h(u, l), lw = sl_unet_layer_w(u, l);
             if (l->kind != SL_UL_OUT) {
                 take(&p, &l->out, B * l->C * lh * lw);
-                take(&p, &l->dout, B * l->C * lh * lw);
+                if (u->inference) l->dout = NULL;
+                else take(&p, &l->dout, B * l->C * lh * lw);
                 need_act(u, B * l->C * lh * lw);
             }
             switch (l->kind) {
@@ -683,13 +691,17 @@ SlStatus sl_unet_plan(SlUNet *u, int64_t B, int64_t H, int64_t W, int64_t T, SlC
             }
         }
         need_act(u, B * td);
-        for (int k = 0; k < 6; k++) take(&p, &u->scratch[k], (int64_t)u->max_act);
+        for (int k = 0; k < 6; k++) { /* forward uses scratch[0] only */
+            if (u->inference && k > 0) u->scratch[k] = NULL;
+            else take(&p, &u->scratch[k], (int64_t)u->max_act);
+        }
         take(&p, &u->work, (int64_t)u->max_work + 16);
         if (pass == 0) {
             cache_max = p.cache_max;
             SL_TRY(sl_arena_init(&u->acts, p.bytes + cache_max, "unet activations", ctx));
         }
     }
+    u->planned_inference = u->inference;
     sl_unet_wire(u);
     /* rows per linear module (for adapters sizing their caches) */
     set_rows(u, &u->time1, B);

@@ -14,6 +14,7 @@
  *                                                 install sl_unet_ldm_map() first
  *   sl_unet_enable_grads(u, ctx)                  (full fine-tuning) dw/db for every weight
  *   sl_unet_set_checkpointing(u, 1)               (optional) recompute module caches in backward
+ *   sl_unet_set_inference(u, 1)                   (optional) forward only: no backward caches
  *   sl_unet_plan(u, B, H, W, T, ctx)              allocates activations for these sizes
  *   sl_unet_forward(u, out, sample, t, ehs)       no allocation
  *   sl_unet_backward(u, dsample, dout)            reverse walk; grads accumulate (caller zeroes)
@@ -182,6 +183,8 @@ typedef struct SlUNet {
     SlArena weights;           /* all weights */
     SlArena grads;             /* all dw/db when enabled (size 0 otherwise) */
     int checkpoint;            /* gradient checkpointing (set with sl_unet_set_checkpointing) */
+    int inference;             /* next plan is forward-only (set with sl_unet_set_inference) */
+    int planned_inference;     /* the current plan is forward-only: backward refuses to run */
     /* planned sizes */
     int64_t B, H, W, T;
     SlArena acts;
@@ -216,6 +219,13 @@ void sl_unet_zero_grads(SlUNet *u);
  * layer outputs are kept; each module's internal caches share one region and
  * its forward is recomputed just before its backward. Call before sl_unet_plan. */
 void sl_unet_set_checkpointing(SlUNet *u, int on);
+/* Inference (no-grad) plans: with on, the next sl_unet_plan keeps no backward
+ * state - every module's internal caches share one region (as with
+ * checkpointing) and no gradient buffers are allocated - so sampling needs far
+ * less memory and touches less of it. Outputs are the same bits as a training
+ * plan's. sl_unet_backward must not follow such a plan (it returns at once).
+ * Call before sl_unet_plan; returns the previous setting. */
+int sl_unet_set_inference(SlUNet *u, int on);
 /* Plans and allocates activations for sample [B,Cin,H,W] and ehs [B,T,D].
  * H and W must be divisible by 2^(n_blocks-1). */
 SlStatus sl_unet_plan(SlUNet *u, int64_t B, int64_t H, int64_t W, int64_t T, SlCtx *ctx);

@@ -14,6 +14,7 @@
  * Scratch: u->scratch[0..5], each max_act floats, reused layer by layer.
  * Dimension letters as in unet.h.
  */
+#include <assert.h>
 #include <math.h>
 #include <string.h>
 
@@ -133,6 +134,8 @@ static void concat_backward(SlUNet *u, SlUNetConcat *k) {
 }
 
 void sl_unet_backward(SlUNet *u, float *dsample, const float *dout) {
+    assert(!u->planned_inference && "sl_unet_backward after an inference plan");
+    if (u->planned_inference) return; /* no gradient buffers were planned */
     const SlUNetConfig *c = &u->cfg;
     const int64_t B = u->B, c0 = c->block_out[0], td = c->time_dim, H = u->H, W = u->W;
     for (int i = 0; i < u->n_layers; i++) {
