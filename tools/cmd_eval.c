@@ -19,6 +19,8 @@
  *                      shape, 0.5 one of them); captions outside the scene
  *                      grammar are skipped and counted
  *   count_accuracy_*   fraction whose main object count is right
+ *   style_distance_vae_floor  the reference images encoded and decoded by the
+ *                      model's VAE: the closest any adapter can come
  * The last four lines are style_distance_base, style_distance_adapter,
  * prompt_fidelity_base, prompt_fidelity_adapter as `name: value`.
  */
@@ -223,6 +225,29 @@ static SlStatus write_set(const char *dir, const SlImage *imgs, int n, SlCtx *ct
     return SL_OK;
 }
 
+/* out = the VAE's reconstruction of `in` (encoder mean, then decoder) at the
+ * model's image size: what the model could draw at best, so the style distance of
+ * the reference's round trip is the floor no adapter on this VAE can go under. */
+static SlStatus vae_round_trip(SlModel *m, const SlImage *in, SlImage *out, SlCtx *ctx) {
+    const SlVaeConfig *vc = &m->vae_cfg;
+    const int S = (int)vc->sample_size;
+    int64_t h, w;
+    sl_vae_latent_size(vc, S, S, &h, &w);
+    SlImage r = {0};
+    SL_TRY(sl_image_resize(&r, in, S, S, SL_RESIZE_AREA, ctx));
+    size_t ni = (size_t)3 * S * S, nz = (size_t)(vc->latent_channels * h * w);
+    float *x = sl_alloc(ni * sizeof(float)), *z = sl_alloc(nz * sizeof(float)); /* x [1,3,S,S], z [1,C,h,w] */
+    SlStatus st = (!x || !z) ? sl_fail(ctx, SL_ERR_NOMEM, "out of memory for the VAE round trip") : SL_OK;
+    if (!st) sl_image_to_chw(x, &r, 3);
+    if (!st) st = sl_vae_encode(m->vae, x, 1, S, S, z, NULL, ctx);
+    if (!st) st = sl_vae_decode(m->vae, z, 1, h, w, x, ctx);
+    if (!st) st = sl_image_from_chw(out, x, 3, S, S, ctx);
+    sl_free(x);
+    sl_free(z);
+    sl_image_free(&r);
+    return st;
+}
+
 /* Two rows: base on top, adapter below. */
 static SlStatus write_grid(const char *path, const SlImage *base, const SlImage *ad, int n, SlCtx *ctx) {
     int w = base[0].w, h = base[0].h;
@@ -356,7 +381,14 @@ int cmd_eval(int argc, char **argv) {
     sample_split_lora(lora, job.lora[0].path, sizeof job.lora[0].path, &job.lora[0].weight);
     SampleRun run;
     sample_run_init(&run, &sa, &job, 1);
-    st = sample_set(&m, prompts, n, seed, steps, cfg, base, "base", quiet != NULL, &ctx);
+    SlImage *rt = calloc((size_t)ref.n, sizeof(SlImage));
+    if (!rt) st = sl_fail(&ctx, SL_ERR_NOMEM, "out of memory");
+    for (int i = 0; !st && i < ref.n; i++) st = vae_round_trip(&m, &ref.img[i], &rt[i], &ctx);
+    SetScore srt;
+    if (!st) st = score_set(&srt, &net, &rs[0], rt, ref.caption, ref.n, &ctx);
+    for (int i = 0; rt && i < ref.n; i++) sl_image_free(&rt[i]);
+    free(rt);
+    if (!st) st = sample_set(&m, prompts, n, seed, steps, cfg, base, "base", quiet != NULL, &ctx);
     if (!st) st = sample_adapters_apply(&run, &m, &job, &ctx);
     if (!st) st = sample_set(&m, prompts, n, seed, steps, cfg, ad, "adapter", quiet != NULL, &ctx);
     SlStatus st2 = sample_adapters_remove(&run, &m, &ctx);
@@ -373,10 +405,13 @@ int cmd_eval(int argc, char **argv) {
     if (!st) {
         printf("sampled %d prompts x 2 (seeds %llu..%llu, %d steps, cfg %g, adapter weight %g) -> %s\n", n,
                (unsigned long long)seed, (unsigned long long)(seed + (uint64_t)n - 1), steps, cfg, job.lora[0].weight, out);
+        print_score("vae-rt", &srt);
+        printf("         (vae-rt: the reference images through the VAE and back, the floor for any adapter)\n");
         print_score("base", &sb);
         print_score("adapter", &sd);
         printf("n_images: %d\nfidelity_skipped: %d\nreference_halves: %.4f\ncount_accuracy_base: %.4f\n"
-               "count_accuracy_adapter: %.4f\n", n, sb.n_skipped, halves, sb.count, sd.count);
+               "count_accuracy_adapter: %.4f\nstyle_distance_vae_floor: %.4f\n", n, sb.n_skipped, halves, sb.count,
+               sd.count, srt.style);
         printf("style_distance_base: %.4f\nstyle_distance_adapter: %.4f\nprompt_fidelity_base: %.4f\n"
                "prompt_fidelity_adapter: %.4f\n", sb.style, sd.style, sb.fidelity, sd.fidelity);
     }

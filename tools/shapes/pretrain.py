@@ -272,6 +272,97 @@ def stage_vae(a):
     log("vae done: %s" % json.dumps(info))
 
 
+# ------------------------------------------------------------------ stage: vaedec
+def vae_weights(a):
+    """The VAE state dict to export: the decoder-tuned one when that stage ran."""
+    p = os.path.join(a.work, "vae_dec.pt")
+    return torch.load(p if os.path.exists(p) else os.path.join(a.work, "vae.pt"))["model"]
+
+
+def stage_vaedec(a):
+    """Fine-tunes the VAE decoder only (as Stability's ft-MSE VAE did) on the plain scenes mixed
+    with as many scenes in random looks (scene.render "varied": outlines, stripes, dark paper,
+    glow). The encoder, hence the latent space the U-Net learns, is unchanged; the decoder
+    learns to draw thin dark lines and textures the plain scenes never showed it."""
+    ck = os.path.join(a.work, "vae_dec.pt")
+    vpath = os.path.join(a.work, "varied.npz")
+    if not os.path.exists(vpath):
+        t0 = time.time()
+        rng = random.Random(a.seed + 77)
+        v = np.zeros((a.n_varied, 64, 64, 3), np.uint8)
+        for i in range(a.n_varied):
+            v[i] = np.asarray(scene.render(scene.sample_scene(rng), "varied", a.seed * 7919 + i))
+        np.savez(vpath + ".tmp.npz", images=v)
+        os.replace(vpath + ".tmp.npz", vpath)
+        log("vaedec: %d varied scenes in %.0f s" % (a.n_varied, time.time() - t0))
+    imgs, _ = load_data(a)
+    x_all = torch.cat([torch.from_numpy(imgs), torch.from_numpy(np.load(vpath)["images"])]).permute(0, 3, 1, 2)
+    n_plain = len(imgs)
+    vae = vae_ref.AutoencoderKL(VAE_CFG)
+    vae.load_state_dict(torch.load(os.path.join(a.work, "vae.pt"))["model"], strict=True)
+    dec = list(vae.decoder.parameters()) + (list(vae.post_quant_conv.parameters()) if vae.post_quant_conv is not None else [])
+    for p in vae.parameters():
+        p.requires_grad_(False)
+    for p in dec:
+        p.requires_grad_(True)
+    opt = torch.optim.AdamW(dec, lr=a.vaedec_lr, weight_decay=0.0)
+    step, elapsed = 0, 0.0
+    if os.path.exists(ck):
+        st = torch.load(ck)
+        vae.load_state_dict(st["model"])
+        opt.load_state_dict(st["opt"])
+        step, elapsed = st["step"], st["elapsed"]
+        if st.get("done"):
+            log("vaedec: %s done" % ck)
+            return
+        log("vaedec: resumed at step %d (%.0f s)" % (step, elapsed))
+    g = torch.Generator().manual_seed(a.seed + 3 + step)
+    budget = a.vaedec_minutes * 60
+    t_start, t_last, hist = time.time() - elapsed, time.time(), []
+
+    def save(done=False):
+        torch.save({"model": vae.state_dict(), "opt": opt.state_dict(), "step": step,
+                    "elapsed": time.time() - t_start, "done": done}, ck + ".tmp")
+        os.replace(ck + ".tmp", ck)
+
+    while time.time() - t_start < budget:
+        frac = (time.time() - t_start) / budget
+        half = a.vae_batch // 2  # half plain scenes, half varied looks
+        idx = torch.cat([torch.randint(0, n_plain, (half,), generator=g),
+                         torch.randint(n_plain, len(x_all), (a.vae_batch - half,), generator=g)])
+        x = x_all[idx].float() / 127.5 - 1.0
+        oy, ox = (torch.randint(0, 9, (2,), generator=g) * 4).tolist()
+        x = x[:, :, oy:oy + 32, ox:ox + 32]
+        for pg in opt.param_groups:
+            pg["lr"] = a.vaedec_lr * min(1.0, (step + 1) / 50) * (0.55 + 0.45 * math.cos(math.pi * min(frac, 1.0)))
+        with torch.no_grad():
+            mean, logvar = vae.encode(x)
+            z = mean + torch.exp(0.5 * logvar) * torch.randn(mean.shape, generator=g)
+        rec = vae.decode(z)
+        l1 = (rec - x).abs().mean()
+        l2 = ((rec - x) ** 2).mean()
+        loss = l1 + l2
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        step += 1
+        hist.append((l1.item(), l2.item()))
+        if time.time() - t_last > 60 or step == 20:
+            h = np.array(hist[-50:]).mean(0)
+            el = time.time() - t_start
+            log("vaedec step %d %.0f s, %.2f steps/s: l1 %.4f l2 %.5f" % (step, el, step / max(el, 1e-9), h[0], h[1]))
+            t_last = time.time()
+            save()
+    save(done=True)
+    vae.eval()
+    with torch.no_grad():
+        out = {}
+        for name, sl in (("plain", slice(0, 64)), ("varied", slice(n_plain, n_plain + 64))):
+            x = x_all[sl].float() / 127.5 - 1.0
+            out[name] = (vae.decode(vae.encode(x)[0]) - x).abs().mean().item()
+    log("vaedec done: %d steps, eval l1 plain %.4f varied %.4f" % (step, out["plain"], out["varied"]))
+
+
 # ------------------------------------------------------------------ stage: unet
 def unet_paths(a):
     return os.path.join(a.work, "unet.pt")
@@ -377,8 +468,7 @@ def export(a, tok, te_cfg, ema, te, un, scale, step, seconds, hist):
     te_sd = f16_round(dict(zip(names_te, ema[:n_te])))
     un_keys = [k for k, _ in un.named_parameters()]
     un_sd = f16_round(dict(zip(un_keys, ema[n_te:])))
-    vst = torch.load(os.path.join(a.work, "vae.pt"))["model"]
-    vae_sd = f16_round(vst)
+    vae_sd = f16_round(vae_weights(a))
     out = a.out
     for sub in ("text_encoder", "unet", "vae", "scheduler"):
         os.makedirs(os.path.join(out, sub), exist_ok=True)
@@ -440,7 +530,7 @@ def stage_export(a):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("stage", choices=["data", "vae", "unet", "export", "all"])
+    ap.add_argument("stage", choices=["data", "vae", "vaedec", "unet", "export", "all"])
     ap.add_argument("--out", default=os.path.join(ROOT, "models", "shapes64"))
     ap.add_argument("--work", default="/tmp/shapes64_work")
     ap.add_argument("--seed", type=int, default=1)
@@ -449,7 +539,10 @@ def main():
     ap.add_argument("--vae-batch", type=int, default=16)
     ap.add_argument("--vae-lr", type=float, default=1e-3)
     ap.add_argument("--vae-kl", type=float, default=1e-6)
-    ap.add_argument("--unet-minutes", type=float, default=95)
+    ap.add_argument("--n-varied", type=int, default=4000)
+    ap.add_argument("--vaedec-minutes", type=float, default=12)
+    ap.add_argument("--vaedec-lr", type=float, default=3e-4)
+    ap.add_argument("--unet-minutes", type=float, default=83)
     ap.add_argument("--unet-stop-at", type=float, default=0, help="epoch seconds; stop the unet stage by then")
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--lr", type=float, default=6e-4)
@@ -462,9 +555,10 @@ def main():
     torch.manual_seed(a.seed)
     random.seed(a.seed)
     os.makedirs(a.work, exist_ok=True)
-    stages = ["data", "vae", "unet"] if a.stage == "all" else [a.stage]
+    stages = ["data", "vae", "vaedec", "unet"] if a.stage == "all" else [a.stage]
     for s in stages:
-        {"data": stage_data, "vae": stage_vae, "unet": stage_unet, "export": stage_export}[s](a)
+        {"data": stage_data, "vae": stage_vae, "vaedec": stage_vaedec, "unet": stage_unet,
+         "export": stage_export}[s](a)
 
 
 if __name__ == "__main__":

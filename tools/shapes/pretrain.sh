@@ -4,7 +4,8 @@
 # Needs PyTorch, numpy, regex and PIL for /usr/bin/python3 (install with `tools/deps.sh --torch`;
 # this script installs nothing). Seeded and CPU-only; takes about 2 hours on 2 cores:
 #   1. tools/shapes/train_bpe.py   tokenizer (CLIP-format byte-level BPE) from the scene captions
-#   2. tools/shapes/pretrain.py    scene data -> VAE -> text encoder + U-Net, export (F16) and
+#   2. tools/shapes/pretrain.py    scene data -> VAE -> VAE decoder fine-tune on varied looks ->
+#                                  text encoder + U-Net, export (F16) and
 #                                  tests/data/shapes64_check.safetensors (the C test's golden)
 #   3. tools/shapes/gen_styles.py  examples/styles/{outline,hatch,neon}
 # Scratch files (dataset, latents, checkpoints, log) go to $WORK (default /tmp/shapes64_work);

@@ -12,7 +12,7 @@ caption(scene) describes it in a fixed grammar (lower case, no punctuation):
     pair:   "two small red circles above a medium blue square on a yellow background"
             relations: above, below, to the left of, to the right of
 render(scene, style, seed) draws the same scene plain or in a style ("plain", "outline",
-"hatch", "neon"), antialiased by 4x supersampling. Only PIL and the standard library.
+"hatch", "neon", or "varied": a random look per image), antialiased by 4x supersampling. Only PIL and the standard library.
 """
 import math
 import random
@@ -228,9 +228,62 @@ def render(scene, style="plain", seed=0):
             glow = glow.point(lambda v: min(255, int(v * 2.2)))
             img.paste(Image.new("RGB", (big, big), col), (0, 0), glow)
             img.paste(Image.new("RGB", (big, big), _mix(col, (255, 255, 255), 0.6)), (0, 0), line)
+    elif style == "varied":  # a random look per image: what the VAE decoder is fine-tuned on
+        img = _render_varied(scene, rng, big)
     else:
         raise ValueError("unknown style %r" % style)
     return img.resize((SIZE, SIZE), Image.LANCZOS)
+
+
+def _render_varied(scene, rng, big):
+    """Random paper (plain, pale or dark), fill (solid, pale, stripes at a random angle and
+    period, or none) and edge (none, dark ink, darker or lighter colour, optionally glowing)
+    drawn independently, so no one combination is favoured: looks a general image codec must
+    reproduce, of which the example styles are three points among many."""
+    bgc = COLOURS[scene["bg"]]
+    paper = rng.choice(["plain", "pale", "dark"])
+    if paper == "plain":
+        base = _jitter(bgc, rng)
+    elif paper == "pale":
+        base = _mix(bgc, (255, 250, 240), rng.uniform(0.3, 0.8))
+    else:
+        base = _mix(bgc, (5, 5, 10), rng.uniform(0.75, 0.97))
+    img = Image.new("RGB", (big, big), base)
+    if rng.random() < 0.3:  # faint lines across the paper
+        d = ImageDraw.Draw(img)
+        faint = _mix(base, (255, 255, 255) if paper == "dark" else (0, 0, 0), rng.uniform(0.05, 0.2))
+        step, sgn = rng.randint(5, 10) * SS, rng.choice([-1, 1])
+        for k in range(-big, 2 * big, step):
+            d.line([(k, 0), (k + sgn * big, big)], fill=faint, width=SS)
+    fill_kind = rng.choice(["solid", "pale", "stripes", "none"])
+    edge_kind = rng.choice(["none", "ink", "dark", "light"])
+    width = rng.uniform(0.5, 2.0)
+    glow = rng.random() < 0.3
+    for g, cx, cy in _items(scene):
+        r, col = RADIUS[g["size"]], _jitter(COLOURS[g["colour"]], rng)
+        if edge_kind != "none" or fill_kind == "none":
+            ec = {"ink": (15, 15, 15), "dark": _mix(col, (0, 0, 0), 0.35),
+                  "light": _mix(col, (255, 255, 255), 0.6), "none": col}[edge_kind]
+            outer = shape_mask(g["shape"], cx, cy, r, grow=width)
+            if glow:
+                halo = outer.filter(ImageFilter.GaussianBlur(2.0 * SS)).point(lambda v: min(255, int(v * 1.8)))
+                img.paste(Image.new("RGB", (big, big), col), (0, 0), halo)
+            img.paste(Image.new("RGB", (big, big), ec), (0, 0), outer)
+        inner = shape_mask(g["shape"], cx, cy, r, grow=-0.5 if fill_kind == "none" else 0.0)
+        if fill_kind == "solid":
+            img.paste(Image.new("RGB", (big, big), col), (0, 0), inner)
+        elif fill_kind == "pale":
+            img.paste(Image.new("RGB", (big, big), _mix(col, (255, 255, 255), rng.uniform(0.3, 0.6))), (0, 0), inner)
+        elif fill_kind == "stripes":
+            st = Image.new("RGB", (big, big), _mix(col, (255, 255, 255), 0.85))
+            ds = ImageDraw.Draw(st)
+            period, sgn = rng.randint(3, 6) * SS, rng.choice([-1, 1])
+            for k in range(-big, 2 * big, period):
+                ds.line([(k, 0), (k + sgn * big, big)], fill=col, width=int(rng.uniform(1.0, 2.5) * SS))
+            img.paste(st, (0, 0), inner)
+        else:  # hollow: the paper shows through
+            img.paste(Image.new("RGB", (big, big), base), (0, 0), inner)
+    return img
 
 
 def make_dataset(n, seed):
@@ -258,5 +311,5 @@ if __name__ == "__main__":
     data = make_dataset(n, 1)
     for s, c in data:
         print(c)
-    for style in ("plain", "outline", "hatch", "neon"):
+    for style in ("plain", "outline", "hatch", "neon", "varied"):
         contact_sheet([render(s, style, i) for i, (s, _) in enumerate(data)]).save("/tmp/shapes_%s.png" % style)
