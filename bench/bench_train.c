@@ -4,10 +4,17 @@
  *
  * Usage: bench_train --model DIR [--random] [--res R] [--batch B] [--iters N] [--full]
  *                    [--rank 8] [--alpha 8] [--targets attn]
+ *                    [--base fp32|nf4] [--nf4-layers attn,ff,proj] [--nf4-dq]
  *   DIR      a diffusers folder: unet/ (and vae/, text_encoder/ configs for the latent
  *            size and text width). --random: configs only, seeded random weights
  *            (SD-1.5 shape: --model $SL_SHARED_DIR/sd15 --random --res 256).
  *   --res    image size (default the VAE's sample_size); latents res/f, f from the VAE config.
+ *   --base nf4  LoRA on an NF4 frozen base (QLoRA), as `stylora train --base nf4`: the
+ *            U-Net linears of --nf4-layers (default SL_NF4_DEFAULT_LAYERS) held as NF4
+ *            (pipeline/quant.h; --nf4-dq: double-quantized absmax); real weights are
+ *            streamed into NF4 like the trainer does, --random weights are quantized in
+ *            place and the peak RSS is reset afterwards (rss_mib = from the NF4 U-Net on;
+ *            load_rss_mib = the peak before, with the fp32 copy). Not with --full.
  *
  * One step = what sl_trainer_step does after its batch is drawn: U-Net forward on
  * x_t [B,C,h,w], t [B], text [B,77,D]; the MSE loss against a target and its
@@ -17,9 +24,10 @@
  * AdamW step (torch defaults, lr 1e-4); gradients zeroed. Noise, timesteps and text
  * come pre-drawn (both sides), so the step is the model and optimizer work only.
  *
- * Prints RESULT lines (bench/bench_util.h): train_lora or train_full (seconds of
- * one step, FLOPs), and the memory plan: base weights, trainable parameters,
- * gradients, optimizer state and activations in bytes.
+ * Prints RESULT lines (bench/bench_util.h): train_lora, train_lora_nf4 or train_full
+ * (seconds of one step, FLOPs), and the memory plan: base weights (the U-Net weight
+ * arena: with NF4, codes + scales + the dequantization tile + the dense rest),
+ * trainable parameters, gradients, optimizer state and activations in bytes.
  * FLOPs: forward (sl_unet_forward_flops: convs, linears, attention matmuls from
  * the layer shapes) + backward (bench_unet_backward_flops) + the adapter's own
  * work (3 x its forward: forward, dA/dB, input gradient). AdamW not counted.
@@ -31,28 +39,35 @@
 #include "pipeline/optim.h"
 
 typedef struct Args {
-    const char *model, *targets;
-    int random, full, iters, plan_only;
+    const char *model, *targets, *nf4_layers;
+    int random, full, iters, plan_only, nf4, nf4_dq;
     int64_t res, batch, rank;
     float alpha;
 } Args;
 
 static void usage(const char *p) {
     fprintf(stderr, "usage: %s --model DIR [--random] [--res R] [--batch B] [--iters N] [--full] [--plan-only] "
-                    "[--rank R] [--alpha A] [--targets LIST]\n", p);
+                    "[--rank R] [--alpha A] [--targets LIST] [--base fp32|nf4] [--nf4-layers LIST] [--nf4-dq]\n", p);
     exit(2);
 }
 
 static Args parse(int argc, char **argv) {
-    Args a = {NULL, "attn", 0, 0, 3, 0, 0, 1, 8, 8.0f};
+    Args a = {NULL, "attn", NULL, 0, 0, 3, 0, 0, 0, 0, 1, 8, 8.0f};
     for (int i = 1; i < argc; i++) {
         const char *s = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(s, "--random")) a.random = 1;
         else if (!strcmp(s, "--full")) a.full = 1;
         else if (!strcmp(s, "--plan-only")) a.plan_only = 1;
+        else if (!strcmp(s, "--nf4-dq")) a.nf4_dq = 1;
         else if (!v) usage(argv[0]);
         else if (!strcmp(s, "--model")) a.model = argv[++i];
         else if (!strcmp(s, "--targets")) a.targets = argv[++i];
+        else if (!strcmp(s, "--nf4-layers")) a.nf4_layers = argv[++i];
+        else if (!strcmp(s, "--base")) {
+            a.nf4 = !strcmp(v, "nf4");
+            if (!a.nf4 && strcmp(v, "fp32")) usage(argv[0]);
+            i++;
+        }
         else if (!strcmp(s, "--res")) a.res = atoll(argv[++i]);
         else if (!strcmp(s, "--batch")) a.batch = atoll(argv[++i]);
         else if (!strcmp(s, "--iters")) a.iters = atoi(argv[++i]);
@@ -60,23 +75,26 @@ static Args parse(int argc, char **argv) {
         else if (!strcmp(s, "--alpha")) a.alpha = (float)atof(argv[++i]);
         else usage(argv[0]);
     }
-    if (!a.model || a.iters < 1 || a.batch < 1) usage(argv[0]);
+    if (!a.model || a.iters < 1 || a.batch < 1 || (a.nf4 && a.full)) usage(argv[0]);
     return a;
 }
 
 /* --plan-only --full: the memory of full fine-tuning from the shapes alone, without
  * allocating it (SD-1.5 full needs ~14 GB): every weight trainable, an fp32 gradient
- * each, AdamW's two fp32 moments each (as sl_adamw_init sizes them). */
-static int plan_full(const Args *a, SlCtx *ctx) {
+ * each, AdamW's two fp32 moments each (as sl_adamw_init sizes them); the activation
+ * arena is the one sl_unet_plan allocates at the run's size (0.6 GB at SD-1.5 / 256x256;
+ * its size does not depend on which weights train: LoRA and full plan the same). */
+static int plan_full(const Args *a, int64_t B, int64_t h, int64_t w, int64_t T, SlCtx *ctx) {
     char p[4096];
     SlUNetConfig ucfg;
     SlUNet u;
     snprintf(p, sizeof p, "%s/unet/config.json", a->model);
     if (sl_unet_config_load(&ucfg, p, ctx) || sl_unet_init_shapes(&u, &ucfg, ctx)) bench_die("bench_train", ctx);
     const size_t n = (size_t)sl_unet_n_weights(&u);
+    if (sl_unet_plan(&u, B, h, w, T, ctx)) bench_die("bench_train", ctx);
     char extra[512];
     snprintf(extra, sizeof extra, " planned=1 base_weight_bytes=%zu trainable_params=%zu param_bytes=%zu grad_bytes=%zu "
-             "optimizer_state_bytes=%zu", n * 4, n, n * 4, n * 4, n * 8);
+             "optimizer_state_bytes=%zu activation_bytes=%zu", n * 4, n, n * 4, n * 4, n * 8, u.acts.size);
     printf("stylora full fine-tuning memory plan, U-Net %s: %zu weights, optimizer state %.2f GB (not run)\n",
            a->model, n, n * 8e-9);
     bench_result("train_full_plan", 0, 0, extra);
@@ -89,7 +107,6 @@ int main(int argc, char **argv) {
     setvbuf(stdout, NULL, _IOLBF, 0);
     SlCtx ctx;
     sl_ctx_init(&ctx);
-    if (a.plan_only) return plan_full(&a, &ctx);
     char p[4096];
     SlVaeConfig vcfg;
     SlClipConfig ccfg;
@@ -99,11 +116,21 @@ int main(int argc, char **argv) {
     if (sl_clip_config_load(&ccfg, p, &ctx)) bench_die("bench_train", &ctx);
     const int64_t R = a.res ? a.res : vcfg.sample_size, f = sl_vae_downscale(&vcfg), h = R / f, w = R / f;
     const int64_t B = a.batch, T = 77, D = ccfg.D;
+    if (a.plan_only) return plan_full(&a, B, h, w, T, &ctx);
 
     SlUNet u;
     SlUNetConfig ucfg;
-    double t0 = bench_now();
-    if (bench_unet_open(&u, &ucfg, a.model, a.random, &ctx)) bench_die("bench_train", &ctx);
+    SlNf4Stats nst;
+    memset(&nst, 0, sizeof nst);
+    double t0 = bench_now(), load_rss = 0;
+    if (a.nf4) {
+        if (bench_unet_open_nf4(&u, &ucfg, a.model, a.random, a.nf4_layers, a.nf4_dq, &nst, &ctx))
+            bench_die("bench_train", &ctx);
+        load_rss = bench_peak_rss_mib();
+        if (a.random && bench_reset_peak_rss()) fprintf(stderr, "bench_train: cannot reset the peak RSS\n");
+    } else if (bench_unet_open(&u, &ucfg, a.model, a.random, &ctx)) {
+        bench_die("bench_train", &ctx);
+    }
     if (a.full && sl_unet_enable_grads(&u, &ctx)) bench_die("bench_train", &ctx);
     if (sl_unet_plan(&u, B, h, w, T, &ctx)) bench_die("bench_train", &ctx);
     SlSites sites;
@@ -180,16 +207,20 @@ int main(int argc, char **argv) {
     const double fl = a.full ? 0 : 3.0 * bench_lora_forward_flops(&ad, &sites);
     size_t n_tr = 0;
     for (int i = 0; i < n_params; i++) n_tr += (size_t)params[i].n;
-    char extra[1024];
+    char extra[1024], nx[512] = "";
+    if (a.nf4)
+        snprintf(nx, sizeof nx, " nf4_layers=%d nf4_weights=%lld nf4_fp32_bytes=%zu nf4_bytes=%zu nf4_tile_bytes=%zu "
+                 "nf4_double_quant=%d load_rss_mib=%.1f", nst.n_layers, (long long)nst.n_quant, nst.fp32_bytes,
+                 nst.nf4_bytes, nst.work_bytes, nst.double_quant, load_rss);
     snprintf(extra, sizeof extra,
              " loss=%.6g init_s=%.2f base_weight_bytes=%zu trainable_params=%zu param_bytes=%zu grad_bytes=%zu "
-             "optimizer_state_bytes=%zu activation_bytes=%zu adapter_cache_bytes=%zu",
+             "optimizer_state_bytes=%zu activation_bytes=%zu adapter_cache_bytes=%zu%s",
              loss, t_init, u.weights.size, n_tr, n_tr * sizeof(float), a.full ? u.grads.size : ad.grads.size,
-             sl_adamw_state_bytes(&opt), u.acts.size, a.full ? (size_t)0 : set.cache.size);
+             sl_adamw_state_bytes(&opt), u.acts.size, a.full ? (size_t)0 : set.cache.size, nx);
     printf("stylora %s step, U-Net %s, B=%lld latents %lldx%lld, T=%lld: %.3f s (forward %.1f GFLOP, backward %.1f, "
-           "adapter %.2f)\n", a.full ? "full fine-tuning" : "LoRA", a.model, (long long)B, (long long)h, (long long)w,
-           (long long)T, best, ff * 1e-9, fb * 1e-9, fl * 1e-9);
-    bench_result(a.full ? "train_full" : "train_lora", best, ff + fb + fl, extra);
+           "adapter %.2f)\n", a.full ? "full fine-tuning" : a.nf4 ? "LoRA on an NF4 base" : "LoRA", a.model,
+           (long long)B, (long long)h, (long long)w, (long long)T, best, ff * 1e-9, fb * 1e-9, fl * 1e-9);
+    bench_result(a.full ? "train_full" : a.nf4 ? "train_lora_nf4" : "train_lora", best, ff + fb + fl, extra);
     free(xt); free(target); free(pred); free(dout); free(ehs); free(ts);
     sl_adamw_free(&opt);
     free(params);

@@ -23,6 +23,7 @@
 
 #include "core/status.h"
 #include "core/weights.h"
+#include "pipeline/quant.h"
 #include "styles/adapter.h"
 #include "textenc/clip.h"
 #include "unet/unet.h"
@@ -39,6 +40,16 @@ static inline double bench_peak_rss_mib(void) {
     struct rusage r;
     getrusage(RUSAGE_SELF, &r);
     return (double)r.ru_maxrss / 1024.0;
+}
+
+/* Resets the peak resident set to the current one (Linux: "5" to /proc/self/clear_refs
+ * resets the high-water mark that ru_maxrss reads). Returns 0, or -1 when the kernel
+ * does not allow it (the peak then keeps counting from the start). */
+static inline int bench_reset_peak_rss(void) {
+    FILE *f = fopen("/proc/self/clear_refs", "w");
+    if (!f) return -1;
+    const int ok = fputs("5", f) >= 0;
+    return fclose(f) == 0 && ok ? 0 : -1;
 }
 
 static inline void bench_die(const char *prog, const SlCtx *ctx) {
@@ -68,6 +79,29 @@ static inline SlStatus bench_unet_open(SlUNet *u, SlUNetConfig *cfg, const char 
     snprintf(p, sizeof p, "%s/unet", dir);
     SL_TRY(sl_weights_open_dir(&w, p, ctx));
     SlStatus st = sl_unet_load(u, &w, ctx);
+    sl_weights_close(&w);
+    return st;
+}
+
+/* An NF4 frozen U-Net as `stylora train --base nf4` has it (pipeline/quant.h; which
+ * NULL = SL_NF4_DEFAULT_LAYERS). Real weights: streamed from <dir>/unet/ into NF4
+ * (sl_unet_load_nf4, as sl_model_load_nf4 does: the fp32 copy never exists). random:
+ * seeded fp32 weights quantized in place (sl_unet_quantize_nf4; the fp32 arena exists
+ * until the NF4 one is built, so the caller resets the peak RSS after this). */
+static inline SlStatus bench_unet_open_nf4(SlUNet *u, SlUNetConfig *cfg, const char *dir, int random,
+                                           const char *which, int dq, SlNf4Stats *stats, SlCtx *ctx) {
+    if (random) {
+        SL_TRY(bench_unet_open(u, cfg, dir, 1, ctx));
+        return sl_unet_quantize_nf4(u, which, dq, stats, ctx);
+    }
+    char p[4096];
+    snprintf(p, sizeof p, "%s/unet/config.json", dir);
+    SL_TRY(sl_unet_config_load(cfg, p, ctx));
+    SL_TRY(sl_unet_init_shapes(u, cfg, ctx));
+    SlWeights w;
+    snprintf(p, sizeof p, "%s/unet", dir);
+    SL_TRY(sl_weights_open_dir(&w, p, ctx));
+    SlStatus st = sl_unet_load_nf4(u, &w, which, dq, stats, ctx);
     sl_weights_close(&w);
     return st;
 }

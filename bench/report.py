@@ -12,12 +12,15 @@ shapes) / stylora seconds; "of SGEMM" = that / the OpenBLAS SGEMM 1024^3 rate of
 """
 import sys
 
-ORDER = ["lora_train_step", "full_train_step", "sample_step", "vae_decode", "text_encoder"]
+ORDER = ["lora_train_step", "lora_nf4_train_step", "full_train_step", "sample_step", "vae_decode", "text_encoder"]
 SIZES = ["shapes64", "sd15"]
 MODES = ["base", "merged", "unmerged"]
-MEM_FIELDS = [("base_weight_bytes", "frozen base weights"), ("param_bytes", "trainable parameters"),
+MEM_FIELDS = [("base_weight_bytes", "frozen base weights (full: the trainable weights themselves)"), ("param_bytes", "trainable parameters"),
               ("grad_bytes", "gradients"), ("optimizer_state_bytes", "optimizer state (AdamW m, v)"),
               ("activation_bytes", "activations (planned arena)"), ("adapter_cache_bytes", "adapter caches")]
+KINDS = {"full_train_step": "full", "lora_train_step": "lora", "lora_nf4_train_step": "lora_nf4"}
+KIND_NAMES = {"full": "full", "lora": "LoRA", "lora_nf4": "LoRA + NF4 base"}
+NF4_FIELDS = ["nf4_layers", "nf4_weights", "nf4_fp32_bytes", "nf4_bytes", "nf4_tile_bytes", "load_rss_mib"]
 
 
 def parse(path):
@@ -41,6 +44,12 @@ def num(kv, k):
 
 def fmt(v, spec):
     return "-" if v is None else format(v, spec)
+
+
+def mem_sum(kind, c):
+    """The arenas of one step added up; full fine-tuning trains the base weights
+    themselves, so its param_bytes are not counted a second time."""
+    return sum(num(c, f) or 0 for f, _ in MEM_FIELDS if not (kind == "full" and f == "param_bytes"))
 
 
 def labels():
@@ -89,10 +98,10 @@ def main():
         c = next((kv for (side, n), kv in r.items() if side == "stylora"), None)
         t = next((kv for (side, n), kv in r.items() if side == "torch"), None)
         key = "%s_%s%s" % (bench, size, "_" + mode if mode else "")
-        kind = "lora" if bench == "lora_train_step" else "full" if bench == "full_train_step" else None
+        kind = KINDS.get(bench)
         if kind and c:
             mem.append((kind, size, c))
-            for fld, _ in MEM_FIELDS:
+            for fld in [f for f, _ in MEM_FIELDS] + NF4_FIELDS:
                 if fld in c:
                     figs.append(("memory_%s_%s_%s" % (kind, size, fld), c[fld]))
             if "optimizer_state_bytes" in c:
@@ -120,16 +129,22 @@ def main():
         if mode == "merged" and c and "merge_s" in c:
             figs.append(("%s_merge_s" % key, c["merge_s"]))
     if mem:
+        mem.sort(key=lambda m: (SIZES.index(m[1]), list(KIND_NAMES).index(m[0])))
         out.append("")
         out.append("Memory of one training step (stylora, bytes from its arenas; \"planned\": computed from the "
                    "shapes, not run):")
         out.append("")
-        out.append("| | " + " | ".join("%s %s%s" % (k, s, " (planned)" if num(c, "planned") else "")
+        out.append("| | " + " | ".join("%s %s%s" % (KIND_NAMES[k], s, " (planned)" if num(c, "planned") else "")
                                        for k, s, c in mem) + " |")
         out.append("| --- |" + " ---: |" * len(mem))
         for fld, desc in MEM_FIELDS:
             out.append("| %s | " % desc + " | ".join(
                 "%.1f MiB" % (num(c, fld) / 2 ** 20) if num(c, fld) is not None else "-" for _, _, c in mem) + " |")
+        out.append("| sum of the above (full: weights counted once) | " + " | ".join(
+            "%.1f MiB" % (mem_sum(k, c) / 2 ** 20) for k, _, c in mem) + " |")
+        out.append("| peak RSS of the process | " + " | ".join(
+            "%.0f MiB" % num(c, "rss_mib") if num(c, "rss_mib") and not num(c, "planned") else "-"
+            for _, _, c in mem) + " |")
     text = "\n".join(out)
     print(text)
     print()

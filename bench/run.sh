@@ -15,6 +15,9 @@
 # Benchmarks (each side of each one is its own process, so peak RSS is per process):
 #   lora_train_step   forward, MSE, backward into LoRA A/B (rank 8, alpha 8, to_q/to_k/to_v/to_out.0),
 #                     AdamW                       bench_train          / bench_torch.py train
+#   lora_nf4_train_step  the LoRA step on an NF4 frozen base (QLoRA; `stylora train --base nf4`:
+#                     attn,ff,proj linears in NF4), stylora only (no NF4 twin on the torch side)
+#                                                 bench_train --base nf4
 #   full_train_step   the same with every U-Net weight trainable (shapes64; SD-1.5 with --sd15-full)
 #   sample_step       one guided step: U-Net on batch 2 + CFG + Euler update; base, adapter merged,
 #                     adapter unmerged           bench_sample --mode   / bench_torch.py sample --mode
@@ -93,6 +96,8 @@ run sgemm stylora "${c_env[@]}" "$b/bench_sgemm" --threads "$threads" --iters 20
 suite() { # suite SIZE LOCK MODELARGS TRAIN_ITERS ITERS
   local size=$1 lock=$2 m=$3 ti=$4 it=$5
   both "lora_train_step.$size" "$lock" "$b/bench_train $m --iters $ti" "train $m --iters $ti"
+  # shellcheck disable=SC2086
+  run "lora_nf4_train_step.$size" stylora $lock "${c_env[@]}" "$b/bench_train" $m --iters "$ti" --base nf4
   if [[ $size == shapes64 || $sd15_full == 1 ]]; then
     both "full_train_step.$size" "$lock" "$b/bench_train $m --iters $ti --full" "train $m --iters $ti --full"
   else # the full fine-tuning memory plan without allocating it
