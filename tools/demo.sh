@@ -6,7 +6,7 @@
 # lines printed are the figures as `name: value`.
 #
 #   tools/demo.sh                     the outline style
-#   STYLE=neon STEPS=800 tools/demo.sh
+#   STYLE=neon STEPS=2000 tools/demo.sh
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -14,7 +14,7 @@ bash tools/deps.sh
 bash tools/build.sh build
 bin=build/stylora
 style=${STYLE:-outline}
-steps=${STEPS:-600}
+steps=${STEPS:-1500}
 out=out/demo
 mkdir -p "$out"
 model=models/shapes64
@@ -26,7 +26,7 @@ fi
 echo
 echo "== 1. train a LoRA on $data ($(ls "$data"/*.png | wc -l) images, $steps steps) =="
 "$bin" train --model "$model" --data "$data" --out "$out/$style.safetensors" \
-  --steps "$steps" --batch 4 --rank 8 --lr 1e-3 --seed 1 --cache-dir "$out/cache"
+  --steps "$steps" --batch 4 --rank 8 --lr 1e-3 --targets attn,proj,ff,resnet --seed 1 --cache-dir "$out/cache"
 echo
 echo "== 2. sample the same prompts and seeds without and with it, and measure =="
 "$bin" eval --model "$model" --lora "$out/$style.safetensors" --style-dir "$data" \
