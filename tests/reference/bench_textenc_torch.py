@@ -19,17 +19,13 @@ from clip_text_ref import clip_text_forward  # noqa: E402
 REPS = 7
 
 
-def main():
-    here = os.path.dirname(os.path.abspath(__file__))
-    shared = os.environ.get("SL_SHARED_DIR", os.path.join(here, "..", "..", "..", "shared"))
-    path = sys.argv[1] if len(sys.argv) > 1 else os.path.join(shared, "sd15", "text_encoder", "config.json")
-    threads = int(sys.argv[2]) if len(sys.argv) > 2 else 2
-    torch.set_num_threads(threads)
-    cfg = json.load(open(path))
+def bench_weights(cfg):
+    """The benchmark's seeded random CLIP text weights (std 0.02, unit LayerNorms, zero biases);
+    tests/reference/bench_torch.py --random uses the same."""
     D, Fh, L, V, P = (cfg["hidden_size"], cfg["intermediate_size"], cfg["num_hidden_layers"], cfg["vocab_size"],
                       cfg["max_position_embeddings"])
     g = torch.Generator().manual_seed(42)
-    rn = lambda *s: torch.randn(*s, generator=g) * 0.02
+    rn = lambda *s: torch.randn(*s, generator=g) * 0.02  # noqa: E731
     p = "text_model."
     sd = {p + "embeddings.token_embedding.weight": rn(V, D), p + "embeddings.position_embedding.weight": rn(P, D),
           p + "final_layer_norm.weight": torch.ones(D), p + "final_layer_norm.bias": torch.zeros(D)}
@@ -41,6 +37,18 @@ def main():
             sd[q + f"self_attn.{n}.weight"], sd[q + f"self_attn.{n}.bias"] = rn(D, D), torch.zeros(D)
         sd[q + "mlp.fc1.weight"], sd[q + "mlp.fc1.bias"] = rn(Fh, D), torch.zeros(Fh)
         sd[q + "mlp.fc2.weight"], sd[q + "mlp.fc2.bias"] = rn(D, Fh), torch.zeros(D)
+    return sd
+
+
+def main():
+    here = os.path.dirname(os.path.abspath(__file__))
+    shared = os.environ.get("SL_SHARED_DIR", os.path.join(here, "..", "..", "..", "shared"))
+    path = sys.argv[1] if len(sys.argv) > 1 else os.path.join(shared, "sd15", "text_encoder", "config.json")
+    threads = int(sys.argv[2]) if len(sys.argv) > 2 else 2
+    torch.set_num_threads(threads)
+    cfg = json.load(open(path))
+    V = cfg["vocab_size"]
+    sd = bench_weights(cfg)
     eos = cfg["eos_token_id"]
     T = 77
     ids = torch.full((1, T), V - 1 if eos == 2 else eos, dtype=torch.int64)

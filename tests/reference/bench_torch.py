@@ -37,6 +37,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import bench_textenc_torch  # noqa: E402
 import clip_text_ref  # noqa: E402
 import unet_ref  # noqa: E402
 import vae_ref  # noqa: E402
@@ -247,22 +248,9 @@ def bench_vae(a):
 
 def bench_textenc(a):
     cfg = load_cfg(a.model, "text_encoder")
-    D, Fh, L, V, P = (cfg["hidden_size"], cfg["intermediate_size"], cfg["num_hidden_layers"], cfg["vocab_size"],
-                      cfg["max_position_embeddings"])
-    if a.random:  # as bench_textenc_torch.py
-        g = torch.Generator().manual_seed(42)
-        rn = lambda *s: torch.randn(*s, generator=g) * 0.02  # noqa: E731
-        p = "text_model."
-        sd = {p + "embeddings.token_embedding.weight": rn(V, D), p + "embeddings.position_embedding.weight": rn(P, D),
-              p + "final_layer_norm.weight": torch.ones(D), p + "final_layer_norm.bias": torch.zeros(D)}
-        for i in range(L):
-            q = f"{p}encoder.layers.{i}."
-            for n in ("layer_norm1", "layer_norm2"):
-                sd[q + n + ".weight"], sd[q + n + ".bias"] = torch.ones(D), torch.zeros(D)
-            for n in ("q_proj", "k_proj", "v_proj", "out_proj"):
-                sd[q + f"self_attn.{n}.weight"], sd[q + f"self_attn.{n}.bias"] = rn(D, D), torch.zeros(D)
-            sd[q + "mlp.fc1.weight"], sd[q + "mlp.fc1.bias"] = rn(Fh, D), torch.zeros(Fh)
-            sd[q + "mlp.fc2.weight"], sd[q + "mlp.fc2.bias"] = rn(D, Fh), torch.zeros(D)
+    D, L, V = cfg["hidden_size"], cfg["num_hidden_layers"], cfg["vocab_size"]
+    if a.random:
+        sd = bench_textenc_torch.bench_weights(cfg)
     else:
         sd = load_weights(a.model, "text_encoder")
     eos, T = cfg["eos_token_id"], 77
