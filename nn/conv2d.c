@@ -5,14 +5,35 @@
  * output rows when the column matrix would be large; a 1x1 stride-1 unpadded
  * conv skips im2col (the input already is the column matrix). Backward reuses the same buffer: first im2col for dw, then
  * the column gradient for din, scattered back with col2im.
+ * Implicit im2col (forward, when the AVX-512 GEMM kernel runs the product): no
+ * column matrix at all; sl_gemm_op gathers each [kc, 32] panel of it straight
+ * from the image (conv_gather) while packing, one product per image. On that
+ * kernel an element's bits depend only on K's blocking, not on the tiles, so
+ * this equals the banded im2col path bit for bit whenever every band of the
+ * latter also runs on it (>= SL_GEMM_AVX_MIN_N columns); otherwise, and with
+ * SL_CONV=im2col in the environment or sl_conv2d_set_implicit(0), im2col.
+ * Frozen binary16 weights (the _f16 entry points) go through the same code as
+ * a SL_GEMM_F16 operand.
  * The _ref twins are direct loops with double accumulators (no BLAS).
  *
  * Dimension letters: B batch, Ci/Co channels, H/W input size, Ho/Wo output
  * size, K = Ci*kh*kw (im2col rows), P = Ho*Wo (im2col columns).
  */
+#include <omp.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
 #include "nn.h"
 #include "nn/gemm.h"
 #include "nn_par.h"
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#define SL_CONV_HAVE_AVX512 1
+#define SL_CONV_AVX512 __attribute__((target("avx512f")))
+#else
+#define SL_CONV_HAVE_AVX512 0
+#endif
 
 SlConvDims sl_conv_dims(int64_t B, int64_t Ci, int64_t H, int64_t W, int64_t Co, int64_t k,
                         int64_t stride, int64_t pad_t, int64_t pad_l, int64_t pad_b, int64_t pad_r) {
@@ -118,13 +139,156 @@ static void conv_col2im_add(float *dx, const float *dcol, const SlConvDims *d, i
     }
 }
 
-/* out [B,Co,Ho,Wo], in [B,Ci,H,W], w [Co,Ci,kh,kw], b [Co] or NULL,
- * work: sl_conv2d_workspace(d) floats. */
-void sl_conv2d_forward(float *out, const float *in, const float *w, const float *b,
-                       const SlConvDims *d, float *work) {
+/* ---------------------------------------------------- implicit im2col -- */
+
+static pthread_once_t g_conv_once = PTHREAD_ONCE_INIT;
+static int g_conv_implicit = 1;
+static void conv_mode_init(void) {
+    const char *env = getenv("SL_CONV");
+    g_conv_implicit = !(env && !strcmp(env, "im2col"));
+}
+
+int sl_conv2d_set_implicit(int on) {
+    pthread_once(&g_conv_once, conv_mode_init);
+    const int old = g_conv_implicit;
+    g_conv_implicit = on != 0;
+    return old;
+}
+
+/* The column matrix of one image x [Ci,H,W]: col(k, p), k = (ci, ky, kx), p = oy*Wo + ox. */
+typedef struct ConvGather {
+    const float *x;
+    const SlConvDims *d;
+} ConvGather;
+
+/* dst[k*ldd + l] = col(k0 + k, p0 + l) for k < kc, l < n, where pixels p0.. lie in output row oy
+ * from column ox0 (n <= Wo - ox0): plain loops, any stride. */
+static void gather_segment(const ConvGather *g, float *dst, int64_t ldd, int64_t k0, int64_t kc, int64_t oy,
+                           int64_t ox0, int64_t n) {
+    const SlConvDims *d = g->d;
+    const int64_t H = d->H, W = d->W, s = d->stride;
+    int64_t ci = k0 / (d->kh * d->kw), ky = (k0 / d->kw) % d->kh, kx = k0 % d->kw;
+    for (int64_t k = 0; k < kc; k++) {
+        float *o = dst + k * ldd;
+        const int64_t iy = oy * s - d->pad_t + ky;
+        if (iy < 0 || iy >= H) {
+            for (int64_t l = 0; l < n; l++) o[l] = 0.0f;
+        } else {
+            const float *xrow = g->x + (ci * H + iy) * W;
+            for (int64_t l = 0; l < n; l++) {
+                const int64_t ix = (ox0 + l) * s - d->pad_l + kx;
+                o[l] = ix >= 0 && ix < W ? xrow[ix] : 0.0f;
+            }
+        }
+        if (++kx == d->kw) {
+            kx = 0;
+            if (++ky == d->kh) ky = 0, ci++;
+        }
+    }
+}
+
+#if SL_CONV_HAVE_AVX512
+/* Lanes [lo, hi) of 16 set (empty when hi <= lo). */
+static __mmask16 lanes16(int64_t lo, int64_t hi) {
+    if (lo < 0) lo = 0;
+    if (hi > 16) hi = 16;
+    return hi <= lo ? 0 : (__mmask16)(((1u << hi) - 1u) & ~((1u << lo) - 1u));
+}
+
+/* gather_segment for stride 1 and 2 and kernels up to 8x8: 32 pixels at a time by masked
+ * vector loads (lanes whose input column falls in the padding are masked off, so read as 0
+ * and never touch memory), with the masks and row offsets worked out once per kx / ky. */
+SL_CONV_AVX512 static void gather_segment_avx512(const ConvGather *g, float *dst, int64_t ldd, int64_t k0,
+                                                 int64_t kc, int64_t oy, int64_t ox0, int64_t n) {
+    const SlConvDims *d = g->d;
+    const int64_t H = d->H, W = d->W, s = d->stride;
+    const __m512i even = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
+    int64_t roff[8]; /* per ky: offset of input row iy in its plane, or -1 (padding row) */
+    for (int64_t ky = 0; ky < d->kh; ky++) {
+        const int64_t iy = oy * s - d->pad_t + ky;
+        roff[ky] = iy >= 0 && iy < H ? iy * W : -1;
+    }
+    for (int64_t l0 = 0; l0 < n; l0 += 32) {
+        const int64_t cnt = n - l0 < 32 ? n - l0 : 32;
+        const __mmask16 st0 = lanes16(0, cnt), st1 = lanes16(0, cnt - 16);
+        int64_t xo[8][2];     /* per kx, per half: input column of the half's lane 0 */
+        __mmask16 m[8][2][2]; /* per kx, per half: masks of the (one or two) loads */
+        for (int64_t kx = 0; kx < d->kw; kx++)
+            for (int h = 0; h < 2; h++) {
+                const int64_t ix = (ox0 + l0 + 16 * h) * s - d->pad_l + kx;
+                xo[kx][h] = ix;
+                m[kx][h][0] = lanes16(-ix, W - ix);
+                m[kx][h][1] = lanes16(-ix - 16, W - ix - 16);
+            }
+        const int prefetch = (ox0 + l0 + 32 + 16) * s - d->pad_l < W; /* the row goes on past this chunk */
+        int64_t ci = k0 / (d->kh * d->kw), ky = (k0 / d->kw) % d->kh, kx = k0 % d->kw;
+        for (int64_t k = 0; k < kc; k++) {
+            float *o = dst + k * ldd + l0;
+            __m512 v0 = _mm512_setzero_ps(), v1 = _mm512_setzero_ps();
+            if (roff[ky] >= 0) {
+                const float *xr = g->x + ci * H * W + roff[ky];
+                if (kx == 0 && prefetch) { /* the next panel's pixels of this input row, into L2 (the
+                                            * rows of many channel planes at once defeat the prefetcher) */
+                    const char *nx = (const char *)(xr + xo[0][1] + 16 * s);
+                    _mm_prefetch(nx, _MM_HINT_T1);
+                    _mm_prefetch(nx + 64, _MM_HINT_T1);
+                    if (s == 2) _mm_prefetch(nx + 128, _MM_HINT_T1), _mm_prefetch(nx + 192, _MM_HINT_T1);
+                }
+                if (s == 1) {
+                    v0 = _mm512_maskz_loadu_ps(m[kx][0][0], xr + xo[kx][0]);
+                    v1 = _mm512_maskz_loadu_ps(m[kx][1][0], xr + xo[kx][1]);
+                } else { /* lane l reads ix + 2l: load 32 consecutive, keep the even ones */
+                    v0 = _mm512_permutex2var_ps(_mm512_maskz_loadu_ps(m[kx][0][0], xr + xo[kx][0]), even,
+                                                _mm512_maskz_loadu_ps(m[kx][0][1], xr + xo[kx][0] + 16));
+                    v1 = _mm512_permutex2var_ps(_mm512_maskz_loadu_ps(m[kx][1][0], xr + xo[kx][1]), even,
+                                                _mm512_maskz_loadu_ps(m[kx][1][1], xr + xo[kx][1] + 16));
+                }
+            }
+            _mm512_mask_storeu_ps(o, st0, v0);
+            _mm512_mask_storeu_ps(o + 16, st1, v1);
+            if (++kx == d->kw) {
+                kx = 0;
+                if (++ky == d->kh) ky = 0, ci++;
+            }
+        }
+    }
+}
+#endif
+
+/* SlGemmGather over the column matrix: output pixels [j0, j0+nc) cut into runs within one output row. */
+static void conv_gather(const void *ctx, float *dst, int64_t ldd, int64_t k0, int64_t kc, int64_t j0, int64_t nc) {
+    const ConvGather *g = ctx;
+    const int64_t Wo = g->d->Wo;
+    for (int64_t j = 0; j < nc;) {
+        const int64_t p = j0 + j, oy = p / Wo, ox0 = p % Wo, n = nc - j < Wo - ox0 ? nc - j : Wo - ox0;
+#if SL_CONV_HAVE_AVX512
+        if (g->d->stride <= 2 && g->d->kh <= 8 && g->d->kw <= 8 && sl_gemm_kernel() == SL_GEMM_KERNEL_AVX512)
+            gather_segment_avx512(g, dst + j, ldd, k0, kc, oy, ox0, n);
+        else
+#endif
+            gather_segment(g, dst + j, ldd, k0, kc, oy, ox0, n);
+        j += n;
+    }
+}
+
+/* Whether the forward product of d runs as implicit im2col: only where it gives the
+ * banded im2col path's bits (see the file comment). band: the im2col path's band rows. */
+static int conv_implicit(const SlConvDims *d, int64_t band) {
+    pthread_once(&g_conv_once, conv_mode_init);
+    if (!g_conv_implicit || sl_gemm_kernel() != SL_GEMM_KERNEL_AVX512 || omp_get_level() > 0) return 0;
+    const int64_t last = d->Ho % band ? d->Ho % band : band; /* the narrowest band */
+    return last * d->Wo >= SL_GEMM_AVX_MIN_N;
+}
+
+/* ------------------------------------------------------------ forward -- */
+
+/* out [B,Co,Ho,Wo], in [B,Ci,H,W], weight wop [Co, K] (fp32 or binary16), b [Co] or NULL. */
+static void conv_forward_op(float *out, const float *in, const SlGemmOperand *wop, const float *b,
+                            const SlConvDims *d, float *work) {
     const int64_t K = d->Ci * d->kh * d->kw, P = d->Ho * d->Wo, Co = d->Co;
     const int pw = conv_is_pointwise(d);
     const int64_t band = pw ? d->Ho : conv_band_rows(d);
+    const int implicit = !pw && conv_implicit(d, band);
     for (int64_t bi = 0; bi < d->B; bi++) {
         const float *x = in + bi * d->Ci * d->H * d->W;
         float *y = out + bi * Co * P;
@@ -134,6 +298,12 @@ void sl_conv2d_forward(float *out, const float *in, const float *w, const float 
                 for (int64_t p = 0; p < P; p++) y[co * P + p] = b[co];
             beta = 1.0f;
         }
+        if (implicit) { /* y (+)= w [Co,K] col [K,P], col gathered while packing */
+            const ConvGather g = {x, d};
+            const SlGemmOperand col = {SL_GEMM_GATHER, 0, NULL, 0, conv_gather, &g};
+            sl_gemm_op(Co, P, K, 1.0f, wop, &col, beta, y, P);
+            continue;
+        }
         for (int64_t oy0 = 0; oy0 < d->Ho; oy0 += band) {
             const int64_t oy1 = oy0 + band < d->Ho ? oy0 + band : d->Ho, Pb = (oy1 - oy0) * d->Wo;
             const float *col = x; /* pointwise: one band, the input itself */
@@ -142,9 +312,40 @@ void sl_conv2d_forward(float *out, const float *in, const float *w, const float 
                 col = work;
             }
             /* y[:, band] (+)= w [Co,K] col [K,Pb] */
-            sl_sgemm(0, 0, Co, Pb, K, 1.0f, w, K, col, Pb, beta, y + oy0 * d->Wo, P);
+            const SlGemmOperand cop = sl_gemm_f32(col, Pb, 0);
+            sl_gemm_op(Co, Pb, K, 1.0f, wop, &cop, beta, y + oy0 * d->Wo, P);
         }
     }
+}
+
+/* out [B,Co,Ho,Wo], in [B,Ci,H,W], w [Co,Ci,kh,kw], b [Co] or NULL,
+ * work: sl_conv2d_workspace(d) floats. */
+void sl_conv2d_forward(float *out, const float *in, const float *w, const float *b,
+                       const SlConvDims *d, float *work) {
+    const SlGemmOperand wop = sl_gemm_f32(w, d->Ci * d->kh * d->kw, 0);
+    conv_forward_op(out, in, &wop, b, d, work);
+}
+
+void sl_conv2d_forward_f16(float *out, const float *in, const uint16_t *w16, const float *b,
+                           const SlConvDims *d, float *work) {
+    const SlGemmOperand wop = sl_gemm_f16(w16, d->Ci * d->kh * d->kw, 0);
+    conv_forward_op(out, in, &wop, b, d, work);
+}
+
+/* ----------------------------------------------------------- backward -- */
+
+/* din of image (Ci,H,W) += the input gradient of output rows [oy0, oy1) (dyb [Co, Pb], row
+ * stride P): dcol [K,Pb] = w^T dyb into work, scattered back (pointwise: straight into din). */
+static void conv_din_band(float *dimg, const float *dyb, const SlGemmOperand *wT, const SlConvDims *d, int64_t oy0,
+                          int64_t oy1, float *work) {
+    const int64_t K = d->Ci * d->kh * d->kw, P = d->Ho * d->Wo, Pb = (oy1 - oy0) * d->Wo;
+    const SlGemmOperand g = sl_gemm_f32(dyb, P, 0);
+    if (conv_is_pointwise(d)) { /* dx [Ci,P] += w^T [Ci,Co] dy [Co,P] */
+        sl_gemm_op(K, P, d->Co, 1.0f, wT, &g, 1.0f, dimg, P);
+        return;
+    }
+    sl_gemm_op(K, Pb, d->Co, 1.0f, wT, &g, 0.0f, work, Pb);
+    conv_col2im_add(dimg, work, d, oy0, oy1);
 }
 
 /* din [B,Ci,H,W] +=, dw [Co,Ci,kh,kw] +=, db [Co] +=; any may be NULL. */
@@ -153,9 +354,11 @@ void sl_conv2d_backward(float *din, float *dw, float *db, const float *dout, con
     const int64_t K = d->Ci * d->kh * d->kw, P = d->Ho * d->Wo, Co = d->Co;
     const int pw = conv_is_pointwise(d);
     const int64_t band = pw ? d->Ho : conv_band_rows(d);
+    const SlGemmOperand wT = sl_gemm_f32(w, K, 1);
     for (int64_t bi = 0; bi < d->B; bi++) {
         const float *x = in + bi * d->Ci * d->H * d->W;
         const float *dy = dout + bi * Co * P;
+        float *dimg = din ? din + bi * d->Ci * d->H * d->W : NULL;
         if (db) {
 #pragma omp parallel for schedule(static) if (SL_NN_PAR(Co * P))
             for (int64_t co = 0; co < Co; co++) {
@@ -168,8 +371,7 @@ void sl_conv2d_backward(float *din, float *dw, float *db, const float *dout, con
             /* dw [Co,Ci] += dy [Co,P] x^T [P,Ci];  dx [Ci,P] += w^T [Ci,Co] dy [Co,P] */
             if (dw)
                 sl_sgemm(0, 1, Co, K, P, 1.0f, dy, P, x, P, 1.0f, dw, K);
-            if (din)
-                sl_sgemm(1, 0, K, P, Co, 1.0f, w, K, dy, P, 1.0f, din + bi * d->Ci * d->H * d->W, P);
+            if (din) conv_din_band(dimg, dy, &wT, d, 0, d->Ho, work);
             continue;
         }
         for (int64_t oy0 = 0; oy0 < d->Ho; oy0 += band) {
@@ -180,13 +382,22 @@ void sl_conv2d_backward(float *din, float *dw, float *db, const float *dout, con
                 /* dw [Co,K] += dy[:, band] col^T */
                 sl_sgemm(0, 1, Co, K, Pb, 1.0f, dyb, P, work, Pb, 1.0f, dw, K);
             }
-            if (din) {
-                /* dcol [K,Pb] = w^T dy[:, band], then scatter-add into dx */
-                sl_sgemm(1, 0, K, Pb, Co, 1.0f, w, K, dyb, P, 0.0f, work, Pb);
-                conv_col2im_add(din + bi * d->Ci * d->H * d->W, work, d, oy0, oy1);
-            }
+            if (din) conv_din_band(dimg, dyb, &wT, d, oy0, oy1, work);
         }
     }
+}
+
+/* din [B,Ci,H,W] += the input gradient through the frozen binary16 weight w16 (no dw, db). */
+void sl_conv2d_backward_input_f16(float *din, const float *dout, const uint16_t *w16,
+                                  const SlConvDims *d, float *work) {
+    if (!din) return;
+    const int64_t P = d->Ho * d->Wo;
+    const int64_t band = conv_is_pointwise(d) ? d->Ho : conv_band_rows(d);
+    const SlGemmOperand wT = sl_gemm_f16(w16, d->Ci * d->kh * d->kw, 1);
+    for (int64_t bi = 0; bi < d->B; bi++)
+        for (int64_t oy0 = 0; oy0 < d->Ho; oy0 += band)
+            conv_din_band(din + bi * d->Ci * d->H * d->W, dout + bi * d->Co * P + oy0 * d->Wo, &wT, d, oy0,
+                          oy0 + band < d->Ho ? oy0 + band : d->Ho, work);
 }
 
 void sl_conv2d_forward_ref(float *out, const float *in, const float *w, const float *b,

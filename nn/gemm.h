@@ -15,7 +15,7 @@
  * SL_GEMM=blas in the environment forces the OpenBLAS kernel. Bits differ
  * between the two kernels (not between thread counts). Calls made from inside
  * an OpenMP region run serially on the OpenBLAS kernel. Thread-safe: each
- * thread packs into its own buffer (about 1 MB, kept until the thread exits).
+ * thread packs into its own buffer (about 0.9 MB, kept until the thread exits).
  * Skinny products (N < 96) with A transposed run as C^T = op(B)^T op(A)^T with
  * transposed stores so the wide side fills the micro-kernel; other skinny
  * products use the OpenBLAS kernel. Small products (under ~8 MFLOP) run on the calling thread only.
@@ -26,6 +26,11 @@
 #define SL_NN_GEMM_H
 
 #include <stdint.h>
+
+/* Products with fewer columns than this are swapped (A transposed) or go to OpenBLAS
+ * even when the AVX-512 kernel is selected; on that kernel every other product's
+ * element (i, j) is the same bits whatever the tile plan (only K is blocked). */
+#define SL_GEMM_AVX_MIN_N 96
 
 /* trans_a / trans_b: 0 = as stored, 1 = transposed. lda/ldb/ldc are row strides. */
 void sl_sgemm(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
@@ -45,5 +50,55 @@ void sl_gemm_init(void);
 enum { SL_GEMM_KERNEL_BLAS = 0, SL_GEMM_KERNEL_AVX512 = 1 };
 int sl_gemm_kernel(void);
 int sl_gemm_set_kernel(int kernel);
+
+/* ---- Operands from other sources ------------------------------------------
+ * sl_gemm_op is sl_sgemm with each operand described by an SlGemmOperand, so a
+ * product can read frozen weights stored as IEEE binary16 (converted while
+ * packing: the fp32 matrix is never materialised) or let the caller gather
+ * op(B) on the fly (an implicit-im2col convolution packs straight from the
+ * image). Contract: the result is BIT-IDENTICAL to sl_sgemm on the same
+ * numbers in fp32 (f16 widened exactly; the gathered matrix materialised),
+ * with the same thread-count independence.
+ *   SL_GEMM_F32  p = const float *, ld and trans as sl_sgemm
+ *   SL_GEMM_F16  p = const uint16_t * (binary16), ld and trans as sl_sgemm
+ *   SL_GEMM_GATHER (B only; trans ignored): gather(ctx, dst, ldd, k0, kc, j0, nc)
+ *                writes op(B)[k0..k0+kc, j0..j0+nc) into dst[k*ldd + j]
+ *                (row-major, nc <= ldd). It may be called from several
+ *                threads at once and must be a pure function of its arguments.
+ *                It writes only those nc columns (the caller zero-fills any
+ *                columns past nc that it needs). The AVX-512 packers call it
+ *                for each B panel ([<= 256, <= 32], ldd = 32) and, in a
+ *                swapped product (N < 96, A transposed), for each A panel
+ *                ([<= 256, <= 12], ldd = 12); the OpenBLAS kernel calls it for
+ *                a tile's whole [K, nb] block (ldd = nb).
+ * A gathered A, or an unknown format, aborts. Binary16 or gathered operands on the
+ * OpenBLAS kernel (no AVX-512, SL_GEMM=blas, nested calls, skinny products) are
+ * widened a tile at a time into per-thread scratch (grown as needed, kept until the
+ * thread exits; an allocation failure there aborts: the product has no error path).
+ */
+enum { SL_GEMM_F32 = 0, SL_GEMM_F16 = 1, SL_GEMM_GATHER = 2 };
+typedef void (*SlGemmGather)(const void *ctx, float *dst, int64_t ldd, int64_t k0, int64_t kc, int64_t j0,
+                             int64_t nc);
+typedef struct SlGemmOperand {
+    int fmt;               /* SL_GEMM_F32 / SL_GEMM_F16 / SL_GEMM_GATHER */
+    int trans;             /* 0 = as stored, 1 = transposed */
+    const void *p;         /* float * or uint16_t * */
+    int64_t ld;            /* row stride of the stored matrix, in elements */
+    SlGemmGather gather;   /* SL_GEMM_GATHER only */
+    const void *ctx;
+} SlGemmOperand;
+
+static inline SlGemmOperand sl_gemm_f32(const float *p, int64_t ld, int trans) {
+    SlGemmOperand o = {SL_GEMM_F32, trans, p, ld, 0, 0};
+    return o;
+}
+static inline SlGemmOperand sl_gemm_f16(const uint16_t *p, int64_t ld, int trans) {
+    SlGemmOperand o = {SL_GEMM_F16, trans, p, ld, 0, 0};
+    return o;
+}
+
+/* C [M,N] (row stride ldc) = alpha * op(A) op(B) + beta * C. */
+void sl_gemm_op(int64_t M, int64_t N, int64_t K, float alpha, const SlGemmOperand *A, const SlGemmOperand *B,
+                float beta, float *C, int64_t ldc);
 
 #endif

@@ -34,6 +34,13 @@ void sl_linear_forward_ref(float *out, const float *in, const float *w, const fl
                            int64_t N, int64_t I, int64_t O);
 void sl_linear_backward_ref(float *din, float *dw, float *db, const float *dout,
                             const float *in, const float *w, int64_t N, int64_t I, int64_t O);
+/* A frozen binary16 weight w16 [O,I] (no dw): the same products with the halves widened
+ * while packing (nn/gemm.h sl_gemm_op), bit-identical to the fp32 kernels on the widened
+ * weight. out is overwritten (+ b); din +=. */
+void sl_linear_forward_f16(float *out, const float *in, const uint16_t *w16, const float *b,
+                           int64_t N, int64_t I, int64_t O);
+void sl_linear_backward_input_f16(float *din, const float *dout, const uint16_t *w16,
+                                  int64_t N, int64_t I, int64_t O);
 
 /* ---- Conv2d (groups = 1, dilation = 1), asymmetric zero padding allowed ---- */
 typedef struct SlConvDims {
@@ -57,6 +64,13 @@ void sl_conv2d_forward_ref(float *out, const float *in, const float *w, const fl
                            const SlConvDims *d, float *work);
 void sl_conv2d_backward_ref(float *din, float *dw, float *db, const float *dout, const float *in,
                             const float *w, const SlConvDims *d, float *work);
+/* A frozen binary16 weight w16 [Co,Ci,kh,kw] (as the linear _f16 pair): out = conv + b;
+ * din += the input gradient. Bit-identical to the fp32 kernels on the widened weight. */
+void sl_conv2d_forward_f16(float *out, const float *in, const uint16_t *w16, const float *b,
+                           const SlConvDims *d, float *work);
+void sl_conv2d_backward_input_f16(float *din, const float *dout, const uint16_t *w16,
+                                  const SlConvDims *d, float *work);
+int sl_conv2d_set_implicit(int on); /* 0: forward always via im2col (tests; env SL_CONV=im2col); returns the old setting */
 
 /* ---- GroupNorm over [B,C,HW] with G groups; mean/rstd [B*G] saved for backward ---- */
 void sl_groupnorm_forward(float *out, float *mean, float *rstd, const float *in,

@@ -4,7 +4,10 @@
  * all four transpose combinations, strided sub-matrices, alpha/beta (beta 0
  * must ignore NaN already in C), the bytes-for-bytes independence of the
  * thread count, and two products run at once from two pthreads (each thread
- * packs into its own buffer).
+ * packs into its own buffer). Then sl_gemm_op: fp16 A and/or B and a gathered B
+ * must give exactly the bytes of sl_sgemm on the widened / materialised fp32
+ * matrices, with 1 and 2 threads, on both kernels, also from inside a parallel
+ * region (the serial OpenBLAS path, widening into per-thread scratch).
  */
 #include <math.h>
 #include <omp.h>
@@ -65,6 +68,21 @@ static void check_threads(int kernel, int ta, int tb, int skinny, uint64_t *rng)
     sl_free(C2);
 }
 
+/* C rows a multiple of 1024 floats apart (partial sums kept in the thread's compact buffer
+ * between K blocks) must give the same bytes as an odd row stride (sums through C itself). */
+static void check_ldc(int kernel, uint64_t *rng) {
+    const int64_t M = 150, N = 700, K = 600, ld1 = 2048, ld2 = 2053;
+    float *A = nt_randn_new(M * K, rng, 0.0, 1.0), *B = nt_randn_new(K * N, rng, 0.0, 1.0);
+    float *C1 = nt_randn_new(M * ld1, rng, 0.0, 1.0), *C2 = nt_zeros(M * ld2);
+    for (int64_t i = 0; i < M; i++) memcpy(C2 + i * ld2, C1 + i * ld1, sizeof(float) * (size_t)N);
+    sl_sgemm(0, 0, M, N, K, 0.5f, A, K, B, N, 0.75f, C1, ld1);
+    sl_sgemm(0, 0, M, N, K, 0.5f, A, K, B, N, 0.75f, C2, ld2);
+    int same = 1;
+    for (int64_t i = 0; i < M; i++) same &= memcmp(C1 + i * ld1, C2 + i * ld2, sizeof(float) * (size_t)N) == 0;
+    CHECK(same, "kernel %d: ldc %lld and ldc %lld give different bytes", kernel, (long long)ld1, (long long)ld2);
+    sl_free(A); sl_free(B); sl_free(C1); sl_free(C2);
+}
+
 typedef struct Job { int64_t M, N, K; float *A, *B, *C; } Job;
 static void *run_job(void *arg) {
     Job *j = arg;
@@ -90,6 +108,117 @@ static void check_pthreads(int kernel, uint64_t *rng) {
               "kernel %d: product %d from a second pthread differs from the same product alone", kernel, i);
         sl_free(jobs[i].A); sl_free(jobs[i].B); sl_free(jobs[i].C); sl_free(ref[i]);
     }
+}
+
+/* ---- sl_gemm_op: fp16 and gathered operands give exactly sl_sgemm's bytes ---- */
+
+/* op(B) materialised row-major [K, N], served by the gather callback; it checks its arguments. */
+typedef struct GatherCtx { const float *b; int64_t K, N; } GatherCtx;
+static int g_gather_bad; /* calls outside the contract (racy increments are fine: any non-zero fails) */
+static void test_gather(const void *ctx, float *dst, int64_t ldd, int64_t k0, int64_t kc, int64_t j0, int64_t nc) {
+    const GatherCtx *g = ctx;
+    if (k0 < 0 || kc < 1 || k0 + kc > g->K || j0 < 0 || nc < 1 || j0 + nc > g->N || nc > ldd) {
+        g_gather_bad++;
+        return;
+    }
+    for (int64_t k = 0; k < kc; k++) memcpy(dst + k * ldd, g->b + (k0 + k) * g->N + j0, (size_t)nc * sizeof(float));
+}
+
+/* x [n] rounded to binary16 (h) and widened back (x now holds exactly representable values). */
+static uint16_t *to_half(float *x, int64_t n) {
+    uint16_t *h = sl_alloc((size_t)(n > 0 ? n : 1) * sizeof(uint16_t));
+    if (!h) exit(2);
+    sl_f32_to_f16(h, x, (size_t)n);
+    sl_f16_to_f32(x, h, (size_t)n);
+    return h;
+}
+
+/* Variants: 0 f16 A, 1 f16 B, 2 both f16, 3 gather B, 4 f16 A + gather B. Each with 1 and 2 threads must
+ * equal sl_sgemm on the widened / materialised fp32 operands byte for byte; variant 0 also vs sl_sgemm_ref.
+ * nested: run inside a parallel region (the serial OpenBLAS path), against sl_sgemm there. */
+static void check_op(int kernel, Shape s, int ta, int tb, float alpha, float beta, int nested, uint64_t *rng) {
+    const int64_t pad = 5;
+    const int64_t ar = ta ? s.K : s.M, ac = ta ? s.M : s.K, br = tb ? s.N : s.K, bc = tb ? s.K : s.N;
+    const int64_t lda = ac + pad, ldb = bc + pad, ldc = s.N + pad;
+    float *A = nt_randn_new(ar * lda, rng, 0.0, 1.0), *B = nt_randn_new(br * ldb, rng, 0.0, 1.0);
+    uint16_t *Ah = to_half(A, ar * lda), *Bh = to_half(B, br * ldb);
+    float *Bop = nt_zeros(s.K * s.N); /* op(B) row-major for the gather */
+    for (int64_t k = 0; k < s.K; k++)
+        for (int64_t j = 0; j < s.N; j++) Bop[k * s.N + j] = tb ? B[j * ldb + k] : B[k * ldb + j];
+    GatherCtx gc = {Bop, s.K, s.N};
+    float *C0 = nt_randn_new(s.M * ldc, rng, 0.0, 1.0);
+    if (beta == 0.0f)
+        for (int64_t i = 0; i < s.M * ldc; i++) C0[i] = NAN; /* must not leak into the result */
+    float *R = nt_copy(C0, s.M * ldc), *C = nt_zeros(s.M * ldc);
+    const SlGemmOperand fa = sl_gemm_f32(A, lda, ta), ha = sl_gemm_f16(Ah, lda, ta);
+    const SlGemmOperand fb = sl_gemm_f32(B, ldb, tb), hb = sl_gemm_f16(Bh, ldb, tb);
+    const SlGemmOperand gb = {SL_GEMM_GATHER, 0, NULL, 0, test_gather, &gc};
+    const SlGemmOperand *va[5] = {&ha, &fa, &ha, &fa, &ha}, *vb[5] = {&fb, &hb, &hb, &gb, &gb};
+    const int saved = omp_get_max_threads();
+    if (nested) {
+#pragma omp parallel num_threads(2)
+        {
+#pragma omp single
+            sl_sgemm(ta, tb, s.M, s.N, s.K, alpha, A, lda, B, ldb, beta, R, ldc);
+        }
+    } else {
+        sl_sgemm(ta, tb, s.M, s.N, s.K, alpha, A, lda, B, ldb, beta, R, ldc);
+    }
+    for (int v = 0; v < 5; v++)
+        for (int th = 1; th <= (nested ? 1 : 2); th++) {
+            memcpy(C, C0, sizeof(float) * (size_t)(s.M * ldc));
+            g_gather_bad = 0;
+            if (nested) {
+#pragma omp parallel num_threads(2)
+                {
+#pragma omp single
+                    sl_gemm_op(s.M, s.N, s.K, alpha, va[v], vb[v], beta, C, ldc);
+                }
+            } else {
+                omp_set_num_threads(th);
+                sl_gemm_op(s.M, s.N, s.K, alpha, va[v], vb[v], beta, C, ldc);
+                omp_set_num_threads(saved);
+            }
+            CHECK(memcmp(C, R, sizeof(float) * (size_t)(s.M * ldc)) == 0 && g_gather_bad == 0,
+                  "gemm_op kernel %d variant %d %s M%lld N%lld K%lld ta%d tb%d beta %g threads %d: bytes differ from "
+                  "sl_sgemm (or %d gather calls out of contract)",
+                  kernel, v, nested ? "nested" : "", (long long)s.M, (long long)s.N, (long long)s.K, ta, tb, beta, th,
+                  g_gather_bad);
+        }
+    if (!nested) { /* accuracy: f16 A against the double-accumulating reference on the widened numbers */
+        float *Q = nt_copy(C0, s.M * ldc);
+        memcpy(C, C0, sizeof(float) * (size_t)(s.M * ldc));
+        sl_gemm_op(s.M, s.N, s.K, alpha, &ha, &gb, beta, C, ldc);
+        sl_sgemm_ref(ta, tb, s.M, s.N, s.K, alpha, A, lda, B, ldb, beta, Q, ldc);
+        for (int64_t i = 0; i < s.M; i++) /* padding columns: NaN in both when beta == 0 */
+            for (int64_t j = s.N; j < ldc; j++) C[i * ldc + j] = Q[i * ldc + j] = 0.0f;
+        char what[160];
+        snprintf(what, sizeof what, "gemm_op f16 A, gathered B vs ref: kernel %d M%lld N%lld K%lld ta%d tb%d", kernel,
+                 (long long)s.M, (long long)s.N, (long long)s.K, ta, tb);
+        sl_test_close(what, C, Q, (size_t)(s.M * ldc), 2e-6 * (double)s.K + 1e-6, 1e-5);
+        sl_free(Q);
+    }
+    sl_free(A); sl_free(B); sl_free(Ah); sl_free(Bh); sl_free(Bop); sl_free(C0); sl_free(R); sl_free(C);
+}
+
+static void check_ops(int kernel, uint64_t *rng) {
+    const Shape edge[] = {
+        {1, 1, 1},      {13, 33, 257},  {11, 100, 5},   {25, 128, 15},  /* K < 16, partial micro-tiles */
+        {50, 200, 300}, {72, 1000, 520}, {73, 130, 33}, /* <= 72 rows: B packed, not read in place */
+        {200, 16, 300}, {130, 64, 257}, {2000, 70, 300}, {97, 33, 70}, /* N < 96: swapped when A^T */
+        {300, 700, 100}, {269, 1100, 530}, {530, 97, 1000}, /* threaded, several tiles, odd tile counts */
+    };
+    for (size_t si = 0; si < sizeof edge / sizeof edge[0]; si++)
+        for (int t = 0; t < 4; t++) check_op(kernel, edge[si], t & 1, t >> 1, t == 3 ? -1.5f : 1.0f,
+                                             t == 1 ? 0.0f : t == 2 ? 1.0f : -0.75f, 0, rng);
+    for (int r = 0; r < 12; r++) { /* random shapes */
+        const Shape s = {1 + (int64_t)(nt_next(rng) % 400), 1 + (int64_t)(nt_next(rng) % 700),
+                         1 + (int64_t)(nt_next(rng) % 600)};
+        check_op(kernel, s, (int)(nt_next(rng) & 1), (int)(nt_next(rng) & 1), 1.0f, r & 1 ? 0.0f : 1.0f, 0, rng);
+    }
+    const Shape nest[] = {{130, 300, 200}, {40, 70, 33}};
+    for (size_t si = 0; si < 2; si++)
+        for (int t = 0; t < 4; t++) check_op(kernel, nest[si], t & 1, t >> 1, 1.0f, 1.0f, 1, rng);
 }
 
 int main(void) {
@@ -119,6 +248,8 @@ int main(void) {
             }
         for (int t = 0; t < 8; t++) check_threads(kernels[ki], t & 1, (t >> 1) & 1, t >> 2, &rng);
         check_pthreads(kernels[ki], &rng);
+        check_ops(kernels[ki], &rng);
+        check_ldc(kernels[ki], &rng);
     }
     CHECK(tested >= 1, "no kernel could be tested");
     CHECK(sl_gemm_set_kernel(99) < 0, "an unknown kernel must be refused");
