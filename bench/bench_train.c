@@ -4,7 +4,7 @@
  *
  * Usage: bench_train --model DIR [--random] [--res R] [--batch B] [--iters N] [--full]
  *                    [--rank 8] [--alpha 8] [--targets attn]
- *                    [--base fp32|nf4] [--nf4-layers attn,ff,proj] [--nf4-dq]
+ *                    [--base fp32|fp16|nf4] [--nf4-layers attn,ff,proj] [--nf4-dq]
  *   DIR      a diffusers folder: unet/ (and vae/, text_encoder/ configs for the latent
  *            size and text width). --random: configs only, seeded random weights
  *            (SD-1.5 shape: --model $SL_SHARED_DIR/sd15 --random --res 256).
@@ -15,6 +15,8 @@
  *            streamed into NF4 like the trainer does, --random weights are quantized in
  *            place and the peak RSS is reset afterwards (rss_mib = from the NF4 U-Net on;
  *            load_rss_mib = the peak before, with the fp32 copy). Not with --full.
+ *   --base fp16 LoRA on a binary16 frozen base (`stylora train --base fp16`, pipeline/half.h):
+ *            every U-Net linear and conv weight in binary16, loaded and peak-reset as nf4.
  *
  * One step = what sl_trainer_step does after its batch is drawn: U-Net forward on
  * x_t [B,C,h,w], t [B], text [B,77,D]; the MSE loss against a target and its
@@ -40,19 +42,19 @@
 
 typedef struct Args {
     const char *model, *targets, *nf4_layers;
-    int random, full, iters, plan_only, nf4, nf4_dq;
+    int random, full, iters, plan_only, nf4, nf4_dq, half;
     int64_t res, batch, rank;
     float alpha;
 } Args;
 
 static void usage(const char *p) {
     fprintf(stderr, "usage: %s --model DIR [--random] [--res R] [--batch B] [--iters N] [--full] [--plan-only] "
-                    "[--rank R] [--alpha A] [--targets LIST] [--base fp32|nf4] [--nf4-layers LIST] [--nf4-dq]\n", p);
+                    "[--rank R] [--alpha A] [--targets LIST] [--base fp32|fp16|nf4] [--nf4-layers LIST] [--nf4-dq]\n", p);
     exit(2);
 }
 
 static Args parse(int argc, char **argv) {
-    Args a = {NULL, "attn", NULL, 0, 0, 3, 0, 0, 0, 0, 1, 8, 8.0f};
+    Args a = {NULL, "attn", NULL, 0, 0, 3, 0, 0, 0, 0, 0, 1, 8, 8.0f};
     for (int i = 1; i < argc; i++) {
         const char *s = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(s, "--random")) a.random = 1;
@@ -65,7 +67,8 @@ static Args parse(int argc, char **argv) {
         else if (!strcmp(s, "--nf4-layers")) a.nf4_layers = argv[++i];
         else if (!strcmp(s, "--base")) {
             a.nf4 = !strcmp(v, "nf4");
-            if (!a.nf4 && strcmp(v, "fp32")) usage(argv[0]);
+            a.half = !strcmp(v, "fp16");
+            if (!a.nf4 && !a.half && strcmp(v, "fp32")) usage(argv[0]);
             i++;
         }
         else if (!strcmp(s, "--res")) a.res = atoll(argv[++i]);
@@ -75,7 +78,7 @@ static Args parse(int argc, char **argv) {
         else if (!strcmp(s, "--alpha")) a.alpha = (float)atof(argv[++i]);
         else usage(argv[0]);
     }
-    if (!a.model || a.iters < 1 || a.batch < 1 || (a.nf4 && a.full)) usage(argv[0]);
+    if (!a.model || a.iters < 1 || a.batch < 1 || ((a.nf4 || a.half) && a.full)) usage(argv[0]);
     return a;
 }
 
@@ -122,10 +125,16 @@ int main(int argc, char **argv) {
     SlUNetConfig ucfg;
     SlNf4Stats nst;
     memset(&nst, 0, sizeof nst);
+    SlHalfStats hst;
+    memset(&hst, 0, sizeof hst);
     double t0 = bench_now(), load_rss = 0;
     if (a.nf4) {
         if (bench_unet_open_nf4(&u, &ucfg, a.model, a.random, a.nf4_layers, a.nf4_dq, &nst, &ctx))
             bench_die("bench_train", &ctx);
+        load_rss = bench_peak_rss_mib();
+        if (a.random && bench_reset_peak_rss()) fprintf(stderr, "bench_train: cannot reset the peak RSS\n");
+    } else if (a.half) {
+        if (bench_unet_open_half(&u, &ucfg, a.model, a.random, &hst, &ctx)) bench_die("bench_train", &ctx);
         load_rss = bench_peak_rss_mib();
         if (a.random && bench_reset_peak_rss()) fprintf(stderr, "bench_train: cannot reset the peak RSS\n");
     } else if (bench_unet_open(&u, &ucfg, a.model, a.random, &ctx)) {
@@ -212,15 +221,18 @@ int main(int argc, char **argv) {
         snprintf(nx, sizeof nx, " nf4_layers=%d nf4_weights=%lld nf4_fp32_bytes=%zu nf4_bytes=%zu nf4_tile_bytes=%zu "
                  "nf4_double_quant=%d load_rss_mib=%.1f", nst.n_layers, (long long)nst.n_quant, nst.fp32_bytes,
                  nst.nf4_bytes, nst.work_bytes, nst.double_quant, load_rss);
+    if (a.half)
+        snprintf(nx, sizeof nx, " half_weights=%d half_values=%lld half_fp32_bytes=%zu half_bytes=%zu load_rss_mib=%.1f",
+                 hst.n_layers, (long long)hst.n_half, hst.fp32_bytes, hst.half_bytes, load_rss);
     snprintf(extra, sizeof extra,
              " loss=%.6g init_s=%.2f base_weight_bytes=%zu trainable_params=%zu param_bytes=%zu grad_bytes=%zu "
              "optimizer_state_bytes=%zu activation_bytes=%zu adapter_cache_bytes=%zu%s",
              loss, t_init, u.weights.size, n_tr, n_tr * sizeof(float), a.full ? u.grads.size : ad.grads.size,
              sl_adamw_state_bytes(&opt), u.acts.size, a.full ? (size_t)0 : set.cache.size, nx);
     printf("stylora %s step, U-Net %s, B=%lld latents %lldx%lld, T=%lld: %.3f s (forward %.1f GFLOP, backward %.1f, "
-           "adapter %.2f)\n", a.full ? "full fine-tuning" : a.nf4 ? "LoRA on an NF4 base" : "LoRA", a.model,
+           "adapter %.2f)\n", a.full ? "full fine-tuning" : a.nf4 ? "LoRA on an NF4 base" : a.half ? "LoRA on an fp16 base" : "LoRA", a.model,
            (long long)B, (long long)h, (long long)w, (long long)T, best, ff * 1e-9, fb * 1e-9, fl * 1e-9);
-    bench_result(a.full ? "train_full" : a.nf4 ? "train_lora_nf4" : "train_lora", best, ff + fb + fl, extra);
+    bench_result(a.full ? "train_full" : a.nf4 ? "train_lora_nf4" : a.half ? "train_lora_fp16" : "train_lora", best, ff + fb + fl, extra);
     free(xt); free(target); free(pred); free(dout); free(ehs); free(ts);
     sl_adamw_free(&opt);
     free(params);

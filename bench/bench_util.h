@@ -23,6 +23,7 @@
 
 #include "core/status.h"
 #include "core/weights.h"
+#include "pipeline/half.h"
 #include "pipeline/quant.h"
 #include "styles/adapter.h"
 #include "textenc/clip.h"
@@ -102,6 +103,28 @@ static inline SlStatus bench_unet_open_nf4(SlUNet *u, SlUNetConfig *cfg, const c
     snprintf(p, sizeof p, "%s/unet", dir);
     SL_TRY(sl_weights_open_dir(&w, p, ctx));
     SlStatus st = sl_unet_load_nf4(u, &w, which, dq, stats, ctx);
+    sl_weights_close(&w);
+    return st;
+}
+
+/* A binary16 frozen U-Net as `stylora train --base fp16` has it (pipeline/half.h). Real
+ * weights: streamed from <dir>/unet/ into binary16 (sl_unet_load_half: the fp32 copy never
+ * exists). random: seeded fp32 weights converted in place (sl_unet_to_half; the caller
+ * resets the peak RSS after this, as for NF4). */
+static inline SlStatus bench_unet_open_half(SlUNet *u, SlUNetConfig *cfg, const char *dir, int random,
+                                            SlHalfStats *stats, SlCtx *ctx) {
+    if (random) {
+        SL_TRY(bench_unet_open(u, cfg, dir, 1, ctx));
+        return sl_unet_to_half(u, stats, ctx);
+    }
+    char p[4096];
+    snprintf(p, sizeof p, "%s/unet/config.json", dir);
+    SL_TRY(sl_unet_config_load(cfg, p, ctx));
+    SL_TRY(sl_unet_init_shapes(u, cfg, ctx));
+    SlWeights w;
+    snprintf(p, sizeof p, "%s/unet", dir);
+    SL_TRY(sl_weights_open_dir(&w, p, ctx));
+    SlStatus st = sl_unet_load_half(u, &w, stats, ctx);
     sl_weights_close(&w);
     return st;
 }

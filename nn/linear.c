@@ -45,6 +45,33 @@ void sl_linear_backward(float *din, float *dw, float *db, const float *dout,
     }
 }
 
+/* ---- frozen binary16 weights: w16 is widened inside sl_gemm_op's packing ---- */
+
+void sl_linear_forward_f16(float *out, const float *in, const uint16_t *w16, const float *b,
+                           int64_t N, int64_t I, int64_t O) {
+    if (N <= 0 || O <= 0) return;
+    float beta = 0.0f;
+    if (b) {
+        for (int64_t n = 0; n < N; n++)
+            for (int64_t o = 0; o < O; o++) out[n * O + o] = b[o];
+        beta = 1.0f;
+    }
+    if (I <= 0) {
+        if (!b)
+            for (int64_t i = 0; i < N * O; i++) out[i] = 0.0f;
+        return;
+    }
+    const SlGemmOperand A = sl_gemm_f32(in, I, 0), B = sl_gemm_f16(w16, I, 1);
+    sl_gemm_op(N, O, I, 1.0f, &A, &B, beta, out, O);
+}
+
+void sl_linear_backward_input_f16(float *din, const float *dout, const uint16_t *w16,
+                                  int64_t N, int64_t I, int64_t O) {
+    if (N <= 0 || O <= 0 || I <= 0 || !din) return;
+    const SlGemmOperand A = sl_gemm_f32(dout, O, 0), B = sl_gemm_f16(w16, I, 0);
+    sl_gemm_op(N, I, O, 1.0f, &A, &B, 1.0f, din, I);
+}
+
 void sl_linear_forward_ref(float *out, const float *in, const float *w, const float *b,
                            int64_t N, int64_t I, int64_t O) {
     for (int64_t n = 0; n < N; n++)

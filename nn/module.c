@@ -9,16 +9,36 @@
 
 /* ---- Linear ---- */
 
+/* The dense base product: fp32 m->w, or the frozen binary16 m->w16. */
+static void lin_dense_forward(const SlLinear *m, float *out, const float *in, const float *b, int64_t N) {
+    if (!m->w && m->w16)
+        sl_linear_forward_f16(out, in, m->w16, b, N, m->I, m->O);
+    else
+        sl_linear_forward(out, in, m->w, b, N, m->I, m->O);
+}
+
+/* din += g W, dw += g^T x, db += sum g (each when non-NULL). */
+static void lin_dense_backward(const SlLinear *m, float *din, float *dw, float *db, const float *g, const float *in,
+                               int64_t N) {
+    if (!m->w && m->w16) {
+        assert(!dw && "a binary16 base is frozen");
+        if (db) sl_linear_backward(NULL, NULL, db, g, in, NULL, N, m->I, m->O);
+        sl_linear_backward_input_f16(din, g, m->w16, N, m->I, m->O);
+        return;
+    }
+    sl_linear_backward(din, dw, db, g, in, m->w, N, m->I, m->O);
+}
+
 void sl_linmod_forward(const SlLinear *m, float *out, const float *in, int64_t N) {
     SlHook *h = m->hook;
     if (!h) {
-        sl_linear_forward(out, in, m->w, m->b, N, m->I, m->O);
+        lin_dense_forward(m, out, in, m->b, N);
         return;
     }
     if (h->ops->lin_base_forward)
         h->ops->lin_base_forward(h, m, out, in, N);
     else
-        sl_linear_forward(out, in, m->w, NULL, N, m->I, m->O);
+        lin_dense_forward(m, out, in, NULL, N);
     if (h->ops->lin_forward) h->ops->lin_forward(h, m, out, in, N);
     if (m->b)
         for (int64_t n = 0; n < N; n++) {
@@ -30,7 +50,7 @@ void sl_linmod_forward(const SlLinear *m, float *out, const float *in, int64_t N
 void sl_linmod_backward(const SlLinear *m, float *din, const float *dout, const float *in, int64_t N) {
     SlHook *h = m->hook;
     if (!h) {
-        sl_linear_backward(din, m->dw, m->db, dout, in, m->w, N, m->I, m->O);
+        lin_dense_backward(m, din, m->dw, m->db, dout, in, N);
         return;
     }
     if (m->db) sl_linear_backward(NULL, NULL, m->db, dout, in, m->w, N, m->I, m->O);
@@ -43,7 +63,7 @@ void sl_linmod_backward(const SlLinear *m, float *din, const float *dout, const 
         assert(!m->dw && "a replaced base is frozen");
         if (din && h->ops->lin_base_backward_input) h->ops->lin_base_backward_input(h, m, din, g, N);
     } else {
-        sl_linear_backward(din, m->dw, NULL, g, in, m->w, N, m->I, m->O);
+        lin_dense_backward(m, din, m->dw, NULL, g, in, N);
     }
 }
 
@@ -58,18 +78,38 @@ size_t sl_convmod_workspace(const SlConv2d *m, int64_t B, int64_t H, int64_t W) 
     return sl_conv2d_workspace(&d);
 }
 
+/* The dense base convolution: fp32 m->w, or the frozen binary16 m->w16. */
+static void conv_dense_forward(const SlConv2d *m, float *out, const float *in, const float *b, const SlConvDims *d,
+                               float *work) {
+    if (!m->w && m->w16)
+        sl_conv2d_forward_f16(out, in, m->w16, b, d, work);
+    else
+        sl_conv2d_forward(out, in, m->w, b, d, work);
+}
+
+static void conv_dense_backward(const SlConv2d *m, float *din, float *dw, float *db, const float *g, const float *in,
+                                const SlConvDims *d, float *work) {
+    if (!m->w && m->w16) {
+        assert(!dw && "a binary16 base is frozen");
+        if (db) sl_conv2d_backward(NULL, NULL, db, g, in, NULL, d, work);
+        if (din) sl_conv2d_backward_input_f16(din, g, m->w16, d, work);
+        return;
+    }
+    sl_conv2d_backward(din, dw, db, g, in, m->w, d, work);
+}
+
 void sl_convmod_forward(const SlConv2d *m, float *out, const float *in, int64_t B, int64_t H,
                         int64_t W, float *work) {
     SlConvDims d = sl_convmod_dims(m, B, H, W);
     SlHook *h = m->hook;
     if (!h) {
-        sl_conv2d_forward(out, in, m->w, m->b, &d, work);
+        conv_dense_forward(m, out, in, m->b, &d, work);
         return;
     }
     if (h->ops->conv_base_forward)
         h->ops->conv_base_forward(h, m, out, in, &d, work);
     else
-        sl_conv2d_forward(out, in, m->w, NULL, &d, work);
+        conv_dense_forward(m, out, in, NULL, &d, work);
     if (h->ops->conv_forward) h->ops->conv_forward(h, m, out, in, &d, work);
     if (m->b) {
         const int64_t P = d.Ho * d.Wo;
@@ -86,7 +126,7 @@ void sl_convmod_backward(const SlConv2d *m, float *din, const float *dout, const
     SlConvDims d = sl_convmod_dims(m, B, H, W);
     SlHook *h = m->hook;
     if (!h) {
-        sl_conv2d_backward(din, m->dw, m->db, dout, in, m->w, &d, work);
+        conv_dense_backward(m, din, m->dw, m->db, dout, in, &d, work);
         return;
     }
     if (m->db) sl_conv2d_backward(NULL, NULL, m->db, dout, in, m->w, &d, work);
@@ -100,6 +140,6 @@ void sl_convmod_backward(const SlConv2d *m, float *din, const float *dout, const
         if (din && h->ops->conv_base_backward_input)
             h->ops->conv_base_backward_input(h, m, din, g, &d, work);
     } else {
-        sl_conv2d_backward(din, m->dw, NULL, g, in, m->w, &d, work);
+        conv_dense_backward(m, din, m->dw, NULL, g, in, &d, work);
     }
 }

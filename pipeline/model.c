@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "core/config.h"
+#include "pipeline/half.h"
 #include "pipeline/quant.h"
 
 static SlStatus load_text(SlModel *m, SlWeights *w, const char *cfg_dir, SlClipLayout layout, SlCtx *ctx) {
@@ -56,15 +57,18 @@ static SlStatus load_unet_prequant(SlModel *m, SlWeights *w, const char *layers,
     return sl_unet_dequantize_nf4(&m->unet, ctx);
 }
 
-static SlStatus load_unet(SlModel *m, SlWeights *w, const char *cfg_dir, int ldm, int dense, SlCtx *ctx) {
+static SlStatus load_unet(SlModel *m, SlWeights *w, const char *cfg_dir, int ldm, const SlModelOpts *o, SlCtx *ctx) {
     char p[4096];
     snprintf(p, sizeof p, "%s/unet/config.json", cfg_dir);
     SL_TRY(sl_unet_config_load(&m->unet_cfg, p, ctx));
     int nf4 = 0;
     const char *layers = NULL;
     if (!ldm) SL_TRY(sl_weights_nf4_probe(w, &nf4, &layers, ctx));
-    if (nf4) return load_unet_prequant(m, w, layers, dense, ctx);
-    SL_TRY(sl_unet_init(&m->unet, &m->unet_cfg, ctx));
+    if (nf4 && o->unet_half)
+        return sl_fail(ctx, SL_ERR_UNSUPPORTED, "%s: the U-Net is pre-quantized to NF4: --base fp16 does not apply "
+                       "(leave --base out to use it as NF4, or --base fp32)", m->path);
+    if (nf4) return load_unet_prequant(m, w, layers, o->unet_dense, ctx);
+    SL_TRY(o->unet_half ? sl_unet_init_shapes(&m->unet, &m->unet_cfg, ctx) : sl_unet_init(&m->unet, &m->unet_cfg, ctx));
     m->has_unet = 1;
     if (ldm) {
         SlKeyPair *pairs;
@@ -74,7 +78,13 @@ static SlStatus load_unet(SlModel *m, SlWeights *w, const char *cfg_dir, int ldm
         sl_unet_free_map(pairs, n);
         SL_TRY(st);
     }
-    SL_TRY(sl_unet_load(&m->unet, w, ctx));
+    if (o->unet_half) {
+        SlHalfStats hs;
+        SL_TRY(sl_unet_load_half(&m->unet, w, &hs, ctx));
+        sl_half_log_stats(ctx, &hs);
+    } else {
+        SL_TRY(sl_unet_load(&m->unet, w, ctx));
+    }
     sl_weights_report_unused(w, 8, ctx);
     return SL_OK;
 }
@@ -98,7 +108,7 @@ static SlStatus load_diffusers(SlModel *m, const SlModelOpts *o, SlCtx *ctx) {
     }
     if (!o->skip_unet) {
         SL_TRY(sl_weights_open_dir(&w, sl_path_join(p, sizeof p, m->path, "unet"), ctx));
-        SlStatus st = load_unet(m, &w, m->path, 0, o->unet_dense, ctx);
+        SlStatus st = load_unet(m, &w, m->path, 0, o, ctx);
         sl_weights_close(&w);
         SL_TRY(st);
     }
@@ -137,7 +147,7 @@ static SlStatus load_single(SlModel *m, const SlModelOpts *o, SlCtx *ctx) {
     }
     if (!st && !o->skip_unet) {
         sl_weights_view(&view, &all, SL_CKPT_UNET_PREFIX);
-        st = load_unet(m, &view, o->config_dir, 1, o->unet_dense, ctx);
+        st = load_unet(m, &view, o->config_dir, 1, o, ctx);
         sl_weights_close(&view);
     }
     sl_weights_close(&all);

@@ -38,6 +38,8 @@ typedef struct SlModelOpts {
     int skip_vae;
     int skip_unet;
     int unet_dense;          /* a pre-quantized (NF4) U-Net is dequantized to fp32 (--base fp32) */
+    int unet_half;           /* the U-Net's linear and conv weights load as binary16 (--base fp16,
+                                pipeline/half.h); not with a pre-quantized U-Net */
 } SlModelOpts;
 
 typedef struct SlModel {

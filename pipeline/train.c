@@ -489,10 +489,11 @@ SlStatus sl_trainer_init(SlTrainer *tr, const SlTrainConfig *cfg, SlCtx *ctx) {
     SlDataOpts dopts = {c->caption, c->trigger, 0};
     SL_TRY(sl_dataset_scan(&tr->data, c->data, &dopts, ctx));
     sl_log(ctx, SL_LOG_INFO, "data: %d images in %s", tr->data.n, c->data);
-    SlModelOpts mo = {.config_dir = c->config_dir, .unet_dense = c->base && !strcmp(c->base, "fp32")};
+    const int half = c->base && !strcmp(c->base, "fp16");
+    SlModelOpts mo = {.config_dir = c->config_dir, .unet_dense = c->base && !strcmp(c->base, "fp32"), .unet_half = half};
     const int nf4 = c->base && !strcmp(c->base, "nf4"); /* [nf4] */
-    if (c->base && !nf4 && strcmp(c->base, "fp32")) return sl_fail(ctx, SL_ERR_ARG, "base '%s': use fp32 or nf4", c->base); /* [nf4] */
-    if (nf4 && (c->full || c->dora)) return sl_fail(ctx, SL_ERR_UNSUPPORTED, "an NF4 base is frozen and has no dense weight: no --full, no DoRA"); /* [nf4] */
+    if (c->base && !nf4 && !half && strcmp(c->base, "fp32")) return sl_fail(ctx, SL_ERR_ARG, "base '%s': use fp32, fp16 or nf4", c->base); /* [nf4] */
+    if ((nf4 || half) && (c->full || c->dora)) return sl_fail(ctx, SL_ERR_UNSUPPORTED, "an %s base is frozen and has no fp32 weight: no --full, no DoRA", nf4 ? "NF4" : "fp16"); /* [nf4] */
     if (nf4) SL_TRY(sl_model_load_nf4(&tr->model, c->model, &mo, c->nf4_layers, c->nf4_double_quant, ctx)); /* [nf4] */
     else SL_TRY(sl_model_load(&tr->model, c->model, &mo, ctx));
     SlModel *m = &tr->model;

@@ -63,7 +63,7 @@ typedef struct SlTrainConfig {
     int dora, rslora, gaussian_init;
     float dropout;
     int full;                    /* train every U-Net weight instead (baseline) */
-    const char *base;            /* [nf4] NULL/"fp32", or "nf4": NF4 frozen U-Net linears (pipeline/quant.h) */
+    const char *base;            /* [nf4] NULL/"fp32"; "fp16": binary16 frozen U-Net weights (pipeline/half.h); "nf4": NF4 frozen U-Net linears (pipeline/quant.h) */
     const char *nf4_layers;      /* [nf4] NULL: SL_NF4_DEFAULT_LAYERS */
     int nf4_double_quant;        /* [nf4] double-quantized absmax */
     /* objective and optimizer */

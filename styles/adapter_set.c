@@ -515,7 +515,7 @@ SlStatus sl_adapter_merge(SlMergeState *ms, const SlSites *sites, SlAdapter *con
             const SlLoraMod *lm = &ad[a]->mods[k];
             const SlSite *st = &sites->v[sl_sites_find(sites, lm->name)];
             float *W = st->lin ? st->lin->w : st->conv->w;
-            if (!W) return sl_fail(ctx, SL_ERR_UNSUPPORTED, "merge: %s has no dense weight (quantized base?)", lm->name);
+            if (!W) return sl_fail(ctx, SL_ERR_UNSUPPORTED, "merge: %s has no dense weight (NF4 or fp16 base: widen it first)", lm->name);
             const int64_t K = lm->I * lm->k * lm->k;
             const size_t numel = (size_t)(lm->O * K);
             SL_TRY(merge_keep(ms, W, numel, ctx));

@@ -16,17 +16,19 @@
 #include "cli.h"
 #include "pipeline/denoise.h"
 #include "pipeline/model.h"
+#include "pipeline/half.h"
 #include "pipeline/quant.h" /* [nf4] */
 #include "probe.h"
 #include "probe_adapters.h"
 
 static SlStatus load(SlModel *m, const ProbeArgs *a, int text, int vae, int unet, SlCtx *ctx) {
     SlModelOpts o = {.config_dir = probe_setting(a, "config"), .skip_text = !text, .skip_vae = !vae, .skip_unet = !unet,
-                     .unet_dense = a->base && !strcmp(a->base, "fp32")}; /* [nf4] a pre-quantized model: dequantized */
+                     .unet_dense = a->base && !strcmp(a->base, "fp32"), /* [nf4] a pre-quantized model: dequantized */
+                     .unet_half = a->base && !strcmp(a->base, "fp16")}; /* pipeline/half.h */
     /* [nf4] --base nf4: the U-Net linears are streamed into NF4 (pipeline/quant.h); a
      * pre-quantized model is NF4 without it */
-    if (a->base && strcmp(a->base, "fp32") && strcmp(a->base, "nf4"))
-        return sl_fail(ctx, SL_ERR_ARG, "--base is fp32 or nf4, not '%s'", a->base);
+    if (a->base && strcmp(a->base, "fp32") && strcmp(a->base, "nf4") && strcmp(a->base, "fp16"))
+        return sl_fail(ctx, SL_ERR_ARG, "--base is fp32, fp16 or nf4, not '%s'", a->base);
     const char *dq = probe_setting(a, "nf4_dq");
     if (a->base && !strcmp(a->base, "nf4"))
         SL_TRY(sl_model_load_nf4(m, a->model, &o, probe_setting(a, "nf4_layers"), dq && strcmp(dq, "0"), ctx));
@@ -35,6 +37,12 @@ static SlStatus load(SlModel *m, const ProbeArgs *a, int text, int vae, int unet
     if (unet && a->merge && sl_unet_count_nf4(&m->unet)) { /* merging needs dense weights: dequantize first */
         sl_log(ctx, SL_LOG_WARN, "--merge on an NF4 base: the NF4 layers are dequantized to fp32 first");
         SlStatus st = sl_unet_dequantize_nf4(&m->unet, ctx);
+        if (st) sl_model_free(m);
+        return st;
+    }
+    if (unet && a->merge && sl_unet_count_half(&m->unet)) {
+        sl_log(ctx, SL_LOG_WARN, "--merge on an fp16 base: the binary16 weights are widened to fp32 first");
+        SlStatus st = sl_unet_half_to_dense(&m->unet, NULL, 0, ctx);
         if (st) sl_model_free(m);
         return st;
     }

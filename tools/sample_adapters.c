@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "pipeline/half.h"
 #include "pipeline/quant.h" /* [nf4] */
 #include "sample_jobs.h"
 #include "styles/adapter.h"
@@ -52,10 +53,11 @@ static SlStatus get_adapter(AdState *s, const SampleRun *r, const char *path, Sl
     return SL_OK;
 }
 
-/* [nf4] Merging needs dense weights: the NF4 linears these adapters touch are dequantized
- * to fp32 (and stay so for later jobs; the others stay NF4). */
+/* [nf4] Merging needs dense weights: the NF4 linears (or binary16 weights, --base fp16)
+ * these adapters touch are widened to fp32 (and stay so for later jobs; the others stay). */
 static SlStatus dequantize_targets(SlModel *m, SlAdapter *const *ads, int n, SlCtx *ctx) {
-    if (!sl_unet_count_nf4(&m->unet)) return SL_OK;
+    const int n16 = sl_unet_count_half(&m->unet);
+    if (!sl_unet_count_nf4(&m->unet) && !n16) return SL_OK;
     int total = 0, k = 0;
     for (int i = 0; i < n; i++) total += ads[i]->n;
     const char **names = malloc(((size_t)total + 1) * sizeof *names);
@@ -64,8 +66,12 @@ static SlStatus dequantize_targets(SlModel *m, SlAdapter *const *ads, int n, SlC
         for (int q = 0; q < ads[i]->n; q++)
             if (!strncmp(ads[i]->mods[q].name, "unet.", 5)) names[k++] = ads[i]->mods[q].name + 5;
     const int before = sl_unet_count_nf4(&m->unet);
-    SlStatus st = k ? sl_unet_dequantize_nf4_modules(&m->unet, names, k, ctx) : SL_OK;
+    SlStatus st = k && before ? sl_unet_dequantize_nf4_modules(&m->unet, names, k, ctx) : SL_OK;
+    if (!st && k && n16) st = sl_unet_half_to_dense(&m->unet, names, k, ctx);
     free(names);
+    if (!st && n16 > sl_unet_count_half(&m->unet))
+        sl_log(ctx, SL_LOG_WARN, "--merge on an fp16 base: %d weights widened to fp32 for merging (%d stay fp16)",
+               n16 - sl_unet_count_half(&m->unet), sl_unet_count_half(&m->unet));
     const int after = sl_unet_count_nf4(&m->unet);
     if (!st && after < before)
         sl_log(ctx, SL_LOG_WARN, "--merge on an NF4 base: %d NF4 linears dequantized to fp32 for merging (%d stay NF4)",

@@ -424,7 +424,7 @@ SlStatus sl_unet_enable_grads(SlUNet *u, SlCtx *ctx) {
     if (u->grads.base) return SL_OK;
     for (int i = 0; i < u->n_params; i++) /* an NF4 (frozen, pipeline/quant.h) weight has no dense copy to train */
         if (!*u->params[i].w)
-            return sl_fail(ctx, SL_ERR_UNSUPPORTED, "unet: %s is held in NF4 (frozen): full fine-tuning needs a dense U-Net", u->params[i].name);
+            return sl_fail(ctx, SL_ERR_UNSUPPORTED, "unet: %s is held in NF4 or fp16 (frozen): full fine-tuning needs an fp32 U-Net (--base fp32)", u->params[i].name);
     SL_TRY(sl_arena_init(&u->grads, u->weights.size, "unet weight grads", ctx));
     for (int i = 0; i < u->n_params; i++) {
         SlUNetParam *p = &u->params[i];
