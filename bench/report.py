@@ -12,15 +12,20 @@ shapes) / stylora seconds; "of SGEMM" = that / the OpenBLAS SGEMM 1024^3 rate of
 """
 import sys
 
-ORDER = ["lora_train_step", "lora_nf4_train_step", "full_train_step", "sample_step", "vae_decode", "text_encoder"]
+ORDER = ["lora_train_step", "lora_nf4_train_step", "lora_fp16_train_step", "full_train_step", "sample_step", "vae_decode", "text_encoder"]
 SIZES = ["shapes64", "sd15"]
 MODES = ["base", "merged", "unmerged"]
 MEM_FIELDS = [("base_weight_bytes", "frozen base weights (full: the trainable weights themselves)"), ("param_bytes", "trainable parameters"),
               ("grad_bytes", "gradients"), ("optimizer_state_bytes", "optimizer state (AdamW m, v)"),
               ("activation_bytes", "activations (planned arena)"), ("adapter_cache_bytes", "adapter caches")]
-KINDS = {"full_train_step": "full", "lora_train_step": "lora", "lora_nf4_train_step": "lora_nf4"}
-KIND_NAMES = {"full": "full", "lora": "LoRA", "lora_nf4": "LoRA + NF4 base"}
-NF4_FIELDS = ["nf4_layers", "nf4_weights", "nf4_fp32_bytes", "nf4_bytes", "nf4_tile_bytes", "load_rss_mib"]
+KINDS = {"full_train_step": "full", "lora_train_step": "lora", "lora_nf4_train_step": "lora_nf4",
+         "lora_fp16_train_step": "lora_fp16"}
+KIND_NAMES = {"full": "full", "lora": "LoRA", "lora_nf4": "LoRA + NF4 base", "lora_fp16": "LoRA + fp16 base"}
+NF4_FIELDS = ["nf4_layers", "nf4_weights", "nf4_fp32_bytes", "nf4_bytes", "nf4_tile_bytes", "load_rss_mib",
+              "half_weights", "half_bytes", "half_fp32_bytes"]
+# stylora-only variants of the LoRA step: compared with the fp32 LoRA twin (same work, the
+# twin's frozen weights in fp32); the table marks those rows "(vs fp32 twin)"
+VS_LORA_TWIN = ("lora_nf4_train_step", "lora_fp16_train_step")
 
 
 def parse(path):
@@ -97,6 +102,10 @@ def main():
             continue
         c = next((kv for (side, n), kv in r.items() if side == "stylora"), None)
         t = next((kv for (side, n), kv in r.items() if side == "torch"), None)
+        vs_twin = False
+        if not t and bench in VS_LORA_TWIN:
+            t = next((kv for (side, n), kv in rows.get("lora_train_step.%s" % size, {}).items() if side == "torch"), None)
+            vs_twin = t is not None
         key = "%s_%s%s" % (bench, size, "_" + mode if mode else "")
         kind = KINDS.get(bench)
         if kind and c:
@@ -116,7 +125,7 @@ def main():
         frac = gf / sg_rate if gf and sg_rate else None
         sp = ts / cs if cs and ts else None
         cr, tr = (num(c, "rss_mib") if c else None), (num(t, "rss_mib") if t else None)
-        name = "%s %s%s" % (bench, size, " " + mode if mode else "")
+        name = "%s %s%s%s" % (bench, size, " " + mode if mode else "", " (vs fp32 twin)" if vs_twin else "")
         out.append("| %s | %s | %s | %s | %s | %s | %s | %s |" % (
             name, fmt(cs, ".4g"), fmt(ts, ".4g"), fmt(sp, ".2f"), fmt(gf, ".1f"), fmt(frac, ".2f"),
             fmt(cr, ".0f"), fmt(tr, ".0f")))

@@ -18,6 +18,10 @@
 #   lora_nf4_train_step  the LoRA step on an NF4 frozen base (QLoRA; `stylora train --base nf4`:
 #                     attn,ff,proj linears in NF4), stylora only (no NF4 twin on the torch side)
 #                                                 bench_train --base nf4
+#   lora_fp16_train_step  the LoRA step on a binary16 frozen base (`stylora train --base fp16`:
+#                     every U-Net linear and conv weight in binary16), stylora only; report.py
+#                     sets it beside the fp32 LoRA twin (RSS and time ratios)
+#                                                 bench_train --base fp16
 #   full_train_step   the same with every U-Net weight trainable (shapes64; SD-1.5 with --sd15-full)
 #   sample_step       one guided step: U-Net on batch 2 + CFG + Euler update; base, adapter merged,
 #                     adapter unmerged           bench_sample --mode   / bench_torch.py sample --mode
@@ -98,6 +102,8 @@ suite() { # suite SIZE LOCK MODELARGS TRAIN_ITERS ITERS
   both "lora_train_step.$size" "$lock" "$b/bench_train $m --iters $ti" "train $m --iters $ti"
   # shellcheck disable=SC2086
   run "lora_nf4_train_step.$size" stylora $lock "${c_env[@]}" "$b/bench_train" $m --iters "$ti" --base nf4
+  # shellcheck disable=SC2086
+  run "lora_fp16_train_step.$size" stylora $lock "${c_env[@]}" "$b/bench_train" $m --iters "$ti" --base fp16
   if [[ $size == shapes64 || $sd15_full == 1 ]]; then
     both "full_train_step.$size" "$lock" "$b/bench_train $m --iters $ti --full" "train $m --iters $ti --full"
   else # the full fine-tuning memory plan without allocating it
