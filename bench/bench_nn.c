@@ -3,7 +3,8 @@
  * Shapes are Stable-Diffusion-like: sl_sgemm at 1024^3 and two U-Net product
  * shapes with each GEMM kernel, conv2d 3x3 at B1 C320 32x32 (SD 1.5
  * U-Net, 256 px latents), attention B1 NH8 T1024 HD40 (its first
- * self-attention), GroupNorm over the same activation. Figures: milliseconds
+ * self-attention; the lanes kernel next to the row kernel when the CPU has
+ * AVX-512), GroupNorm over the same activation. Figures: milliseconds
  * per call (best of a few runs) and GFLOP/s. Usage: bench_nn [reps]
  */
 #include <math.h>
@@ -113,6 +114,14 @@ int main(int argc, char **argv) {
         const double fl = 4.0 * B * NH * T * T * HD; /* QK^T and PV */
         TIME_BEST(reps, t, sl_attention_forward(o, lse, q, k, v, B, T, T, NH, HD, scale, 0, work));
         row("attention NH8 T1024 HD40 forward fast", t, cpu, fl);
+        const int att_prev = sl_attention_set_kernel(SL_ATT_KERNEL_ROWS); /* the AVX2 row kernel, when lanes is the default */
+        if (att_prev == SL_ATT_KERNEL_LANES) {
+            TIME_BEST(reps, t, sl_attention_forward(o, lse, q, k, v, B, T, T, NH, HD, scale, 0, work));
+            row("attention NH8 T1024 HD40 forward rows kernel", t, cpu, fl);
+            TIME_BEST(reps, t, sl_attention_forward(o, lse, q, k, v, B, T, 77, NH, HD, scale, 0, work));
+            row("attention NH8 Tq1024 Tk77 HD40 forward rows", t, cpu, 4.0 * NH * T * 77 * HD);
+            sl_attention_set_kernel(att_prev);
+        }
         TIME_BEST(1, t, sl_attention_forward_ref(o, lse, q, k, v, B, T, T, NH, HD, scale, 0, work));
         row("attention NH8 T1024 HD40 forward ref", t, cpu, fl);
         TIME_BEST(reps, t, sl_attention_backward(dq, dk, dv, dout, q, k, v, o, lse, B, T, T, NH, HD, scale, 0, work));

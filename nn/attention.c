@@ -1,6 +1,14 @@
 /* attention.c - multi-head scaled-dot-product attention, forward and backward.
  *
- * Fast path (flash-attention style): a block of SL_ATT_BK keys is packed
+ * Two forward kernels, both flash-attention style (online softmax, no Tq x Tk
+ * matrix), chosen at run time (sl_attention_set_kernel for tests):
+ *   - lanes (AVX-512, the default when the CPU has it): 16 query rows across
+ *     the lanes of a vector, so the softmax is vertical and every FMA is full
+ *     whatever the head dim; see "forward, AVX-512 lanes kernel" below. About
+ *     1.6x the row kernel at the U-Net's 1024-token, head-dim-40 self-attention.
+ *   - rows (AVX2 / scalar), described next; backward always uses its layout.
+ *
+ * Row kernel: a block of SL_ATT_BK keys is packed
  * transposed into the thread's workspace (Kt [HD,BK]) and reused by every
  * query row of a task's block of SL_ATT_BQ rows; scores are computed for
  * groups of SL_ATT_RG = 4 rows at once (each Kt load feeds 4 rows). Each row
@@ -16,7 +24,8 @@
  * process) and the kernels use at most that many threads, so a workspace
  * planned under one omp_set_num_threads() stays valid under any other.
  *
- * The _ref twins are plain per-row loops in double, independent of lse.
+ * The _ref twins are plain per-row loops in double, independent of lse; they
+ * are the oracle for both forward kernels (tests/test_nn_forward.c).
  *
  * Dimension letters: B batch, Tq/Tk query/key tokens, NH heads, HD head dim;
  * rows of q/k/v/out have stride NH*HD and head h starts at column h*HD.
@@ -24,8 +33,12 @@
 #include <math.h>
 #include <omp.h>
 #include <string.h>
-#ifdef __AVX2__
+#if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>
+#define SL_ATT_X86 1
+#define SL_ATT_AVX512 __attribute__((target("avx512f,avx2,fma")))
+#else
+#define SL_ATT_X86 0
 #endif
 
 #include "nn.h"
@@ -60,12 +73,6 @@ static int att_worth_threads(int64_t B, int64_t Tq, int64_t Tk, int64_t NH, int6
     return 4.0 * (double)B * (double)NH * (double)Tq * (double)Tk * (double)HD >= 4.0e6;
 }
 
-size_t sl_attention_workspace(int64_t B, int64_t Tq, int64_t Tk, int64_t NH, int64_t HD) {
-    (void)B; (void)Tq; (void)NH;
-    const size_t fast = (size_t)att_slots() * att_thread_floats(HD);
-    const size_t ref = (size_t)(2 * Tk);
-    return fast > ref ? fast : ref;
-}
 
 /* max(init, p[0..n)) */
 static float att_max_row(const float *p, int64_t n, float init) {
@@ -310,9 +317,262 @@ static void att_rows_add_outer_rg(float *M, int64_t ld, const float *P, const fl
 
 static inline int64_t att_min(int64_t a, int64_t b) { return a < b ? a : b; }
 
-void sl_attention_forward(float *out, float *lse, const float *q, const float *k, const float *v,
-                          int64_t B, int64_t Tq, int64_t Tk, int64_t NH, int64_t HD,
-                          float scale, int causal, float *work) {
+/* ---- forward, AVX-512 "lanes" kernel: one zmm lane per query row ----
+ *
+ * A task owns SL_ATT_LB query rows, handled SL_ATT_L = 16 at a time as the 16
+ * lanes of a vector. Scores of 16 rows against 16 keys are 16 vectors S_j
+ * (one per key), computed from Qt [HD,16] (the rows transposed, pre-scaled)
+ * and the head's keys transposed once per call into blocks Kt [Tkp/16,HD,16]
+ * (Tkp = Tk rounded up to 16, zero-padded; one block is contiguous, as a
+ * [HD,Tkp] layout would put a block's rows 4 KB apart, all in one L1 set):
+ * S_j += Qt[d] * Kt[k0/16,d,j], every FMA a full vector whatever HD is. The online softmax is then vertical (max, exp and sums
+ * across the 16 key vectors, per lane), and the output accumulates transposed,
+ * Ot [HD,16] += V[k0+j,d] * P_j, read back into rows at the end. Masked keys
+ * (past Tk, or j > i when causal) get score -inf before the softmax. Each row
+ * block is computed by one thread in a fixed order, so results do not depend
+ * on the thread count. Compiled for AVX-512 with a target attribute and chosen
+ * at run time (att_have_avx512); otherwise the row kernel below runs. */
+#define SL_ATT_L 16   /* lanes: query rows per vector, and keys per step */
+#define SL_ATT_LB 64  /* query rows per task */
+
+static int64_t att_pad16(int64_t n) { return (n + SL_ATT_L - 1) / SL_ATT_L * SL_ATT_L; }
+
+/* Floats the lanes kernel shares between threads: transposed keys [B*NH, Tkp/16, HD, 16],
+ * then packed values [B*NH, Tkp, HD]. */
+static size_t att_lanes_shared_floats(int64_t B, int64_t Tk, int64_t NH, int64_t HD) {
+    return (size_t)(2 * B * NH * HD * att_pad16(Tk));
+}
+
+#if SL_ATT_X86
+/* 2^x for 16 lanes, x <= 0 (scores minus their running max, in log2 units):
+ * x = n + r, |r| <= 1/2, 2^r by its degree-7 Taylor polynomial in r ln2
+ * (relative error about 1e-8 before rounding), scaled by 2^n with scalef;
+ * exactly 0 below -126 (and for -inf). */
+SL_ATT_AVX512 static inline __m512 att_exp2_16(__m512 x) {
+    const __mmask16 live = _mm512_cmp_ps_mask(x, _mm512_set1_ps(-126.0f), _CMP_GE_OQ);
+    const __m512 n = _mm512_roundscale_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    const __m512 r = _mm512_sub_ps(x, n);
+    __m512 p = _mm512_set1_ps(1.5252733804e-5f); /* ln2^7 / 7! */
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.5403530393e-4f)); /* ln2^6 / 6! */
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3333558146e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(9.6181291076e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.5504108665e-2f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(2.4022650696e-1f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(6.9314718056e-1f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    return _mm512_maskz_scalef_ps(live, p, n);
+}
+
+/* In-register 16x16 transpose (gemm.c's): r[j] lane k <- r[k] lane j. */
+SL_ATT_AVX512 static inline void att_transpose16_regs(__m512 *r) {
+    __m512 t[16];
+    for (int i = 0; i < 16; i += 2) {
+        t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
+        t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
+    }
+    for (int i = 0; i < 16; i += 4) {
+        r[i] = _mm512_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(1, 0, 1, 0));
+        r[i + 1] = _mm512_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(3, 2, 3, 2));
+        r[i + 2] = _mm512_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(1, 0, 1, 0));
+        r[i + 3] = _mm512_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(3, 2, 3, 2));
+    }
+    for (int i = 0; i < 4; i++) {
+        t[i] = _mm512_shuffle_f32x4(r[i], r[i + 4], 0x88);
+        t[i + 4] = _mm512_shuffle_f32x4(r[i], r[i + 4], 0xDD);
+        t[i + 8] = _mm512_shuffle_f32x4(r[i + 8], r[i + 12], 0x88);
+        t[i + 12] = _mm512_shuffle_f32x4(r[i + 8], r[i + 12], 0xDD);
+    }
+    for (int i = 0; i < 4; i++) {
+        r[i] = _mm512_shuffle_f32x4(t[i], t[i + 8], 0x88);
+        r[i + 8] = _mm512_shuffle_f32x4(t[i], t[i + 8], 0xDD);
+        r[i + 4] = _mm512_shuffle_f32x4(t[i + 4], t[i + 12], 0x88);
+        r[i + 12] = _mm512_shuffle_f32x4(t[i + 4], t[i + 12], 0xDD);
+    }
+}
+
+static inline __mmask16 att_mask(int64_t n) { return n >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << n) - 1u); }
+
+/* dst[c*ldd + r] = src[r*lds + c] * mul[c] for r < ns, c < sl (missing rows read
+ * as 0), storing dn rows of dl lanes: a transposed copy of a tile of up to 16x16. */
+SL_ATT_AVX512 static void att_transpose_tile(float *dst, int64_t ldd, int64_t dn, int64_t dl, const float *src,
+                                             int64_t lds, int64_t ns, int64_t sl, __m512 mul) {
+    __m512 r[16];
+    const __mmask16 ks = att_mask(sl), kd = att_mask(dl);
+    for (int64_t i = 0; i < 16; i++)
+        r[i] = i < ns ? _mm512_mul_ps(_mm512_maskz_loadu_ps(ks, src + i * lds), mul) : _mm512_setzero_ps();
+    att_transpose16_regs(r);
+    for (int64_t i = 0; i < dn; i++) _mm512_mask_storeu_ps(dst + i * ldd, kd, r[i]);
+}
+
+/* S[j] = sum_d Qt[d] * kp[d*ldk + j] for j < 16 (kp = Kt + k0). Written out:
+ * gcc -O2 keeps an accumulator array in memory, not registers. */
+SL_ATT_AVX512 static void att_qk16(__m512 *S, const float *Qt, const float *kp, int64_t ldk, int64_t HD) {
+    __m512 s0 = _mm512_setzero_ps(), s1 = s0, s2 = s0, s3 = s0, s4 = s0, s5 = s0, s6 = s0, s7 = s0;
+    __m512 s8 = s0, s9 = s0, s10 = s0, s11 = s0, s12 = s0, s13 = s0, s14 = s0, s15 = s0;
+    for (int64_t d = 0; d < HD; d++, kp += ldk) {
+        const __m512 q = _mm512_loadu_ps(Qt + d * SL_ATT_L);
+#define SL_ATT_F(j) s##j = _mm512_fmadd_ps(q, _mm512_set1_ps(kp[j]), s##j)
+        SL_ATT_F(0); SL_ATT_F(1); SL_ATT_F(2); SL_ATT_F(3); SL_ATT_F(4); SL_ATT_F(5); SL_ATT_F(6); SL_ATT_F(7);
+        SL_ATT_F(8); SL_ATT_F(9); SL_ATT_F(10); SL_ATT_F(11); SL_ATT_F(12); SL_ATT_F(13); SL_ATT_F(14); SL_ATT_F(15);
+#undef SL_ATT_F
+    }
+    S[0] = s0; S[1] = s1; S[2] = s2; S[3] = s3; S[4] = s4; S[5] = s5; S[6] = s6; S[7] = s7;
+    S[8] = s8; S[9] = s9; S[10] = s10; S[11] = s11; S[12] = s12; S[13] = s13; S[14] = s14; S[15] = s15;
+}
+
+/* Ot[d] = Ot[d]*corr + sum_j vp[j*ldv + d] * P[j] for d < HD, j < 16: 16 output
+ * vectors at a time (then 8, then 1), each broadcast V element feeding one FMA;
+ * 16 accumulators keep both FMA pipes busy through the FMA latency. Written out
+ * (macros): with an accumulator array gcc spills it and copies it with memcpy. */
+#define SL_ATT_PV_LD(t) __m512 a##t = _mm512_mul_ps(_mm512_loadu_ps(o + 16 * (t)), corr)
+#define SL_ATT_PV_FMA(t) a##t = _mm512_fmadd_ps(_mm512_set1_ps(v[t]), p, a##t)
+#define SL_ATT_PV_ST(t) _mm512_storeu_ps(o + 16 * (t), a##t)
+#define SL_ATT_PV8(M, o0) M(o0); M(o0 + 1); M(o0 + 2); M(o0 + 3); M(o0 + 4); M(o0 + 5); M(o0 + 6); M(o0 + 7)
+SL_ATT_AVX512 static void att_pv16(float *Ot, __m512 corr, const __m512 *P, const float *vp, int64_t ldv,
+                                   int64_t HD) {
+    int64_t d0 = 0;
+    for (; d0 + 16 <= HD; d0 += 16) {
+        float *o = Ot + d0 * SL_ATT_L;
+        SL_ATT_PV_LD(0); SL_ATT_PV_LD(1); SL_ATT_PV_LD(2); SL_ATT_PV_LD(3);
+        SL_ATT_PV_LD(4); SL_ATT_PV_LD(5); SL_ATT_PV_LD(6); SL_ATT_PV_LD(7);
+        SL_ATT_PV_LD(8); SL_ATT_PV_LD(9); SL_ATT_PV_LD(10); SL_ATT_PV_LD(11);
+        SL_ATT_PV_LD(12); SL_ATT_PV_LD(13); SL_ATT_PV_LD(14); SL_ATT_PV_LD(15);
+        const float *v = vp + d0;
+        for (int j = 0; j < SL_ATT_L; j++, v += ldv) {
+            const __m512 p = P[j];
+            SL_ATT_PV_FMA(0); SL_ATT_PV_FMA(1); SL_ATT_PV_FMA(2); SL_ATT_PV_FMA(3);
+            SL_ATT_PV_FMA(4); SL_ATT_PV_FMA(5); SL_ATT_PV_FMA(6); SL_ATT_PV_FMA(7);
+            SL_ATT_PV_FMA(8); SL_ATT_PV_FMA(9); SL_ATT_PV_FMA(10); SL_ATT_PV_FMA(11);
+            SL_ATT_PV_FMA(12); SL_ATT_PV_FMA(13); SL_ATT_PV_FMA(14); SL_ATT_PV_FMA(15);
+        }
+        SL_ATT_PV_ST(0); SL_ATT_PV_ST(1); SL_ATT_PV_ST(2); SL_ATT_PV_ST(3);
+        SL_ATT_PV_ST(4); SL_ATT_PV_ST(5); SL_ATT_PV_ST(6); SL_ATT_PV_ST(7);
+        SL_ATT_PV_ST(8); SL_ATT_PV_ST(9); SL_ATT_PV_ST(10); SL_ATT_PV_ST(11);
+        SL_ATT_PV_ST(12); SL_ATT_PV_ST(13); SL_ATT_PV_ST(14); SL_ATT_PV_ST(15);
+    }
+    for (; d0 + 8 <= HD; d0 += 8) {
+        float *o = Ot + d0 * SL_ATT_L;
+        SL_ATT_PV_LD(0); SL_ATT_PV_LD(1); SL_ATT_PV_LD(2); SL_ATT_PV_LD(3);
+        SL_ATT_PV_LD(4); SL_ATT_PV_LD(5); SL_ATT_PV_LD(6); SL_ATT_PV_LD(7);
+        const float *v = vp + d0;
+        for (int j = 0; j < SL_ATT_L; j++, v += ldv) {
+            const __m512 p = P[j];
+            SL_ATT_PV_FMA(0); SL_ATT_PV_FMA(1); SL_ATT_PV_FMA(2); SL_ATT_PV_FMA(3);
+            SL_ATT_PV_FMA(4); SL_ATT_PV_FMA(5); SL_ATT_PV_FMA(6); SL_ATT_PV_FMA(7);
+        }
+        SL_ATT_PV_ST(0); SL_ATT_PV_ST(1); SL_ATT_PV_ST(2); SL_ATT_PV_ST(3);
+        SL_ATT_PV_ST(4); SL_ATT_PV_ST(5); SL_ATT_PV_ST(6); SL_ATT_PV_ST(7);
+    }
+    for (; d0 < HD; d0++) {
+        float *o = Ot + d0 * SL_ATT_L;
+        __m512 a = _mm512_mul_ps(_mm512_loadu_ps(o), corr);
+        for (int j = 0; j < SL_ATT_L; j++) a = _mm512_fmadd_ps(_mm512_set1_ps(vp[j * ldv + d0]), P[j], a);
+        _mm512_storeu_ps(o, a);
+    }
+}
+#undef SL_ATT_PV_LD
+#undef SL_ATT_PV_FMA
+#undef SL_ATT_PV_ST
+#undef SL_ATT_PV8
+
+/* Rows i0..i0+nr (nr <= 16) of one head: oh/lh the head's output rows and lse,
+ * qh its query rows (stride ld), Kt its keys in transposed blocks [Tkp/16,HD,16],
+ * Vp its value rows packed [Tkp,HD] (rows past Tk zero). Qt, Ot [HD,16] are
+ * the thread's scratch. */
+SL_ATT_AVX512 static void att_lanes_rows(float *oh, float *lh, const float *qh, const float *Kt, const float *Vp,
+                                         int64_t ld, int64_t Tk, int64_t i0, int64_t nr, int64_t HD, float scale,
+                                         int causal, float *Qt, float *Ot) {
+    const float s2 = scale * 1.44269504088896341f; /* scores in log2 units: softmax by 2^x */
+    for (int64_t d0 = 0; d0 < HD; d0 += SL_ATT_L)
+        att_transpose_tile(Qt + d0 * SL_ATT_L, SL_ATT_L, att_min(SL_ATT_L, HD - d0), SL_ATT_L, qh + i0 * ld + d0, ld, nr,
+                           att_min(SL_ATT_L, HD - d0), _mm512_set1_ps(s2));
+    memset(Ot, 0, sizeof(float) * (size_t)(HD * SL_ATT_L));
+    const __m512 ninf = _mm512_set1_ps(-INFINITY);
+    __m512 m = ninf, l = _mm512_setzero_ps();
+    const int64_t kend = causal ? att_min(Tk, i0 + nr) : Tk;
+    __m512 S[SL_ATT_L];
+    for (int64_t k0 = 0; k0 < kend; k0 += SL_ATT_L) {
+        const int64_t nk = att_min(SL_ATT_L, Tk - k0);
+        att_qk16(S, Qt, Kt + k0 * HD, SL_ATT_L, HD); /* block k0/16: [HD,16] */
+        if (nk < SL_ATT_L || (causal && k0 + SL_ATT_L - 1 > i0))
+            for (int64_t j = 0; j < SL_ATT_L; j++) { /* lane r keeps key k0+j iff k0+j < Tk and (!causal or k0+j <= i0+r) */
+                const int64_t first = causal ? k0 + j - i0 : 0; /* first lane that keeps it */
+                __mmask16 keep = j >= nk || first >= SL_ATT_L ? 0 : (first <= 0 ? 0xFFFF : (__mmask16)(0xFFFFu << first));
+                S[j] = _mm512_mask_mov_ps(ninf, keep, S[j]);
+            }
+        __m512 mx = m;
+        for (int j = 0; j < SL_ATT_L; j++) mx = _mm512_max_ps(mx, S[j]);
+        const __m512 corr = att_exp2_16(_mm512_sub_ps(m, mx)); /* m = -inf first: 0 */
+        __m512 sum = _mm512_setzero_ps();
+        for (int j = 0; j < SL_ATT_L; j++) {
+            S[j] = att_exp2_16(_mm512_sub_ps(S[j], mx));
+            sum = _mm512_add_ps(sum, S[j]);
+        }
+        l = _mm512_fmadd_ps(l, corr, sum);
+        m = mx;
+        att_pv16(Ot, corr, S, Vp + k0 * HD, HD, HD);
+    }
+    const __m512 inv = _mm512_div_ps(_mm512_set1_ps(1.0f), l);
+    for (int64_t d0 = 0; d0 < HD; d0 += SL_ATT_L)
+        att_transpose_tile(oh + i0 * ld + d0, ld, nr, att_min(SL_ATT_L, HD - d0), Ot + d0 * SL_ATT_L, SL_ATT_L,
+                           att_min(SL_ATT_L, HD - d0), SL_ATT_L, inv);
+    float mv[SL_ATT_L], lv[SL_ATT_L];
+    _mm512_storeu_ps(mv, m);
+    _mm512_storeu_ps(lv, l);
+    for (int64_t r = 0; r < nr; r++) lh[i0 + r] = mv[r] * 0.693147180559945309f + logf(lv[r]);
+}
+
+/* One head's keys into blocks Kt [Tkp/16,HD,16] and values into Vp [Tkp,HD]
+ * (rows past Tk zero); kh/vh its rows, stride ld. (Vector code stays out of the
+ * OpenMP region's body: clang does not give that body the target attribute.) */
+SL_ATT_AVX512 static void att_lanes_pack_head(float *Kt, float *Vp, const float *kh, const float *vh, int64_t ld,
+                                              int64_t Tk, int64_t HD) {
+    const int64_t Tkp = att_pad16(Tk);
+    for (int64_t j0 = 0; j0 < Tkp; j0 += SL_ATT_L)
+        for (int64_t d0 = 0; d0 < HD; d0 += SL_ATT_L)
+            att_transpose_tile(Kt + j0 * HD + d0 * SL_ATT_L, SL_ATT_L, att_min(SL_ATT_L, HD - d0), SL_ATT_L,
+                               kh + j0 * ld + d0, ld, att_min(SL_ATT_L, Tk - j0), att_min(SL_ATT_L, HD - d0),
+                               _mm512_set1_ps(1.0f));
+    for (int64_t j = 0; j < Tkp; j++)
+        for (int64_t d = 0; d < HD; d++) Vp[j * HD + d] = j < Tk ? vh[j * ld + d] : 0.0f;
+}
+
+/* The lanes forward: transpose every head's keys into the shared Kt, then
+ * tasks of SL_ATT_LB query rows of one head. */
+SL_ATT_AVX512 static void att_forward_lanes(float *out, float *lse, const float *q, const float *k, const float *v,
+                                            int64_t B, int64_t Tq, int64_t Tk, int64_t NH, int64_t HD, float scale,
+                                            int causal, float *work) {
+    const int64_t ld = NH * HD, Tkp = att_pad16(Tk);
+    const int64_t nqb = (Tq + SL_ATT_LB - 1) / SL_ATT_LB, ntask = B * NH * nqb;
+    const size_t tstride = att_thread_floats(HD);
+    float *Kt_all = work + (size_t)att_slots() * tstride; /* [B*NH, Tkp/16, HD, 16] */
+    float *Vp_all = Kt_all + B * NH * HD * Tkp;         /* [B*NH, Tkp, HD] */
+#pragma omp parallel num_threads(att_threads()) if (att_worth_threads(B, Tq, Tk, NH, HD))
+    {
+        float *ws = work + (size_t)omp_get_thread_num() * tstride;
+        float *Qt = ws, *Ot = Qt + HD * SL_ATT_L; /* [HD,16] each */
+#pragma omp for schedule(static)
+        for (int64_t bh = 0; bh < B * NH; bh++) {
+            const int64_t off = (bh / NH) * Tk * ld + (bh % NH) * HD;
+            att_lanes_pack_head(Kt_all + bh * HD * Tkp, Vp_all + bh * Tkp * HD, k + off, v + off, ld, Tk, HD);
+        }
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t task = 0; task < ntask; task++) {
+            const int64_t bh = task / nqb, qb = task % nqb, b = bh / NH, h = bh % NH;
+            const int64_t q0 = qb * SL_ATT_LB, q1 = att_min(q0 + SL_ATT_LB, Tq);
+            const int64_t off = b * Tq * ld + h * HD;
+            for (int64_t i0 = q0; i0 < q1; i0 += SL_ATT_L)
+                att_lanes_rows(out + off, lse + bh * Tq, q + off, Kt_all + bh * HD * Tkp, Vp_all + bh * Tkp * HD, ld,
+                               Tk, i0, att_min(SL_ATT_L, q1 - i0), HD, scale, causal, Qt, Ot);
+        }
+    }
+}
+#endif
+
+/* The row kernel (AVX2 / scalar, and the fallback): see the file comment. */
+static void att_forward_rows(float *out, float *lse, const float *q, const float *k, const float *v,
+                             int64_t B, int64_t Tq, int64_t Tk, int64_t NH, int64_t HD,
+                             float scale, int causal, float *work) {
     const int64_t ld = NH * HD;
     const int64_t nqb = (Tq + SL_ATT_BQ - 1) / SL_ATT_BQ;
     const int64_t ntask = B * NH * nqb;
@@ -378,6 +638,52 @@ void sl_attention_forward(float *out, float *lse, const float *q, const float *k
             }
         }
     }
+}
+
+/* Kernel choice: lanes when the CPU has AVX-512 (checked at run time), else rows;
+ * att_kernel >= 0 only after sl_attention_set_kernel (never written otherwise,
+ * so concurrent forwards do not race on it). */
+static int att_kernel = -1;
+
+static int att_have_avx512(void) {
+#if SL_ATT_X86
+    return __builtin_cpu_supports("avx512f");
+#else
+    return 0;
+#endif
+}
+
+int sl_attention_kernel(void) {
+    if (att_kernel >= 0) return att_kernel;
+    return att_have_avx512() ? SL_ATT_KERNEL_LANES : SL_ATT_KERNEL_ROWS;
+}
+
+int sl_attention_set_kernel(int kernel) {
+    if (kernel != SL_ATT_KERNEL_ROWS && !(kernel == SL_ATT_KERNEL_LANES && att_have_avx512())) return -1;
+    const int prev = sl_attention_kernel();
+    att_kernel = kernel;
+    return prev;
+}
+
+/* Per-thread slots (rows kernel, backward, lanes scratch), then the lanes
+ * kernel's shared transposed keys; the _ref twins need 2*Tk. */
+size_t sl_attention_workspace(int64_t B, int64_t Tq, int64_t Tk, int64_t NH, int64_t HD) {
+    (void)Tq;
+    const size_t fast = (size_t)att_slots() * att_thread_floats(HD) + att_lanes_shared_floats(B, Tk, NH, HD);
+    const size_t ref = (size_t)(2 * Tk);
+    return fast > ref ? fast : ref;
+}
+
+void sl_attention_forward(float *out, float *lse, const float *q, const float *k, const float *v,
+                          int64_t B, int64_t Tq, int64_t Tk, int64_t NH, int64_t HD,
+                          float scale, int causal, float *work) {
+#if SL_ATT_X86
+    if (sl_attention_kernel() == SL_ATT_KERNEL_LANES) {
+        att_forward_lanes(out, lse, q, k, v, B, Tq, Tk, NH, HD, scale, causal, work);
+        return;
+    }
+#endif
+    att_forward_rows(out, lse, q, k, v, B, Tq, Tk, NH, HD, scale, causal, work);
 }
 
 /* For query row i against the packed key block (Kt, Vt): probabilities p,

@@ -139,6 +139,14 @@ void sl_attention_backward_ref(float *dq, float *dk, float *dv, const float *dou
                                const float *q, const float *k, const float *v, const float *out,
                                const float *lse, int64_t B, int64_t Tq, int64_t Tk, int64_t NH,
                                int64_t HD, float scale, int causal, float *work);
+/* Forward kernel: LANES (AVX-512, query rows across vector lanes; the default when
+ * the CPU has AVX-512) or ROWS (AVX2/scalar). Bits differ between the two, not
+ * between thread counts. sl_attention_set_kernel returns the previous kernel, or
+ * -1 (changing nothing) when LANES is asked for without AVX-512. For tests and
+ * benchmarks; not thread-safe. */
+enum { SL_ATT_KERNEL_ROWS = 0, SL_ATT_KERNEL_LANES = 1 };
+int sl_attention_kernel(void);
+int sl_attention_set_kernel(int kernel);
 
 /* ---- Shape helpers ---- */
 /* Nearest-neighbour x2: in [B,C,H,W] -> out [B,C,2H,2W]. */

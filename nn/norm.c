@@ -15,14 +15,17 @@
 #include "nn_exp.h"
 #include "nn_par.h"
 
-/* Mean and rstd of x[0..n) in double. */
+/* Mean and rstd of x[0..n) in double. The sums are vectorized (double lanes,
+ * combined in an order fixed by the build, never by the thread count). */
 static void norm_stats(const float *x, int64_t n, float eps, float *mean_out, float *rstd_out) {
     double s = 0.0;
-    for (int64_t i = 0; i < n; i++) s += x[i];
+#pragma omp simd reduction(+ : s)
+    for (int64_t i = 0; i < n; i++) s += (double)x[i];
     const double m = s / (double)n;
     double v = 0.0;
+#pragma omp simd reduction(+ : v)
     for (int64_t i = 0; i < n; i++) {
-        const double t = x[i] - m;
+        const double t = (double)x[i] - m;
         v += t * t;
     }
     v /= (double)n;
@@ -186,9 +189,14 @@ void sl_layernorm_forward(float *out, float *mean, float *rstd, const float *in,
         norm_stats(x, D, eps, &m, &r);
         mean[n] = m;
         rstd[n] = r;
-        for (int64_t i = 0; i < D; i++) {
-            const float xh = (x[i] - m) * r;
-            y[i] = xh * (gamma ? gamma[i] : 1.0f) + (beta ? beta[i] : 0.0f);
+        if (gamma && beta) {
+#pragma omp simd
+            for (int64_t i = 0; i < D; i++) y[i] = (x[i] - m) * r * gamma[i] + beta[i];
+        } else {
+            for (int64_t i = 0; i < D; i++) {
+                const float xh = (x[i] - m) * r;
+                y[i] = xh * (gamma ? gamma[i] : 1.0f) + (beta ? beta[i] : 0.0f);
+            }
         }
     }
 }

@@ -43,7 +43,9 @@ void sl_upsample_nearest2x_backward(float *din, const float *dout, int64_t B, in
 }
 
 /* Blocked transpose of B matrices [R,Cc] into [Cc,R]; parallel over (matrix,
- * block row) so that one image (B = 1) still uses every thread. */
+ * block row) so that one image (B = 1) still uses every thread. Each 32x32
+ * tile goes through a local buffer so that the strided side is never the inner
+ * loop (a 4 KB stride, e.g. S = 1024, otherwise thrashes one L1 set). */
 static void transpose_batched(float *out, const float *in, int64_t B, int64_t R, int64_t Cc) {
     const int64_t T = 32, nrb = (R + T - 1) / T;
 #pragma omp parallel for schedule(static) if (SL_NN_PAR(B * R * Cc))
@@ -51,10 +53,13 @@ static void transpose_batched(float *out, const float *in, int64_t B, int64_t R,
         const int64_t b = t / nrb, r0 = (t % nrb) * T, r1 = r0 + T < R ? r0 + T : R;
         const float *x = in + b * R * Cc;
         float *y = out + b * R * Cc;
+        float tile[32][33]; /* [r - r0][c - c0]: rows of x read whole, rows of y written whole */
         for (int64_t c0 = 0; c0 < Cc; c0 += T) {
             const int64_t c1 = c0 + T < Cc ? c0 + T : Cc;
             for (int64_t r = r0; r < r1; r++)
-                for (int64_t c = c0; c < c1; c++) y[c * R + r] = x[r * Cc + c];
+                for (int64_t c = c0; c < c1; c++) tile[r - r0][c - c0] = x[r * Cc + c];
+            for (int64_t c = c0; c < c1; c++)
+                for (int64_t r = r0; r < r1; r++) y[c * R + r] = tile[r - r0][c - c0];
         }
     }
 }

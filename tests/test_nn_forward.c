@@ -5,6 +5,7 @@
  */
 #include <math.h>
 #include <omp.h>
+#include <string.h>
 
 #include "nn_test_common.h"
 #include "nn/nn_exp.h" /* internal vector exp, tested directly */
@@ -253,6 +254,10 @@ static void fast_vs_ref(uint64_t *seed) {
         sl_silu_forward(o2, o2, n);
         sl_groupnorm_silu_forward(o1, m1, r1, x, ga, be, B, C, HW, G, 1e-5f);
         sl_test_close("groupnorm+silu fused vs ref then silu", o1, o2, n, 1e-5, 1e-5);
+        /* fused = fast groupnorm then fast silu, bit for bit (so a caller may swap one for the other) */
+        sl_groupnorm_forward(o2, m2, r2, x, ga, be, B, C, HW, G, 1e-5f);
+        sl_silu_forward(o2, o2, n);
+        sl_test_close("  groupnorm+silu fused vs groupnorm then silu (same bits)", o1, o2, n, 0, 0);
         sl_free(x); sl_free(ga); sl_free(be); sl_free(o1); sl_free(o2); sl_free(m1); sl_free(m2); sl_free(r1); sl_free(r2);
     }
     /* layernorm */
@@ -296,10 +301,16 @@ static void fast_vs_ref(uint64_t *seed) {
     const int64_t at[][6] = {{2, 3, 5, 7, 6, 0},     {2, 3, 5, 7, 6, 1},    {1, 2, 130, 77, 17, 0},
                              {1, 2, 100, 150, 40, 1}, {1, 2, 150, 100, 40, 1}, {2, 1, 64, 64, 8, 1},
                              {1, 8, 200, 200, 40, 0}, {1, 1, 3, 70, 64, 0}, {1, 1, 70, 45, 80, 0},
-                             {2, 1, 33, 66, 130, 1}};
-    for (int c = 0; c < 10; c++) {
-        const int64_t B = at[c][0], NH = at[c][1], Tq = at[c][2], Tk = at[c][3], HD = at[c][4];
-        const int causal = (int)at[c][5];
+                             {2, 1, 33, 66, 130, 1}, {2, 8, 96, 77, 40, 0}, {1, 2, 48, 48, 160, 1}};
+    /* every case with each forward kernel this CPU has (lanes needs AVX-512) */
+    const int att_saved = sl_attention_kernel();
+    for (int c = 0; c < 2 * 12; c++) {
+        const int64_t B = at[c % 12][0], NH = at[c % 12][1], Tq = at[c % 12][2], Tk = at[c % 12][3], HD = at[c % 12][4];
+        const int causal = (int)at[c % 12][5], kern = c < 12 ? SL_ATT_KERNEL_ROWS : SL_ATT_KERNEL_LANES;
+        if (sl_attention_set_kernel(kern) < 0) {
+            if (c == 12) printf("attention lanes kernel: not available on this CPU (no AVX-512), not tested\n");
+            continue;
+        }
         const float scale = 1.0f / sqrtf((float)HD);
         float *q = nt_randn_new(B * Tq * NH * HD, seed, 0, 1), *k = nt_randn_new(B * Tk * NH * HD, seed, 0, 1);
         float *v = nt_randn_new(B * Tk * NH * HD, seed, 0, 1);
@@ -308,12 +319,14 @@ static void fast_vs_ref(uint64_t *seed) {
         float *work = nt_zeros((int64_t)sl_attention_workspace(B, Tq, Tk, NH, HD));
         sl_attention_forward(o1, l1, q, k, v, B, Tq, Tk, NH, HD, scale, causal, work);
         sl_attention_forward_ref(o2, l2, q, k, v, B, Tq, Tk, NH, HD, scale, causal, work);
-        snprintf(nm, sizeof nm, "attention fast/ref B%lld NH%lld Tq%lld Tk%lld HD%lld %s out", (long long)B,
-                 (long long)NH, (long long)Tq, (long long)Tk, (long long)HD, causal ? "causal" : "full");
+        snprintf(nm, sizeof nm, "attention %s/ref B%lld NH%lld Tq%lld Tk%lld HD%lld %s out",
+                 kern == SL_ATT_KERNEL_LANES ? "lanes" : "rows", (long long)B, (long long)NH, (long long)Tq,
+                 (long long)Tk, (long long)HD, causal ? "causal" : "full");
         sl_test_close(nm, o1, o2, B * Tq * NH * HD, 2e-6, 2e-5);
         sl_test_close("  lse", l1, l2, B * NH * Tq, 2e-6, 2e-6);
         sl_free(q); sl_free(k); sl_free(v); sl_free(o1); sl_free(o2); sl_free(l1); sl_free(l2); sl_free(work);
     }
+    sl_attention_set_kernel(att_saved);
 }
 
 static void shape_helpers(uint64_t *seed) {
@@ -371,6 +384,16 @@ static void vector_exp(void) {
     float m[3] = {-INFINITY, 0.0f, -INFINITY};
     const float sum = sl_nn_exp_row(m, 3, 0.0f);
     CHECK(m[0] == 0.0f && m[1] == 1.0f && sum == 1.0f, "exp(-inf) row: %g %g sum %g", m[0], m[1], sum);
+#if defined(__AVX512F__)
+    /* the one-vector form (SiLU's) gives the row form's bits */
+    int differ = 0;
+    for (int i = 0; i + 16 <= N; i += 16) {
+        float e[16];
+        _mm512_storeu_ps(e, sl_nn_exp16(_mm512_loadu_ps(x + i)));
+        for (int j = 0; j < 16; j++) differ += memcmp(&e[j], &got[i + j], sizeof(float)) != 0;
+    }
+    CHECK(differ == 0, "sl_nn_exp16: %d values differ from sl_nn_exp_row", differ);
+#endif
     sl_free(x); sl_free(want); sl_free(got);
 }
 

@@ -538,6 +538,47 @@ static void determinism(uint64_t *seed) {
     att_free(&o);
 }
 
+/* Each attention forward kernel (rows; lanes when the CPU has AVX-512): the
+ * same bits for 1, 2 and 3 threads, at a cross-attention-like shape (Tk = 77)
+ * and a causal one; and the two kernels agree within the fast/ref tolerance. */
+static void attention_kernels(uint64_t *seed) {
+    const int saved = omp_get_max_threads(), saved_kernel = sl_attention_kernel();
+    const int64_t cfg[2][6] = {{2, 130, 77, 4, 40, 0}, {1, 150, 150, 3, 24, 1}}; /* B Tq Tk NH HD causal */
+    for (int c = 0; c < 2; c++) {
+        AttOp o;
+        att_make(&o, cfg[c][0], cfg[c][1], cfg[c][2], cfg[c][3], cfg[c][4], (int)cfg[c][5], seed);
+        const int64_t nq = o.B * o.Tq * o.NH * o.HD;
+        float *out[2][3];
+        for (int kern = 0; kern < 2; kern++) {
+            if (sl_attention_set_kernel(kern) < 0) {
+                printf("attention kernel %d: not available on this CPU, not tested\n", kern);
+                for (int r = 0; r < 3; r++) out[kern][r] = NULL;
+                continue;
+            }
+            for (int r = 0; r < 3; r++) {
+                omp_set_num_threads(r + 1);
+                out[kern][r] = nt_zeros(nq);
+                sl_attention_forward(out[kern][r], o.lse, o.q, o.k, o.v, o.B, o.Tq, o.Tk, o.NH, o.HD, o.scale,
+                                     o.causal, o.work);
+            }
+            omp_set_num_threads(saved);
+            for (int r = 1; r < 3; r++) {
+                char nm[128];
+                snprintf(nm, sizeof nm, "attention %s Tq%lld Tk%lld %s: same bits, 1 vs %d threads",
+                         kern == SL_ATT_KERNEL_LANES ? "lanes" : "rows", (long long)o.Tq, (long long)o.Tk,
+                         o.causal ? "causal" : "full", r + 1);
+                sl_test_close(nm, out[kern][r], out[kern][0], nq, 0, 0);
+            }
+        }
+        if (out[1][0]) sl_test_close("  lanes vs rows kernel", out[1][0], out[0][0], nq, 4e-6, 4e-5);
+        for (int kern = 0; kern < 2; kern++)
+            for (int r = 0; r < 3; r++) sl_free(out[kern][r]);
+        att_free(&o);
+    }
+    sl_attention_set_kernel(saved_kernel);
+    omp_set_num_threads(saved);
+}
+
 int main(void) {
     uint64_t seed = 7;
     printf("threads: %d\n", omp_get_max_threads());
@@ -551,5 +592,6 @@ int main(void) {
     golden_grads();
     workspace_thread_change(&seed);
     determinism(&seed);
+    attention_kernels(&seed);
     return sl_test_finish("test_nn_grad");
 }
