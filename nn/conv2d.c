@@ -12,6 +12,10 @@
  * this equals the banded im2col path bit for bit whenever every band of the
  * latter also runs on it (>= SL_GEMM_AVX_MIN_N columns); otherwise, and with
  * SL_CONV=im2col in the environment or sl_conv2d_set_implicit(0), im2col.
+ * Small images (P < SL_GEMM_AVX_MIN_N, e.g. the U-Net's 8x8 latents) with a batch wide
+ * enough run as ONE product [Co, B*P] (gathered or im2col'd across the batch, same bits)
+ * into the workspace, then scattered to [B,Co,P] with the bias: per image they were too
+ * narrow for the AVX-512 kernel.
  * Frozen binary16 weights (the _f16 entry points) go through the same code as
  * a SL_GEMM_F16 operand.
  * The _ref twins are direct loops with double accumulators (no BLAS).
@@ -66,10 +70,22 @@ static int64_t conv_band_rows(const SlConvDims *d) {
     return rows;
 }
 
+/* Small images whose per-image product is too narrow for the AVX-512 kernel (P < its
+ * minimum N: the U-Net's 8x8 latents, OpenBLAS ran them at ~80 GFLOP/s) but whose whole
+ * batch is not: one product over [Co, B*P] (see conv_forward_batched). */
+static int conv_batchable(const SlConvDims *d) {
+    const int64_t P = d->Ho * d->Wo;
+    return d->B > 1 && P < SL_GEMM_AVX_MIN_N && d->B * P >= SL_GEMM_AVX_MIN_N;
+}
+
 size_t sl_conv2d_workspace(const SlConvDims *d) {
     if (conv_is_pointwise(d)) return 0; /* the input already is the column matrix */
-    /* col [K, band_rows*Wo] */
-    return (size_t)(d->Ci * d->kh * d->kw) * (size_t)(conv_band_rows(d) * d->Wo);
+    /* col [K, band_rows*Wo]; for a batched small conv also its output [Co, B*P] */
+    const size_t K = (size_t)(d->Ci * d->kh * d->kw), P = (size_t)(d->Ho * d->Wo), B = (size_t)d->B;
+    size_t n = K * (size_t)(conv_band_rows(d) * d->Wo);
+    /* batched: output [Co, B*P], then (explicit path) col [K, B*P] and one image's col [K, P] */
+    const size_t nb = (size_t)d->Co * B * P + K * B * P + K * P;
+    return conv_batchable(d) && nb > n ? nb : n;
 }
 
 /* col [K, (oy1-oy0)*Wo] <- patches of output rows [oy0,oy1) of one image x [Ci,H,W]. */
@@ -273,14 +289,64 @@ static void conv_gather(const void *ctx, float *dst, int64_t ldd, int64_t k0, in
 
 /* Whether the forward product of d runs as implicit im2col: only where it gives the
  * banded im2col path's bits (see the file comment). band: the im2col path's band rows. */
-static int conv_implicit(const SlConvDims *d, int64_t band) {
+static int conv_implicit_allowed(void) {
     pthread_once(&g_conv_once, conv_mode_init);
-    if (!g_conv_implicit || sl_gemm_kernel() != SL_GEMM_KERNEL_AVX512 || omp_get_level() > 0) return 0;
+    return g_conv_implicit && sl_gemm_kernel() == SL_GEMM_KERNEL_AVX512 && omp_get_level() == 0;
+}
+
+static int conv_implicit(const SlConvDims *d, int64_t band) {
+    if (!conv_implicit_allowed()) return 0;
     const int64_t last = d->Ho % band ? d->Ho % band : band; /* the narrowest band */
     return last * d->Wo >= SL_GEMM_AVX_MIN_N;
 }
 
 /* ------------------------------------------------------------ forward -- */
+
+/* The column matrix of the whole batch: col(k, b*P + p) = image b's col(k, p). */
+typedef struct ConvGatherBatch {
+    const float *in;
+    const SlConvDims *d;
+} ConvGatherBatch;
+
+static void conv_gather_batch(const void *ctx, float *dst, int64_t ldd, int64_t k0, int64_t kc, int64_t j0,
+                              int64_t nc) {
+    const ConvGatherBatch *g = ctx;
+    const SlConvDims *d = g->d;
+    const int64_t P = d->Ho * d->Wo;
+    for (int64_t j = 0; j < nc;) {
+        const int64_t b = (j0 + j) / P, p = (j0 + j) % P, n = nc - j < P - p ? nc - j : P - p;
+        const ConvGather one = {g->in + b * d->Ci * d->H * d->W, d};
+        conv_gather(&one, dst + j, ldd, k0, kc, p, n);
+        j += n;
+    }
+}
+
+/* out [B,Co,P] = w [Co,K] col [K,B*P] (+ b) through work [Co,B*P]: one product for the batch,
+ * its columns gathered while packing (implicit) or im2col'd into work first; the same bits
+ * either way (nn/gemm.h's contract). */
+static void conv_forward_batched(float *out, const float *in, const SlGemmOperand *wop, const float *b,
+                                 const SlConvDims *d, float *work, int implicit) {
+    const int64_t K = d->Ci * d->kh * d->kw, P = d->Ho * d->Wo, Co = d->Co, N = d->B * P;
+    if (implicit) {
+        const ConvGatherBatch g = {in, d};
+        const SlGemmOperand col = {SL_GEMM_GATHER, 0, NULL, 0, conv_gather_batch, &g};
+        sl_gemm_op(Co, N, K, 1.0f, wop, &col, 0.0f, work, N);
+    } else {
+        float *col = work + Co * N, *one = col + K * N;
+        for (int64_t bi = 0; bi < d->B; bi++) {
+            conv_im2col(one, in + bi * d->Ci * d->H * d->W, d, 0, d->Ho);
+            for (int64_t k = 0; k < K; k++) memcpy(col + k * N + bi * P, one + k * P, (size_t)P * sizeof(float));
+        }
+        const SlGemmOperand cop = sl_gemm_f32(col, N, 0);
+        sl_gemm_op(Co, N, K, 1.0f, wop, &cop, 0.0f, work, N);
+    }
+    for (int64_t bi = 0; bi < d->B; bi++)
+        for (int64_t co = 0; co < Co; co++) {
+            const float *src = work + co * N + bi * P, bias = b ? b[co] : 0.0f;
+            float *y = out + (bi * Co + co) * P;
+            for (int64_t p = 0; p < P; p++) y[p] = src[p] + bias;
+        }
+}
 
 /* out [B,Co,Ho,Wo], in [B,Ci,H,W], weight wop [Co, K] (fp32 or binary16), b [Co] or NULL. */
 static void conv_forward_op(float *out, const float *in, const SlGemmOperand *wop, const float *b,
@@ -289,6 +355,10 @@ static void conv_forward_op(float *out, const float *in, const SlGemmOperand *wo
     const int pw = conv_is_pointwise(d);
     const int64_t band = pw ? d->Ho : conv_band_rows(d);
     const int implicit = !pw && conv_implicit(d, band);
+    if (!pw && conv_batchable(d)) {
+        conv_forward_batched(out, in, wop, b, d, work, conv_implicit_allowed());
+        return;
+    }
     for (int64_t bi = 0; bi < d->B; bi++) {
         const float *x = in + bi * d->Ci * d->H * d->W;
         float *y = out + bi * Co * P;

@@ -81,6 +81,9 @@ int main(void) {
         {"unet downsample 32->16", 1, 40, 32, 32, 36, 3, 2, 1, 1, 1, 1, 1},
         {"unet 3x3 16 latent (2 rows per panel)", 1, 40, 16, 16, 50, 3, 1, 1, 1, 1, 1, 1},
         {"unet 3x3 8 latent (explicit: too few columns)", 1, 40, 8, 8, 50, 3, 1, 1, 1, 1, 1, 1},
+        {"unet 3x3 8 latent, batch 2 (one product for the batch)", 2, 40, 8, 8, 50, 3, 1, 1, 1, 1, 1, 1},
+        {"unet 3x3 4 latent, batch 7 (batched), odd channels", 7, 13, 4, 4, 37, 3, 1, 1, 1, 1, 1, 1},
+        {"unet downsample 8->4, batch 2 (too narrow even batched)", 2, 24, 8, 8, 30, 3, 2, 1, 1, 1, 1, 1},
         /* odd widths and shapes */
         {"13x40 stride 2", 2, 5, 13, 40, 17, 3, 2, 1, 1, 1, 1, 1},
         {"25x21 3x3", 1, 7, 25, 21, 33, 3, 1, 1, 1, 1, 1, 1},
