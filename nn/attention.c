@@ -35,6 +35,8 @@
 #include <string.h>
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>
+
+#include "nn/avx512_transpose.h"
 #define SL_ATT_X86 1
 #define SL_ATT_AVX512 __attribute__((target("avx512f,avx2,fma")))
 #else
@@ -363,33 +365,6 @@ SL_ATT_AVX512 static inline __m512 att_exp2_16(__m512 x) {
     return _mm512_maskz_scalef_ps(live, p, n);
 }
 
-/* In-register 16x16 transpose (gemm.c's): r[j] lane k <- r[k] lane j. */
-SL_ATT_AVX512 static inline void att_transpose16_regs(__m512 *r) {
-    __m512 t[16];
-    for (int i = 0; i < 16; i += 2) {
-        t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
-        t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
-    }
-    for (int i = 0; i < 16; i += 4) {
-        r[i] = _mm512_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(1, 0, 1, 0));
-        r[i + 1] = _mm512_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(3, 2, 3, 2));
-        r[i + 2] = _mm512_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(1, 0, 1, 0));
-        r[i + 3] = _mm512_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(3, 2, 3, 2));
-    }
-    for (int i = 0; i < 4; i++) {
-        t[i] = _mm512_shuffle_f32x4(r[i], r[i + 4], 0x88);
-        t[i + 4] = _mm512_shuffle_f32x4(r[i], r[i + 4], 0xDD);
-        t[i + 8] = _mm512_shuffle_f32x4(r[i + 8], r[i + 12], 0x88);
-        t[i + 12] = _mm512_shuffle_f32x4(r[i + 8], r[i + 12], 0xDD);
-    }
-    for (int i = 0; i < 4; i++) {
-        r[i] = _mm512_shuffle_f32x4(t[i], t[i + 8], 0x88);
-        r[i + 8] = _mm512_shuffle_f32x4(t[i], t[i + 8], 0xDD);
-        r[i + 4] = _mm512_shuffle_f32x4(t[i + 4], t[i + 12], 0x88);
-        r[i + 12] = _mm512_shuffle_f32x4(t[i + 4], t[i + 12], 0xDD);
-    }
-}
-
 static inline __mmask16 att_mask(int64_t n) { return n >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << n) - 1u); }
 
 /* dst[c*ldd + r] = src[r*lds + c] * mul[c] for r < ns, c < sl (missing rows read
@@ -400,7 +375,7 @@ SL_ATT_AVX512 static void att_transpose_tile(float *dst, int64_t ldd, int64_t dn
     const __mmask16 ks = att_mask(sl), kd = att_mask(dl);
     for (int64_t i = 0; i < 16; i++)
         r[i] = i < ns ? _mm512_mul_ps(_mm512_maskz_loadu_ps(ks, src + i * lds), mul) : _mm512_setzero_ps();
-    att_transpose16_regs(r);
+    sl_transpose16_regs(r);
     for (int64_t i = 0; i < dn; i++) _mm512_mask_storeu_ps(dst + i * ldd, kd, r[i]);
 }
 

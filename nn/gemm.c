@@ -49,6 +49,8 @@
 #include "core/tensor.h"
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>
+
+#include "nn/avx512_transpose.h"
 #define SL_GEMM_HAVE_AVX512 1
 #define SL_AVX512 __attribute__((target("avx512f,avx2,fma"))) /* halves: VCVTPH2PS zmm is AVX512F */
 #else
@@ -157,33 +159,6 @@ static GemmTiles gemm_plan(int64_t M, int64_t N, int64_t K) {
 /* ------------------------------------------------------ AVX-512 tile -- */
 #if SL_GEMM_HAVE_AVX512
 
-/* In-register 16x16 transpose: r[j] lane k <- r[k] lane j. */
-SL_AVX512 static inline void transpose16_regs(__m512 *r) {
-    __m512 t[16];
-    for (int i = 0; i < 16; i += 2) {
-        t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
-        t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
-    }
-    for (int i = 0; i < 16; i += 4) {
-        r[i] = _mm512_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(1, 0, 1, 0));
-        r[i + 1] = _mm512_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(3, 2, 3, 2));
-        r[i + 2] = _mm512_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(1, 0, 1, 0));
-        r[i + 3] = _mm512_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(3, 2, 3, 2));
-    }
-    for (int i = 0; i < 4; i++) {
-        t[i] = _mm512_shuffle_f32x4(r[i], r[i + 4], 0x88);
-        t[i + 4] = _mm512_shuffle_f32x4(r[i], r[i + 4], 0xDD);
-        t[i + 8] = _mm512_shuffle_f32x4(r[i + 8], r[i + 12], 0x88);
-        t[i + 12] = _mm512_shuffle_f32x4(r[i + 8], r[i + 12], 0xDD);
-    }
-    for (int i = 0; i < 4; i++) {
-        r[i] = _mm512_shuffle_f32x4(t[i], t[i + 8], 0x88);
-        r[i + 8] = _mm512_shuffle_f32x4(t[i], t[i + 8], 0xDD);
-        r[i + 4] = _mm512_shuffle_f32x4(t[i + 4], t[i + 12], 0x88);
-        r[i + 12] = _mm512_shuffle_f32x4(t[i + 4], t[i + 12], 0xDD);
-    }
-}
-
 /* ---- operand loads: op(X)(r, c) lives at element offset trans ? c*ld + r : r*ld + c of X->p ---- */
 
 static int64_t op_off(const SlGemmOperand *x, int64_t r, int64_t c) { return x->trans ? c * x->ld + r : r * x->ld + c; }
@@ -216,7 +191,7 @@ SL_AVX512 static void transpose12x16(float *out, const void *base, int64_t off, 
     __m512 r[16];
     for (int i = 0; i < 12; i++) r[i] = ld16(base, off + i * ldi, 16, fmt);
     for (int i = 12; i < 16; i++) r[i] = _mm512_setzero_ps();
-    transpose16_regs(r);
+    sl_transpose16_regs(r);
     for (int k = 0; k < 16; k++) _mm512_mask_storeu_ps(out + k * 12, (__mmask16)0x0FFF, r[k]);
 }
 
@@ -224,7 +199,7 @@ SL_AVX512 static void transpose12x16(float *out, const void *base, int64_t off, 
 SL_AVX512 static void transpose16(float *out, int64_t ldo, const void *base, int64_t off, int64_t ldi, int fmt) {
     __m512 r[16];
     for (int i = 0; i < 16; i++) r[i] = ld16(base, off + i * ldi, 16, fmt);
-    transpose16_regs(r);
+    sl_transpose16_regs(r);
     for (int i = 0; i < 16; i++) _mm512_storeu_ps(out + i * ldo, r[i]); /* r[i] = column i of the block */
 }
 
@@ -349,7 +324,7 @@ SL_AVX512 static void ukr_12x32(int64_t kc, const float *pa, const float *pb, in
             SL_T(0) SL_T(1) SL_T(2) SL_T(3) SL_T(4) SL_T(5) SL_T(6) SL_T(7) SL_T(8) SL_T(9) SL_T(10) SL_T(11)
 #undef SL_T
             r[12] = r[13] = r[14] = r[15] = _mm512_setzero_ps();
-            transpose16_regs(r);
+            sl_transpose16_regs(r);
             for (int64_t jj = 0; jj < 16 && h * 16 + jj < nr; jj++) {
                 float *cj = c + (h * 16 + jj) * ldc;
                 __m512 v = r[jj];

@@ -1,6 +1,6 @@
 /* linear.c - fully connected layer: out[N,O] = in[N,I] w[O,I]^T + b[O].
  *
- * The fast path is three sl_sgemm calls (forward, din, dw; nn/gemm.h: tiled
+ * The fast path is three GEMMs (forward, din, dw; nn/gemm.h: tiled
  * AVX-512 or OpenBLAS, same bits for any thread count); the _ref
  * twins are plain triple loops with double accumulators, used as the test
  * oracle and never calling BLAS.
@@ -11,9 +11,9 @@
 #include "nn.h"
 #include "nn/gemm.h"
 
-/* out [N,O], in [N,I], w [O,I], b [O] or NULL. out is overwritten. */
-void sl_linear_forward(float *out, const float *in, const float *w, const float *b,
-                       int64_t N, int64_t I, int64_t O) {
+/* out [N,O] = in [N,I] op(W)^T + b, W [O,I] as an sl_gemm_op operand (fp32 or binary16). */
+static void linear_forward_op(float *out, const float *in, const SlGemmOperand *W, const float *b, int64_t N,
+                              int64_t I, int64_t O) {
     if (N <= 0 || O <= 0) return;
     float beta = 0.0f;
     if (b) {
@@ -26,7 +26,15 @@ void sl_linear_forward(float *out, const float *in, const float *w, const float 
             for (int64_t i = 0; i < N * O; i++) out[i] = 0.0f;
         return;
     }
-    sl_sgemm(0, 1, N, O, I, 1.0f, in, I, w, I, beta, out, O);
+    const SlGemmOperand A = sl_gemm_f32(in, I, 0);
+    sl_gemm_op(N, O, I, 1.0f, &A, W, beta, out, O);
+}
+
+/* out [N,O], in [N,I], w [O,I], b [O] or NULL. out is overwritten. */
+void sl_linear_forward(float *out, const float *in, const float *w, const float *b,
+                       int64_t N, int64_t I, int64_t O) {
+    const SlGemmOperand W = sl_gemm_f32(w, I, 1);
+    linear_forward_op(out, in, &W, b, N, I, O);
 }
 
 /* din [N,I] += dout w; dw [O,I] += dout^T in; db [O] += sum_n dout. */
@@ -49,20 +57,8 @@ void sl_linear_backward(float *din, float *dw, float *db, const float *dout,
 
 void sl_linear_forward_f16(float *out, const float *in, const uint16_t *w16, const float *b,
                            int64_t N, int64_t I, int64_t O) {
-    if (N <= 0 || O <= 0) return;
-    float beta = 0.0f;
-    if (b) {
-        for (int64_t n = 0; n < N; n++)
-            for (int64_t o = 0; o < O; o++) out[n * O + o] = b[o];
-        beta = 1.0f;
-    }
-    if (I <= 0) {
-        if (!b)
-            for (int64_t i = 0; i < N * O; i++) out[i] = 0.0f;
-        return;
-    }
-    const SlGemmOperand A = sl_gemm_f32(in, I, 0), B = sl_gemm_f16(w16, I, 1);
-    sl_gemm_op(N, O, I, 1.0f, &A, &B, beta, out, O);
+    const SlGemmOperand W = sl_gemm_f16(w16, I, 1);
+    linear_forward_op(out, in, &W, b, N, I, O);
 }
 
 void sl_linear_backward_input_f16(float *din, const float *dout, const uint16_t *w16,
