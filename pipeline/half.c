@@ -160,10 +160,11 @@ SlStatus sl_unet_to_half(SlUNet *u, SlHalfStats *stats, SlCtx *ctx) {
     SL_TRY(plan_init(u, &pl, ctx));
     for (int i = 0; i < u->n_params; i++) {
         if (!pl.mod[i]) continue;
-        if (mod_hook(pl.mod[i])) {
+        if (mod_hook(pl.mod[i])) { /* the message names the module before the plan is freed */
+            sl_fail(ctx, SL_ERR_UNSUPPORTED, "fp16: %s already carries a hook (convert before applying adapters; "
+                    "NF4 layers cannot be combined with fp16)", pl.mod[i]->name);
             plan_free(&pl);
-            return sl_fail(ctx, SL_ERR_UNSUPPORTED, "fp16: %s already carries a hook (convert before applying "
-                           "adapters; NF4 layers cannot be combined with fp16)", pl.mod[i]->name);
+            return SL_ERR_UNSUPPORTED;
         }
         pl.half[i] = 1;
     }
@@ -192,6 +193,18 @@ SlStatus sl_unet_half_to_dense(SlUNet *u, const char *const *names, int n, SlCtx
     SlStatus st = any ? rebuild(u, &pl, &rounded, ctx) : SL_OK;
     plan_free(&pl);
     return st;
+}
+
+int sl_unet_weights_all_f16(SlUNet *u, SlWeights *w) {
+    int any = 0;
+    for (int i = 0; i < u->n_params; i++) {
+        if (!mod_of_param(u, &u->params[i])) continue;
+        const SlStFile *f = NULL;
+        const SlStEntry *e = sl_weights_find(w, u->params[i].name, &f);
+        if (!e || e->dtype != SL_F16) return 0;
+        any = 1;
+    }
+    return any;
 }
 
 int sl_unet_count_half(const SlUNet *u) {

@@ -11,6 +11,8 @@
  * fp16 already: loading those is exact. From an fp32 file each weight is rounded to the
  * nearest binary16 (relative error <= 2^-11); sl_half_stats counts how many values changed.
  * Biases and norm weights stay fp32 (they are small and added, not multiplied).
+ * `stylora train` uses it by default when every such weight is stored F16 (exact:
+ * SlModelOpts.unet_half_if_f16, sl_unet_weights_all_f16).
  *
  * Memory. The U-Net's weight arena (u->weights) is rebuilt as for NF4 (pipeline/quant.h):
  * selected weights as uint16_t, the rest fp32; a half weight has *p->w = p->init_w = NULL
@@ -52,6 +54,9 @@ SlStatus sl_unet_load_half(SlUNet *u, SlWeights *w, SlHalfStats *stats, SlCtx *c
 /* Widens the half weights of the n modules `names` (diffusers names without "unet.";
  * NULL = all) back to fp32 (the binary16 values), e.g. before merging an adapter. */
 SlStatus sl_unet_half_to_dense(SlUNet *u, const char *const *names, int n, SlCtx *ctx);
+/* 1 when every linear and conv weight of u (made with sl_unet_init_shapes) is stored F16
+ * in w, so that sl_unet_load_half is exact. */
+int sl_unet_weights_all_f16(SlUNet *u, SlWeights *w);
 /* Number of weights held in binary16. */
 int sl_unet_count_half(const SlUNet *u);
 /* One INFO line with the figures. */

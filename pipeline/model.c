@@ -68,7 +68,7 @@ static SlStatus load_unet(SlModel *m, SlWeights *w, const char *cfg_dir, int ldm
         return sl_fail(ctx, SL_ERR_UNSUPPORTED, "%s: the U-Net is pre-quantized to NF4: --base fp16 does not apply "
                        "(leave --base out to use it as NF4, or --base fp32)", m->path);
     if (nf4) return load_unet_prequant(m, w, layers, o->unet_dense, ctx);
-    SL_TRY(o->unet_half ? sl_unet_init_shapes(&m->unet, &m->unet_cfg, ctx) : sl_unet_init(&m->unet, &m->unet_cfg, ctx));
+    SL_TRY(sl_unet_init_shapes(&m->unet, &m->unet_cfg, ctx));
     m->has_unet = 1;
     if (ldm) {
         SlKeyPair *pairs;
@@ -78,7 +78,12 @@ static SlStatus load_unet(SlModel *m, SlWeights *w, const char *cfg_dir, int ldm
         sl_unet_free_map(pairs, n);
         SL_TRY(st);
     }
-    if (o->unet_half) {
+    const int half = o->unet_half || (o->unet_half_if_f16 && sl_unet_weights_all_f16(&m->unet, w));
+    if (!half) SL_TRY(sl_unet_alloc_weights(&m->unet, ctx));
+    if (half && !o->unet_half)
+        sl_log(ctx, SL_LOG_INFO, "%s: the U-Net's weights are stored F16: held as they are (exact, half the memory "
+               "of fp32; --base fp32 widens them)", m->path);
+    if (half) {
         SlHalfStats hs;
         SL_TRY(sl_unet_load_half(&m->unet, w, &hs, ctx));
         sl_half_log_stats(ctx, &hs);

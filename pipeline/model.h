@@ -40,6 +40,8 @@ typedef struct SlModelOpts {
     int unet_dense;          /* a pre-quantized (NF4) U-Net is dequantized to fp32 (--base fp32) */
     int unet_half;           /* the U-Net's linear and conv weights load as binary16 (--base fp16,
                                 pipeline/half.h); not with a pre-quantized U-Net */
+    int unet_half_if_f16;    /* the same, but only when every one of those weights is stored F16
+                                (then exact: the default of a LoRA training run); else fp32 */
 } SlModelOpts;
 
 typedef struct SlModel {

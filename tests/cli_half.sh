@@ -2,7 +2,8 @@
 # cli_half.sh - `--base fp16` (pipeline/half.h) through the real program on the shipped
 # shapes64 model, whose U-Net file is F16: held in binary16 it must sample the SAME PNG
 # bytes as the fp32 base (exact values, bit-identical kernels), with and without an
-# adapter; training on it works and writes the same adapter bytes as on fp32; --merge
+# adapter; training on it works and writes the same adapter bytes as on fp32 (and a plain
+# `train` holds an F16 checkpoint in binary16 by itself, with those bytes again); --merge
 # widens the touched weights (warning); --full and DoRA are refused; a pre-quantized NF4
 # model refuses --base fp16.
 set -u
@@ -32,7 +33,9 @@ mkdir -p "$tmp/data"
 cp "$tmp/f/00000-7.png" "$tmp/data/a.png"; echo "a large red circle" > "$tmp/data/a.txt"
 T=(--data "$tmp/data" --steps 3 --rank 4 --targets attn,resnet --threads 1 --seed 3 --quiet)
 expect_ok "train --base fp16" "" "$bin" train --model "$M" --base fp16 "${T[@]}" --out "$tmp/lh.safetensors"
-expect_ok "train fp32" "" "$bin" train --model "$M" "${T[@]}" --out "$tmp/lf.safetensors"
+expect_ok "train --base fp32" "" "$bin" train --model "$M" --base fp32 "${T[@]}" --out "$tmp/lf.safetensors"
+expect_ok "train (default) holds an F16 checkpoint as stored" "stored F16: held as they are" "$bin" train --model "$M" "${T[@]:0:12}" --out "$tmp/ld.safetensors"
+same "the default run == --base fp32 (adapter bytes)" "$tmp/ld.safetensors" "$tmp/lf.safetensors"
 # the tensor bytes (the header differs: stylora.train.base = fp16 in one)
 data() { local n; n=$(od -An -t u8 -N8 "$1" | tr -d ' '); tail -c +$((9 + n)) "$1"; }
 data "$tmp/lh.safetensors" > "$tmp/lh.data"; data "$tmp/lf.safetensors" > "$tmp/lf.data"

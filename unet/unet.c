@@ -343,6 +343,10 @@ SlStatus sl_unet_init_shapes(SlUNet *u, const SlUNetConfig *cfg, SlCtx *ctx) {
 
 SlStatus sl_unet_init(SlUNet *u, const SlUNetConfig *cfg, SlCtx *ctx) {
     SL_TRY(sl_unet_init_shapes(u, cfg, ctx));
+    return sl_unet_alloc_weights(u, ctx);
+}
+
+SlStatus sl_unet_alloc_weights(SlUNet *u, SlCtx *ctx) {
     size_t total = 0;
     for (int i = 0; i < u->n_params; i++)
         total += sl_align_up((size_t)sl_shape_numel(u->params[i].ndim, u->params[i].shape) * sizeof(float));

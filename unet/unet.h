@@ -206,6 +206,8 @@ SlStatus sl_unet_init(SlUNet *u, const SlUNetConfig *cfg, SlCtx *ctx);
  * arena (weight pointers stay NULL): for key listings, maps and memory plans.
  * Free with sl_unet_free; do not load, plan or run such a U-Net. */
 SlStatus sl_unet_init_shapes(SlUNet *u, const SlUNetConfig *cfg, SlCtx *ctx);
+/* Gives a U-Net from sl_unet_init_shapes its fp32 weight arena (sl_unet_init = both). */
+SlStatus sl_unet_alloc_weights(SlUNet *u, SlCtx *ctx);
 void sl_unet_free(SlUNet *u);
 /* Loads every weight by diffusers name (through w's map if installed). */
 SlStatus sl_unet_load(SlUNet *u, SlWeights *w, SlCtx *ctx);
