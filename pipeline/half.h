@@ -11,7 +11,7 @@
  * fp16 already: loading those is exact. From an fp32 file each weight is rounded to the
  * nearest binary16 (relative error <= 2^-11); sl_half_stats counts how many values changed.
  * Biases and norm weights stay fp32 (they are small and added, not multiplied).
- * `stylora train` uses it by default when every such weight is stored F16 (exact:
+ * `stylora train` and `sample` use it by default when every such weight is stored F16 (exact:
  * SlModelOpts.unet_half_if_f16, sl_unet_weights_all_f16).
  *
  * Memory. The U-Net's weight arena (u->weights) is rebuilt as for NF4 (pipeline/quant.h):

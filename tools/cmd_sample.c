@@ -165,7 +165,9 @@ int cmd_sample(int argc, char **argv) {
     int n_jobs = 0;
     if (sample_jobs_build(&a, &jobs, &n_jobs, &ctx) != SL_OK) return cli_fail("sample", &ctx);
     SlModel m;
-    SlModelOpts mo = {.config_dir = a.config, .unet_dense = a.base && !strcmp(a.base, "fp32"), .unet_half = a.base && !strcmp(a.base, "fp16")}; /* [nf4] */
+    /* by default an F16 checkpoint's U-Net stays binary16 (exact, half the memory; pipeline/half.h) */
+    SlModelOpts mo = {.config_dir = a.config, .unet_dense = a.base && !strcmp(a.base, "fp32"), .unet_half = a.base && !strcmp(a.base, "fp16"),
+                      .unet_half_if_f16 = !a.base}; /* [nf4] */
     const int nf4 = a.base && !strcmp(a.base, "nf4"); /* [nf4] */
     if (a.base && !nf4 && !mo.unet_half && strcmp(a.base, "fp32")) { fprintf(stderr, "stylora sample: error: --base is fp32, fp16 or nf4\n"); free(jobs); return 2; } /* [nf4] */
     if ((nf4 ? sl_model_load_nf4(&m, a.model, &mo, a.nf4_layers, a.nf4_dq != NULL, &ctx) : sl_model_load(&m, a.model, &mo, &ctx)) != SL_OK) { /* [nf4] */

@@ -70,7 +70,7 @@ static SlStatus dequantize_targets(SlModel *m, SlAdapter *const *ads, int n, SlC
     if (!st && k && n16) st = sl_unet_half_to_dense(&m->unet, names, k, ctx);
     free(names);
     if (!st && n16 > sl_unet_count_half(&m->unet))
-        sl_log(ctx, SL_LOG_WARN, "--merge on an fp16 base: %d weights widened to fp32 for merging (%d stay fp16)",
+        sl_log(ctx, SL_LOG_INFO, "--merge on an fp16 base: %d weights widened to fp32 for merging (%d stay fp16)",
                n16 - sl_unet_count_half(&m->unet), sl_unet_count_half(&m->unet));
     const int after = sl_unet_count_nf4(&m->unet);
     if (!st && after < before)
