@@ -209,18 +209,25 @@ static void zero_cols(float *p, int64_t w, int64_t n, int64_t kc) {
     for (int64_t k = 0; k < kc; k++) memset(p + k * w + n, 0, (size_t)(w - n) * sizeof(float));
 }
 
+/* ceil(n/w) panels [kc,w] (w = MR or NR) of a gathered operand's columns [c0, c0+n) and
+ * rows [k0, k0+kc): the gather writes each panel's first columns (ldd = w), the rest are zeroed. */
+static void gather_panels(float *p, const SlGemmOperand *G, int64_t w, int64_t c0, int64_t n, int64_t k0,
+                          int64_t kc) {
+    for (int64_t j0 = 0; j0 < n; j0 += w) {
+        const int64_t nc = n - j0 < w ? n - j0 : w;
+        float *dst = p + (j0 / w) * kc * w;
+        G->gather(G->ctx, dst, w, k0, kc, c0 + j0, nc);
+        zero_cols(dst, w, nc, kc);
+    }
+}
+
 /* pa: ceil(mb/MR) panels [kc,MR] of op(A)[r0..r0+mb, k0..k0+kc), rows past mb zero.
  * A gathered operand here is the B of a swapped product: op(A) = G^T, so panel
  * (i, k) = G(k, i) and the gather writes the panel directly (ldd = MR). */
 SL_AVX512 static void pack_a(float *pa, const SlGemmOperand *A, int64_t r0, int64_t mb, int64_t k0, int64_t kc) {
     const int fmt = A->fmt;
     if (fmt == SL_GEMM_GATHER) {
-        for (int64_t i0 = 0; i0 < mb; i0 += SL_GEMM_MR) {
-            const int64_t mr = mb - i0 < SL_GEMM_MR ? mb - i0 : SL_GEMM_MR;
-            float *dst = pa + (i0 / SL_GEMM_MR) * kc * SL_GEMM_MR;
-            A->gather(A->ctx, dst, SL_GEMM_MR, k0, kc, r0 + i0, mr);
-            zero_cols(dst, SL_GEMM_MR, mr, kc);
-        }
+        gather_panels(pa, A, SL_GEMM_MR, r0, mb, k0, kc);
         return;
     }
     if (A->trans) { /* op(A)(i,k) stored at (k, i): walk each stored row once, dealing MR-chunks to the panels */
@@ -254,12 +261,7 @@ SL_AVX512 static void pack_a(float *pa, const SlGemmOperand *A, int64_t r0, int6
 SL_AVX512 static void pack_b(float *pb, const SlGemmOperand *B, int64_t c0, int64_t nb, int64_t k0, int64_t kc) {
     const int fmt = B->fmt;
     if (fmt == SL_GEMM_GATHER) {
-        for (int64_t j0 = 0; j0 < nb; j0 += SL_GEMM_NR) {
-            const int64_t nr = nb - j0 < SL_GEMM_NR ? nb - j0 : SL_GEMM_NR;
-            float *dst = pb + (j0 / SL_GEMM_NR) * kc * SL_GEMM_NR;
-            B->gather(B->ctx, dst, SL_GEMM_NR, k0, kc, c0 + j0, nr);
-            zero_cols(dst, SL_GEMM_NR, nr, kc);
-        }
+        gather_panels(pb, B, SL_GEMM_NR, c0, nb, k0, kc);
         return;
     }
     if (!B->trans) { /* op(B)(k,j) stored at (k, j): walk each stored row once, dealing NR-chunks to the panels */

@@ -65,24 +65,10 @@ static inline float sl_nn_exp_row(float *p, int64_t n, float sub) {
     float sum = 0.0f;
 #if defined(__AVX512F__)
     __m512 acc = _mm512_setzero_ps();
-    const __m512 vs = _mm512_set1_ps(sub), lo = _mm512_set1_ps(-87.0f), hi = _mm512_set1_ps(88.0f), l2e = _mm512_set1_ps(1.44269504f);
-    const __m512 c1 = _mm512_set1_ps(0.693145752f), c2 = _mm512_set1_ps(1.42860677e-6f);
+    const __m512 vs = _mm512_set1_ps(sub);
     for (; j < n; j += 16) {
         const __mmask16 k = n - j >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - j)) - 1u);
-        const __m512 x = _mm512_sub_ps(_mm512_maskz_loadu_ps(k, p + j), vs);
-        const __mmask16 live = _mm512_mask_cmp_ps_mask(k, x, lo, _CMP_GE_OQ);
-        const __m512 xc = _mm512_min_ps(_mm512_max_ps(x, lo), hi);
-        const __m512 nn = _mm512_roundscale_ps(_mm512_mul_ps(xc, l2e), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-        const __m512 r = _mm512_fnmadd_ps(nn, c2, _mm512_fnmadd_ps(nn, c1, xc));
-        __m512 q = _mm512_set1_ps(1.0f / 5040.0f);
-        q = _mm512_fmadd_ps(q, r, _mm512_set1_ps(1.0f / 720.0f));
-        q = _mm512_fmadd_ps(q, r, _mm512_set1_ps(1.0f / 120.0f));
-        q = _mm512_fmadd_ps(q, r, _mm512_set1_ps(1.0f / 24.0f));
-        q = _mm512_fmadd_ps(q, r, _mm512_set1_ps(1.0f / 6.0f));
-        q = _mm512_fmadd_ps(q, r, _mm512_set1_ps(0.5f));
-        q = _mm512_fmadd_ps(q, r, _mm512_set1_ps(1.0f));
-        q = _mm512_fmadd_ps(q, r, _mm512_set1_ps(1.0f));
-        const __m512 e = _mm512_maskz_scalef_ps(live, q, nn);
+        const __m512 e = _mm512_maskz_mov_ps(k, sl_nn_exp16(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, p + j), vs)));
         _mm512_mask_storeu_ps(p + j, k, e);
         acc = _mm512_add_ps(acc, e);
     }
