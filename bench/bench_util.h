@@ -84,6 +84,18 @@ static inline SlStatus bench_unet_open(SlUNet *u, SlUNetConfig *cfg, const char 
     return st;
 }
 
+/* The U-Net of <dir> made with sl_unet_init_shapes (no weight arena) and its weight files
+ * opened in *w, for the loaders that stream into another format (NF4, binary16). */
+static inline SlStatus bench_unet_shapes_open(SlUNet *u, SlUNetConfig *cfg, const char *dir, SlWeights *w,
+                                              SlCtx *ctx) {
+    char p[4096];
+    snprintf(p, sizeof p, "%s/unet/config.json", dir);
+    SL_TRY(sl_unet_config_load(cfg, p, ctx));
+    SL_TRY(sl_unet_init_shapes(u, cfg, ctx));
+    snprintf(p, sizeof p, "%s/unet", dir);
+    return sl_weights_open_dir(w, p, ctx);
+}
+
 /* An NF4 frozen U-Net as `stylora train --base nf4` has it (pipeline/quant.h; which
  * NULL = SL_NF4_DEFAULT_LAYERS). Real weights: streamed from <dir>/unet/ into NF4
  * (sl_unet_load_nf4, as sl_model_load_nf4 does: the fp32 copy never exists). random:
@@ -95,13 +107,8 @@ static inline SlStatus bench_unet_open_nf4(SlUNet *u, SlUNetConfig *cfg, const c
         SL_TRY(bench_unet_open(u, cfg, dir, 1, ctx));
         return sl_unet_quantize_nf4(u, which, dq, stats, ctx);
     }
-    char p[4096];
-    snprintf(p, sizeof p, "%s/unet/config.json", dir);
-    SL_TRY(sl_unet_config_load(cfg, p, ctx));
-    SL_TRY(sl_unet_init_shapes(u, cfg, ctx));
     SlWeights w;
-    snprintf(p, sizeof p, "%s/unet", dir);
-    SL_TRY(sl_weights_open_dir(&w, p, ctx));
+    SL_TRY(bench_unet_shapes_open(u, cfg, dir, &w, ctx));
     SlStatus st = sl_unet_load_nf4(u, &w, which, dq, stats, ctx);
     sl_weights_close(&w);
     return st;
@@ -117,13 +124,8 @@ static inline SlStatus bench_unet_open_half(SlUNet *u, SlUNetConfig *cfg, const 
         SL_TRY(bench_unet_open(u, cfg, dir, 1, ctx));
         return sl_unet_to_half(u, stats, ctx);
     }
-    char p[4096];
-    snprintf(p, sizeof p, "%s/unet/config.json", dir);
-    SL_TRY(sl_unet_config_load(cfg, p, ctx));
-    SL_TRY(sl_unet_init_shapes(u, cfg, ctx));
     SlWeights w;
-    snprintf(p, sizeof p, "%s/unet", dir);
-    SL_TRY(sl_weights_open_dir(&w, p, ctx));
+    SL_TRY(bench_unet_shapes_open(u, cfg, dir, &w, ctx));
     SlStatus st = sl_unet_load_half(u, &w, stats, ctx);
     sl_weights_close(&w);
     return st;

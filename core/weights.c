@@ -235,26 +235,42 @@ const SlStEntry *sl_weights_find(SlWeights *w, const char *name, const SlStFile 
     return NULL;
 }
 
-static SlStatus load_impl(SlWeights *w, const char *name, int ndim, const int64_t *shape, float *dst, int *found,
-                          SlCtx *ctx) {
-    const SlStFile *f = NULL;
-    const SlStEntry *e = sl_weights_find(w, name, &f);
+/* The entry of name with its shape checked, or NULL: missing (an error unless found is
+ * given, which then says 0) or misshaped (an error). */
+static const SlStEntry *find_shaped(SlWeights *w, const char *name, int ndim, const int64_t *shape,
+                                    const SlStFile **file, int *found, SlCtx *ctx) {
+    const SlStEntry *e = sl_weights_find(w, name, file);
     const char *mapped = map_name(w, name);
     if (!e) {
-        if (found) { *found = 0; return SL_OK; }
-        if (mapped != name || *w->prefix)
-            return sl_fail(ctx, SL_ERR_MISSING, "%s: missing weight '%s' (looked for '%s%s')", w->label, name, w->prefix,
-                           mapped);
-        return sl_fail(ctx, SL_ERR_MISSING, "%s: missing weight '%s'", w->label, name);
+        if (found) *found = 0;
+        else if (mapped != name || *w->prefix)
+            sl_fail(ctx, SL_ERR_MISSING, "%s: missing weight '%s' (looked for '%s%s')", w->label, name, w->prefix, mapped);
+        else
+            sl_fail(ctx, SL_ERR_MISSING, "%s: missing weight '%s'", w->label, name);
+        return NULL;
     }
     if (found) *found = 1;
     int same = e->ndim == ndim;
     for (int i = 0; same && i < ndim; i++) same = e->shape[i] == shape[i];
     if (!same) {
         char a[128], b[128];
-        return sl_fail(ctx, SL_ERR_SHAPE, "%s: weight '%s' has shape %s, the model config expects %s", f->path, e->name,
-                       sl_shape_str(e->ndim, e->shape, a, sizeof a), sl_shape_str(ndim, shape, b, sizeof b));
+        sl_fail(ctx, SL_ERR_SHAPE, "%s: weight '%s' has shape %s, the model config expects %s", (*file)->path, e->name,
+                sl_shape_str(e->ndim, e->shape, a, sizeof a), sl_shape_str(ndim, shape, b, sizeof b));
+        return NULL;
     }
+    return e;
+}
+
+const SlStEntry *sl_weights_find_shaped(SlWeights *w, const char *name, int ndim, const int64_t *shape,
+                                        const SlStFile **file, SlCtx *ctx) {
+    return find_shaped(w, name, ndim, shape, file, NULL, ctx);
+}
+
+static SlStatus load_impl(SlWeights *w, const char *name, int ndim, const int64_t *shape, float *dst, int *found,
+                          SlCtx *ctx) {
+    const SlStFile *f = NULL;
+    const SlStEntry *e = find_shaped(w, name, ndim, shape, &f, found, ctx);
+    if (!e) return found && !*found ? SL_OK : ctx->status;
     return sl_st_read_f32(f, e, dst, ctx);
 }
 

@@ -62,6 +62,10 @@ SlStatus sl_weights_load(SlWeights *w, const char *name, int ndim, const int64_t
 /* The same, but a missing tensor leaves dst untouched and sets *found = 0. */
 SlStatus sl_weights_load_opt(SlWeights *w, const char *name, int ndim, const int64_t *shape,
                              float *dst, int *found, SlCtx *ctx);
+/* The entry of name after the same checks and errors as sl_weights_load, for readers that
+ * convert it themselves (pipeline/half.c); NULL on failure (ctx says why). */
+const SlStEntry *sl_weights_find_shaped(SlWeights *w, const char *name, int ndim, const int64_t *shape,
+                                        const SlStFile **file, SlCtx *ctx);
 
 /* Counts tensors under this view's prefix that were never read; logs up to
  * `max_list` of their names at WARN level. Returns the count. */

@@ -11,15 +11,6 @@
 
 #define HALF_STREAM_CHUNK ((int64_t)1 << 18) /* elements converted per read (1 MB of fp32) */
 
-/* The module whose weight param p is, or NULL (biases, norms, embeddings). */
-static SlUNetModRef *mod_of_param(SlUNet *u, const SlUNetParam *p) {
-    for (int j = 0; j < u->n_mods; j++) {
-        SlUNetModRef *m = &u->mods[j];
-        if ((m->lin && p->w == &m->lin->w) || (m->conv && p->w == &m->conv->w)) return m;
-    }
-    return NULL;
-}
-
 static const uint16_t *mod_w16(const SlUNetModRef *m) { return m->lin ? m->lin->w16 : m->conv->w16; }
 static SlHook *mod_hook(const SlUNetModRef *m) { return m->lin ? m->lin->hook : m->conv->hook; }
 static void mod_set_w16(SlUNetModRef *m, const uint16_t *w16) {
@@ -75,7 +66,7 @@ static SlStatus plan_init(SlUNet *u, Plan *pl, SlCtx *ctx) {
         plan_free(pl);
         return sl_fail(ctx, SL_ERR_NOMEM, "fp16: out of memory");
     }
-    for (int i = 0; i < u->n_params; i++) pl->mod[i] = mod_of_param(u, &u->params[i]);
+    for (int i = 0; i < u->n_params; i++) pl->mod[i] = sl_unet_module_of_param(u, &u->params[i]);
     return SL_OK;
 }
 
@@ -198,7 +189,7 @@ SlStatus sl_unet_half_to_dense(SlUNet *u, const char *const *names, int n, SlCtx
 int sl_unet_weights_all_f16(SlUNet *u, SlWeights *w) {
     int any = 0;
     for (int i = 0; i < u->n_params; i++) {
-        if (!mod_of_param(u, &u->params[i])) continue;
+        if (!sl_unet_module_of_param(u, &u->params[i])) continue;
         const SlStFile *f = NULL;
         const SlStEntry *e = sl_weights_find(w, u->params[i].name, &f);
         if (!e || e->dtype != SL_F16) return 0;
@@ -217,14 +208,10 @@ int sl_unet_count_half(const SlUNet *u) {
 static SlStatus load_one_half(SlWeights *w, const SlUNetParam *p, uint16_t *h, float *buf, int64_t *rounded,
                               SlCtx *ctx) {
     const SlStFile *f = NULL;
-    const SlStEntry *e = sl_weights_find(w, p->name, &f);
-    if (!e) return sl_fail(ctx, SL_ERR_MISSING, "unet: %s: missing weight '%s'", w->label, p->name);
-    int same = e->ndim == p->ndim;
-    for (int i = 0; same && i < p->ndim; i++) same = e->shape[i] == p->shape[i];
-    if (!same) {
-        char a[128], b[128];
-        return sl_fail(ctx, SL_ERR_SHAPE, "unet: %s: weight '%s' has shape %s, the model config expects %s", f->path,
-                       e->name, sl_shape_str(e->ndim, e->shape, a, sizeof a), sl_shape_str(p->ndim, p->shape, b, sizeof b));
+    const SlStEntry *e = sl_weights_find_shaped(w, p->name, p->ndim, p->shape, &f, ctx);
+    if (!e) {
+        sl_fail_prefix(ctx, "unet");
+        return ctx->status;
     }
     const int64_t total = sl_shape_numel(p->ndim, p->shape);
     const uint8_t *src = sl_st_data(f, e);

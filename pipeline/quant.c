@@ -85,10 +85,10 @@ static void plan_free(Plan *pl) {
     free(pl->dq);
 }
 
+/* The linear whose weight p is (NF4 is for linears only), or NULL. */
 static SlUNetModRef *mod_of_param(SlUNet *u, const SlUNetParam *p) {
-    for (int j = 0; j < u->n_mods; j++)
-        if (u->mods[j].lin && p->w == &u->mods[j].lin->w) return &u->mods[j];
-    return NULL;
+    SlUNetModRef *m = sl_unet_module_of_param(u, p);
+    return m && m->lin ? m : NULL;
 }
 
 static void plan_sizes(SlUNet *u, Plan *pl) {

@@ -34,14 +34,6 @@
 #define H_ 16
 #define T_ 7
 
-static void fill(float *x, size_t n, uint32_t seed, float sd) {
-    uint32_t s = seed * 2654435761u + 1;
-    for (size_t i = 0; i < n; i++) {
-        s = s * 1664525u + 1013904223u;
-        x[i] = ((float)(s >> 8) / 16777216.0f - 0.5f) * 2.0f * sd;
-    }
-}
-
 typedef struct In {
     float *x, t[B_], *ehs, *dout;
     size_t nx, no, ne;
@@ -53,7 +45,7 @@ static void in_make(In *in, const SlUNetConfig *c) {
     in->ne = (size_t)B_ * T_ * c->cross_dim;
     in->x = malloc(in->nx * sizeof(float)), in->ehs = malloc(in->ne * sizeof(float));
     in->dout = malloc(in->no * sizeof(float));
-    fill(in->x, in->nx, 1, 1.0f), fill(in->ehs, in->ne, 2, 1.0f), fill(in->dout, in->no, 3, 1.0f);
+    sl_test_fill(in->x, in->nx, 1, 1.0f), sl_test_fill(in->ehs, in->ne, 2, 1.0f), sl_test_fill(in->dout, in->no, 3, 1.0f);
     in->t[0] = 411.0f, in->t[1] = 37.0f;
 }
 
@@ -107,7 +99,7 @@ static void test_kernels(void) {
     const int64_t N = 77, I = 200, O = 130;
     float *x = malloc(N * I * sizeof(float)), *w = malloc(O * I * sizeof(float)), *b = malloc(O * sizeof(float));
     uint16_t *h = malloc(O * I * sizeof(uint16_t));
-    fill(x, (size_t)(N * I), 5, 1.0f), fill(w, (size_t)(O * I), 6, 0.1f), fill(b, (size_t)O, 7, 0.1f);
+    sl_test_fill(x, (size_t)(N * I), 5, 1.0f), sl_test_fill(w, (size_t)(O * I), 6, 0.1f), sl_test_fill(b, (size_t)O, 7, 0.1f);
     sl_f32_to_f16(h, w, (size_t)(O * I));
     sl_f16_to_f32(w, h, (size_t)(O * I));
     float *y1 = malloc(N * O * sizeof(float)), *y2 = malloc(N * O * sizeof(float));
@@ -128,7 +120,7 @@ static void test_kernels(void) {
         const size_t nw = (size_t)(d.Co * d.Ci * d.kh * d.kw);
         float *cx = malloc(nx * sizeof(float)), *cw = malloc(nw * sizeof(float)), *cb = malloc((size_t)d.Co * sizeof(float));
         uint16_t *ch = malloc(nw * sizeof(uint16_t));
-        fill(cx, nx, 8, 1.0f), fill(cw, nw, 9, 0.05f), fill(cb, (size_t)d.Co, 10, 0.1f);
+        sl_test_fill(cx, nx, 8, 1.0f), sl_test_fill(cw, nw, 9, 0.05f), sl_test_fill(cb, (size_t)d.Co, 10, 0.1f);
         sl_f32_to_f16(ch, cw, nw);
         sl_f16_to_f32(cw, ch, nw);
         float *work = malloc((sl_conv2d_workspace(&d) + 1) * sizeof(float));
@@ -182,7 +174,7 @@ static void test_unet(const char *golden) {
     CHECK_OK(sl_adapter_enable_grads(&ad, &ctx), &ctx);
     int convs = 0;
     for (int i = 0; i < ad.n; i++) {
-        fill(ad.mods[i].B, (size_t)(ad.mods[i].O * ad.mods[i].r), 100 + (uint32_t)i, 0.05f);
+        sl_test_fill(ad.mods[i].B, (size_t)(ad.mods[i].O * ad.mods[i].r), 100 + (uint32_t)i, 0.05f);
         convs += ad.mods[i].k > 1;
     }
     CHECK(convs > 0, "the adapter has conv (LoCon) modules");

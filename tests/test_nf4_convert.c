@@ -23,14 +23,6 @@
 #define H_ 16
 #define T_ 7
 
-static void fill(float *x, size_t n, uint32_t seed) {
-    uint32_t s = seed * 2654435761u + 1;
-    for (size_t i = 0; i < n; i++) {
-        s = s * 1664525u + 1013904223u;
-        x[i] = ((float)(s >> 8) / 16777216.0f - 0.5f) * 2.0f;
-    }
-}
-
 typedef struct In {
     float *x, t[B_], *ehs, *out;
     size_t nx, no, ne;
@@ -41,7 +33,7 @@ static void in_make(In *in, const SlUNetConfig *c) {
     in->no = (size_t)B_ * c->out_channels * H_ * H_;
     in->ne = (size_t)B_ * T_ * c->cross_dim;
     in->x = malloc(in->nx * sizeof(float)), in->out = malloc(in->no * sizeof(float)), in->ehs = malloc(in->ne * sizeof(float));
-    fill(in->x, in->nx, 1), fill(in->ehs, in->ne, 2);
+    sl_test_fill(in->x, in->nx, 1, 1.0f), sl_test_fill(in->ehs, in->ne, 2, 1.0f);
     in->t[0] = 411.0f;
 }
 
@@ -163,7 +155,7 @@ static void test_merge_error(SlModel *q, SlCtx *ctx) {
     o.rank = 4;
     SlAdapter ad;
     CHECK_OK(sl_adapter_create(&ad, &sites, &o, ctx), ctx);
-    for (int i = 0; i < ad.n; i++) fill(ad.mods[i].B, (size_t)(ad.mods[i].O * ad.mods[i].r), 50 + (uint32_t)i);
+    for (int i = 0; i < ad.n; i++) sl_test_fill(ad.mods[i].B, (size_t)(ad.mods[i].O * ad.mods[i].r), 50 + (uint32_t)i, 1.0f);
     SlAdapter *one[1] = {&ad};
     const float wt = 0.2f;
     SlMergeState ms = {0};

@@ -9,6 +9,7 @@
 #define SL_TEST_UTIL_H
 
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -66,6 +67,15 @@ static inline int sl_test_close(const char *what, const float *got, const float 
 }
 
 /* Max |ref| (the "output scale" that golden tolerances are relative to). */
+/* x[i] uniform in [-scale, scale) from a seeded LCG (inputs that need no statistics). */
+static inline void sl_test_fill(float *x, size_t n, uint32_t seed, float scale) {
+    uint32_t s = seed * 2654435761u + 1;
+    for (size_t i = 0; i < n; i++) {
+        s = s * 1664525u + 1013904223u;
+        x[i] = ((float)(s >> 8) / 16777216.0f - 0.5f) * 2.0f * scale;
+    }
+}
+
 static inline double sl_test_scale(const float *ref, size_t n) {
     double m = 0;
     for (size_t i = 0; i < n; i++) if (fabs(ref[i]) > m) m = fabs(ref[i]);

@@ -441,6 +441,14 @@ void sl_unet_zero_grads(SlUNet *u) {
     if (u->grads.base) memset(u->grads.base, 0, u->grads.size);
 }
 
+SlUNetModRef *sl_unet_module_of_param(SlUNet *u, const SlUNetParam *p) {
+    for (int j = 0; j < u->n_mods; j++) {
+        SlUNetModRef *m = &u->mods[j];
+        if ((m->lin && p->w == &m->lin->w) || (m->conv && p->w == &m->conv->w)) return m;
+    }
+    return NULL;
+}
+
 SlLinear *sl_unet_find_linear(SlUNet *u, const char *name) {
     for (int i = 0; i < u->n_mods; i++)
         if (u->mods[i].lin && !strcmp(u->mods[i].name, name)) return u->mods[i].lin;

@@ -240,6 +240,8 @@ void sl_unet_forward(SlUNet *u, float *out, const float *sample, const float *ti
  * training); with u->dehs NULL that work is skipped. */
 void sl_unet_backward(SlUNet *u, float *dsample, const float *dout);
 
+/* The linear or conv module whose weight p is, or NULL (biases, norms, embeddings). */
+SlUNetModRef *sl_unet_module_of_param(SlUNet *u, const SlUNetParam *p);
 /* Finds a module by diffusers name ("down_blocks.0.attentions.0.proj_in"); NULL if absent. */
 SlLinear *sl_unet_find_linear(SlUNet *u, const char *name);
 SlConv2d *sl_unet_find_conv(SlUNet *u, const char *name);
