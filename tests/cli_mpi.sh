@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # cli_mpi.sh - data-parallel `stylora train` under mpirun (issue 13), on the
 # tiny fixture model. Needs the -DSL_MPI=ON build (tests/mpi/run.sh makes one)
-# and mpirun; otherwise prints SKIPPED and exits 0.
+# and mpirun; otherwise says so and exits 77 (skipped).
 #   - 2 ranks x batch 1 == 1 process --batch 2 --micro-batch 1, and 2 ranks x
 #     batch 2 == 1 process --batch 4 --micro-batch 2: the same adapter bytes
 #     after 4 AdamW steps (without --micro-batch, 1 x 2 is within 1e-3 of each
@@ -17,9 +17,9 @@
 set -u
 bin=${SL_STYLORA:?}; bdir=${SL_BINARY_DIR:-.}
 helper=$bdir/test_dist
-if ! command -v mpirun >/dev/null 2>&1; then echo "cli_mpi: SKIPPED (no mpirun)"; exit 0; fi
+if ! command -v mpirun >/dev/null 2>&1; then echo "cli_mpi: SKIPPED (no mpirun)"; exit 77; fi
 if ! grep -q '^SL_MPI:BOOL=ON' "$bdir/CMakeCache.txt" 2>/dev/null; then
-  echo "cli_mpi: SKIPPED (not an -DSL_MPI=ON build; run tests/mpi/run.sh)"; exit 0
+  echo "cli_mpi: SKIPPED (not an -DSL_MPI=ON build; run tests/mpi/run.sh)"; exit 77
 fi
 tmp=$bdir/tmp_cli_mpi; rm -rf "$tmp"; mkdir -p "$tmp"
 "$helper" --fixture "$tmp" >/dev/null || { echo "FAIL cannot build the fixture"; exit 1; }

@@ -8,8 +8,8 @@
 #                            and the model pretraining scripts; never at run time)
 set -euo pipefail
 pkgs=(build-essential cmake pkg-config libopenblas-dev libstb-dev libpng-dev zlib1g-dev libcjson-dev libpcre2-dev)
-# tests only: Open MPI (tests/mpi/run.sh), clang's libFuzzer (tests/cli_fuzz.sh)
-if [[ "${1:-}" == "--test" || "${1:-}" == "--torch" ]]; then pkgs+=(libopenmpi-dev openmpi-bin clang-14 libclang-rt-14-dev); fi
+# tests only: Open MPI (tests/mpi/run.sh), clang's libFuzzer and OpenMP (tests/cli_fuzz.sh)
+if [[ "${1:-}" == "--test" || "${1:-}" == "--torch" ]]; then pkgs+=(libopenmpi-dev openmpi-bin clang-14 libclang-rt-14-dev libomp-14-dev); fi
 if [[ "${1:-}" == "--torch" ]]; then pkgs+=(python3-torch python3-numpy python3-regex python3-pil); fi
 missing=()
 for p in "${pkgs[@]}"; do

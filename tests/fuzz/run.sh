@@ -7,7 +7,8 @@
 # in $SL_FUZZ_OUT/crashes/<target>/ (copy it to tests/data/regress/).
 #
 # Environment: CC (default clang-14, else clang), SL_FUZZ_OUT (build + work
-# folder, default ./fuzz-build), SL_SHARED_DIR (default <repo>/../shared),
+# folder, default ./fuzz-build), SL_SHARED_DIR (default <repo>/../shared, else
+# <repo>/tests/data/shared),
 # SL_FUZZ_TARGETS (space-separated subset), SL_FUZZ_JOBS (parallel compiles, 2).
 # Exit 77 when the compiler cannot build a libFuzzer binary (cli_fuzz.sh skips).
 set -u
@@ -15,7 +16,9 @@ secs=${1:-20}
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 src=$(cd "$here/../.." && pwd)
 out=${SL_FUZZ_OUT:-$PWD/fuzz-build}
-shared=${SL_SHARED_DIR:-$src/../shared}
+if [[ -z "${SL_SHARED_DIR:-}" ]]; then
+  if [[ -e $src/../shared/golden/tiny-sd1/model_index.json ]]; then shared=$src/../shared; else shared=$src/tests/data/shared; fi
+else shared=$SL_SHARED_DIR; fi
 jobs=${SL_FUZZ_JOBS:-2}
 export OMP_WAIT_POLICY=passive OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
 if [[ -z "${CC:-}" ]]; then
@@ -27,6 +30,11 @@ mkdir -p "$out/obj" "$out/bin" "$out/crashes" "$out/work"
 printf '#include <stdint.h>\n#include <stddef.h>\nint LLVMFuzzerTestOneInput(const uint8_t *d, size_t n) { (void)d; (void)n; return 0; }\n' > "$out/probe.c"
 if ! $CC -fsanitize=fuzzer "$out/probe.c" -o "$out/probe" >/dev/null 2>&1; then
   echo "run.sh: $CC cannot build libFuzzer binaries (install clang-14 libclang-rt-14-dev)"; exit 77
+fi
+# ... with OpenMP? (clang-14 finds omp.h only with Debian's libomp-14-dev)
+printf '#include <omp.h>\nint main(void) { return omp_get_max_threads() < 1; }\n' > "$out/probe_omp.c"
+if ! $CC -fopenmp "$out/probe_omp.c" -o "$out/probe_omp" >/dev/null 2>&1; then
+  echo "run.sh: $CC cannot build OpenMP programs: omp.h or libomp missing (install libomp-14-dev)"; exit 77
 fi
 san="-fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer"
 cflags="-std=gnu11 -O1 -g -fopenmp $san -Wall -Wextra -Wno-unknown-pragmas -Wno-pass-failed -I$src -I/usr/include/stb

@@ -13,4 +13,9 @@ if ! command -v mpirun >/dev/null 2>&1 || ! command -v mpicc >/dev/null 2>&1; th
 fi
 cmake -S "$root" -B "$bdir" -DCMAKE_BUILD_TYPE=Release -DSL_MPI=ON >/dev/null
 cmake --build "$bdir" -j"$(nproc)" --target stylora test_dist
-(cd "$bdir" && ctest -R '^(test_dist|cli_mpi)$' --output-on-failure)
+log=$(cd "$bdir" && ctest -R '^(test_dist|cli_mpi)$' --output-on-failure 2>&1) || { echo "$log"; exit 1; }
+echo "$log"
+# Here both must really run: a skip (exit 77) is a failure of this script.
+if grep -q "(Skipped)" <<<"$log" || ! grep -q "100% tests passed, 0 tests failed out of 2" <<<"$log"; then
+  echo "tests/mpi/run.sh: test_dist and cli_mpi did not both run and pass" >&2; exit 1
+fi
