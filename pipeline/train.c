@@ -440,7 +440,13 @@ static SlStatus save_full_unet(SlTrainer *tr, SlCtx *ctx) {
     return st;
 }
 
+/* SL_ERR_ARG unless tr is a trainer sl_trainer_init made (a zeroed one has no micro-batch). */
+static SlStatus trainer_ready(const SlTrainer *tr, SlCtx *ctx) {
+    return tr->micro > 0 ? SL_OK : sl_fail(ctx, SL_ERR_ARG, "the trainer is not initialised (sl_trainer_init failed or was not called)");
+}
+
 SlStatus sl_trainer_save(SlTrainer *tr, SlCtx *ctx) {
+    SL_TRY(trainer_ready(tr, ctx));
     SL_TRY(write_state(tr, ctx));
     if (tr->cfg.full) return save_full_unet(tr, ctx);
     SL_TRY(set_adapter_meta(tr, ctx));
@@ -466,7 +472,15 @@ static SlStatus check_out_writable(const char *out, SlCtx *ctx) {
     return SL_OK;
 }
 
+static SlStatus trainer_init(SlTrainer *tr, const SlTrainConfig *cfg, SlCtx *ctx);
+
 SlStatus sl_trainer_init(SlTrainer *tr, const SlTrainConfig *cfg, SlCtx *ctx) {
+    SlStatus st = trainer_init(tr, cfg, ctx);
+    if (st) sl_trainer_free(tr); /* nothing half-made survives: the trainer is zeroed */
+    return st;
+}
+
+static SlStatus trainer_init(SlTrainer *tr, const SlTrainConfig *cfg, SlCtx *ctx) {
     memset(tr, 0, sizeof *tr);
     tr->cfg = *cfg;
     SlTrainConfig *c = &tr->cfg;
@@ -710,6 +724,7 @@ static void acc_to_grads(SlTrainer *tr) {
 }
 
 SlStatus sl_trainer_step(SlTrainer *tr, SlCtx *ctx) {
+    SL_TRY(trainer_ready(tr, ctx));
     const SlTrainConfig *c = &tr->cfg;
     SlUNet *u = &tr->model.unet;
     const int64_t mb = tr->micro, shards = c->batch / mb;
@@ -760,6 +775,7 @@ SlStatus sl_trainer_step(SlTrainer *tr, SlCtx *ctx) {
 }
 
 SlStatus sl_trainer_eval_loss(SlTrainer *tr, int n, uint64_t seed, double *loss, SlCtx *ctx) {
+    SL_TRY(trainer_ready(tr, ctx));
     SlTrainConfig *c = &tr->cfg;
     SlUNet *u = &tr->model.unet;
     const int64_t B = c->batch, mb = tr->micro, nl = tr->C * tr->h * tr->w;
@@ -807,6 +823,7 @@ void sl_trainer_memory(const SlTrainer *tr, size_t *params, size_t *grads, size_
 /* ---- samples during training ---- */
 
 SlStatus sl_trainer_sample(SlTrainer *tr, const char *dir, SlCtx *ctx) {
+    SL_TRY(trainer_ready(tr, ctx));
     const SlTrainConfig *c = &tr->cfg;
     if (!c->n_sample_prompts) return SL_OK;
     SlModel *m = &tr->model;

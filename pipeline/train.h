@@ -157,7 +157,9 @@ typedef struct SlTrainer {
  * Loads the model and data, fills the caches, creates (or, with cfg->resume,
  * restores) the adapter and optimizer. Logs progress through ctx. Errors
  * (empty folder, unreadable images with stop_on_bad_image, a read-only output
- * folder, settings that differ from the checkpoint's) come before any step. */
+ * folder, settings that differ from the checkpoint's) come before any step.
+ * On failure everything it allocated is freed and *tr is zeroed: step, save,
+ * sample and eval_loss on it return SL_ERR_ARG; sl_trainer_free stays safe. */
 SlStatus sl_trainer_init(SlTrainer *tr, const SlTrainConfig *cfg, SlCtx *ctx);
 void sl_trainer_free(SlTrainer *tr);
 /* One optimizer step. A NaN/Inf loss or gradient is SL_ERR_NUMERIC naming the

@@ -3,7 +3,8 @@
  * adapter bytes with 1 and 2 threads; a run stopped and resumed ends with the
  * same bytes as one never stopped (also with --micro-batch and grad-accum);
  * caches hit on a second run; an empty
- * folder, unreadable images and a read-only output folder give clear errors. */
+ * folder, unreadable images and a read-only output folder give clear errors;
+ * a failed init leaks nothing and leaves a trainer that refuses every call. */
 #include <math.h>
 #include <omp.h>
 #include <stdlib.h>
@@ -161,6 +162,29 @@ static void test_caches(void) {
     sl_trainer_free(&tr);
 }
 
+/* A failed init (the data folder given as the model) frees what it had made (ASan's leak check
+ * sees it: no sl_trainer_free here) and leaves a trainer every call refuses; it once divided by
+ * the zero micro-batch (SIGFPE) in eval_loss. */
+static void test_init_failure(void) {
+    SlCtx ctx;
+    sl_ctx_init(&ctx);
+    char out[4096];
+    snprintf(out, sizeof out, "%s/never.safetensors", g_root);
+    SlTrainConfig c;
+    base_config(&c, out);
+    c.model = g_data;
+    SlTrainer tr;
+    SlStatus st = sl_trainer_init(&tr, &c, &ctx);
+    CHECK(st == SL_ERR_FORMAT && strstr(ctx.msg, "not a model folder"), "data folder as the model: %s", ctx.msg);
+    CHECK(tr.data.n == 0 && tr.micro == 0, "a failed init leaves a zeroed trainer (%d images kept)", tr.data.n);
+    double loss = 0;
+    CHECK(sl_trainer_eval_loss(&tr, 1, 1, &loss, &ctx) == SL_ERR_ARG && strstr(ctx.msg, "not initialised"),
+          "eval_loss on a failed trainer: %s", ctx.msg);
+    CHECK(sl_trainer_step(&tr, &ctx) == SL_ERR_ARG, "step on a failed trainer: %s", ctx.msg);
+    CHECK(sl_trainer_save(&tr, &ctx) == SL_ERR_ARG, "save on a failed trainer: %s", ctx.msg);
+    CHECK(access(out, F_OK) != 0, "a failed trainer wrote %s", out);
+}
+
 static void test_bad_input(void) {
     SlCtx ctx;
     sl_ctx_init(&ctx);
@@ -267,5 +291,6 @@ int main(void) {
     test_micro_batch();
     test_caches();
     test_bad_input();
+    test_init_failure();
     return sl_test_finish("test_train");
 }

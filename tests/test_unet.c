@@ -43,6 +43,14 @@ static void test_config_refusals(void) {
     SlCtx ctx;
     sl_ctx_init(&ctx);
     SlUNetConfig c;
+    /* a config whose file is missing: the load fails and leaves a zeroed config, which
+     * init_shapes refuses (it once built from stack garbage and leaked on the way out) */
+    memset(&c, 0x5a, sizeof c);
+    CHECK(sl_unet_config_load(&c, "/nonexistent/unet/config.json", &ctx) == SL_ERR_IO && strstr(ctx.msg, "/nonexistent"),
+          "missing config: %s", ctx.msg);
+    SlUNet never;
+    CHECK(sl_unet_init_shapes(&never, &c, &ctx) == SL_ERR_ARG && strstr(ctx.msg, "not a loaded"),
+          "init_shapes on a failed load: %s", ctx.msg);
     const char *bad1 = "{\"block_out_channels\":[32,64],\"down_block_types\":[\"CrossAttnDownBlock2D\",\"DownBlock2D\"],"
                        "\"up_block_types\":[\"UpBlock2D\",\"CrossAttnUpBlock2D\"],\"norm_num_groups\":16,"
                        "\"class_embed_type\":\"timestep\"}";

@@ -411,6 +411,15 @@ static void expect_config_error(const char *json, SlStatus want, const char *nee
 }
 
 static void test_config_errors(SlCtx *ctx) {
+    /* a config whose file is missing leaves a zeroed config: counting or creating from it is
+     * refused (it once read block_out[-1]) */
+    SlVaeConfig none;
+    memset(&none, 0x5a, sizeof none);
+    CHECK(sl_vae_config_load(&none, "/nonexistent/vae/config.json", ctx) == SL_ERR_IO, "missing vae config: %s", ctx->msg);
+    CHECK(sl_vae_param_count(&none) == -1, "param count of a failed config load: %lld", (long long)sl_vae_param_count(&none));
+    SlVae *nv = NULL;
+    CHECK(sl_vae_create(&nv, &none, ctx) == SL_ERR_UNSUPPORTED && nv == NULL && strstr(ctx->msg, "0 blocks"),
+          "create from a failed config load: %s", ctx->msg);
     expect_config_error("{\"block_out_channels\":[8,16],\"norm_num_groups\":4,"
                         "\"down_block_types\":[\"DownEncoderBlock2D\",\"AttnDownEncoderBlock2D\"],"
                         "\"up_block_types\":[\"UpDecoderBlock2D\",\"UpDecoderBlock2D\"]}",

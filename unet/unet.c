@@ -301,6 +301,10 @@ static void build(Build *b) {
 
 SlStatus sl_unet_init_shapes(SlUNet *u, const SlUNetConfig *cfg, SlCtx *ctx) {
     memset(u, 0, sizeof *u);
+    /* a config that was never loaded (or whose load failed: zeroed) builds nothing */
+    if (cfg->n_blocks < 1 || cfg->n_blocks > SL_UNET_MAX_BLOCKS || cfg->groups < 1 || cfg->in_channels < 1 ||
+        cfg->out_channels < 1 || cfg->block_out[0] < 1)
+        return sl_fail(ctx, SL_ERR_ARG, "unet: the config is not a loaded U-Net config (%d blocks)", cfg->n_blocks);
     u->cfg = *cfg;
     Build b;
     memset(&b, 0, sizeof b);

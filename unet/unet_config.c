@@ -184,6 +184,7 @@ static SlStatus parse(SlUNetConfig *u, const SlConfig *c, SlCtx *ctx) {
 }
 
 SlStatus sl_unet_config_parse(SlUNetConfig *cfg, const char *json, const char *label, SlCtx *ctx) {
+    memset(cfg, 0, sizeof *cfg);
     SlConfig c;
     SL_TRY(sl_config_parse(&c, json, label, ctx));
     SlStatus st = parse(cfg, &c, ctx);
@@ -192,6 +193,7 @@ SlStatus sl_unet_config_parse(SlUNetConfig *cfg, const char *json, const char *l
 }
 
 SlStatus sl_unet_config_load(SlUNetConfig *cfg, const char *path, SlCtx *ctx) {
+    memset(cfg, 0, sizeof *cfg); /* a failed load leaves a config sl_unet_init_shapes refuses */
     SlConfig c;
     SL_TRY(sl_config_load(&c, path, ctx));
     SlStatus st = parse(cfg, &c, ctx);

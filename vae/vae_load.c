@@ -108,6 +108,7 @@ SlStatus sl_vae_config_from(SlVaeConfig *c, const SlConfig *j, SlCtx *ctx) {
 }
 
 SlStatus sl_vae_config_load(SlVaeConfig *cfg, const char *path, SlCtx *ctx) {
+    memset(cfg, 0, sizeof *cfg); /* a failed load leaves a config every consumer refuses */
     SlConfig j;
     SL_TRY(sl_config_load(&j, path, ctx));
     SlStatus st = sl_vae_config_from(cfg, &j, ctx);
@@ -211,6 +212,7 @@ static void spec_mid(VaeSpecList *l, const char *part, SlVaeMid *m, int c, int a
 /* Builds the table for cfg with destinations in p. */
 static SlStatus vae_specs(VaeSpecList *l, const SlVaeConfig *c, SlVaeParams *p, SlCtx *ctx) {
     memset(l, 0, sizeof *l);
+    SL_TRY(sl_vae_config_validate(c, ctx)); /* block_out[n - 1] below needs n >= 1 */
     const int n = c->n_blocks, lpb = c->layers_per_block, lc = c->latent_channels;
     const int clast = c->block_out[n - 1];
     char a[112], b[112];
