@@ -543,7 +543,7 @@ SlStatus sl_trainer_init(SlTrainer *tr, const SlTrainConfig *cfg, SlCtx *ctx) {
         SlAdapter *ads[1] = {&tr->adapter};
         float w1[1] = {1.0f};
         SL_TRY(sl_adapter_set_apply(&tr->set, &tr->sites, ads, w1, 1, c->dropout, c->seed ^ ((uint64_t)STREAM_DROPOUT << 56), ctx));
-        tr->set.training = 1;
+        sl_adapter_set_training(&tr->set, 1);
     }
     SL_TRY(collect_params(tr, ctx));
     SL_TRY(sl_adamw_init(&tr->opt, tr->params, tr->n_params, &c->adam, ctx));
@@ -577,7 +577,7 @@ SlStatus sl_trainer_init(SlTrainer *tr, const SlTrainConfig *cfg, SlCtx *ctx) {
 }
 
 void sl_trainer_free(SlTrainer *tr) {
-    if (!tr->cfg.full && tr->set.n_ad) sl_adapter_set_remove(&tr->set);
+    sl_adapter_set_remove(&tr->set); /* (a no-op on the zeroed set of a --full run) */
     sl_adapter_free(&tr->adapter);
     sl_sites_free(&tr->sites);
     sl_adamw_free(&tr->opt);
@@ -662,7 +662,7 @@ static SlStatus shard_forward_backward(SlTrainer *tr, int64_t micro, int64_t fir
     const SlTrainConfig *c = &tr->cfg;
     SlUNet *u = &tr->model.unet;
     const int64_t mb = tr->micro, nl = tr->C * tr->h * tr->w;
-    if (!c->full) tr->set.step = (uint64_t)(tr->step * c->grad_accum + micro);
+    if (!c->full) sl_adapter_set_step(&tr->set, (uint64_t)(tr->step * c->grad_accum + micro));
     SL_TRY(make_batch(tr, micro, first, mb, ctx));
     sl_unet_forward(u, tr->pred, tr->xt, tr->tt, tr->ehs);
     /* loss = mean over the global batch of w_b * mean_i (pred - target)^2, / accum; dL/dpred accordingly */
@@ -767,10 +767,9 @@ SlStatus sl_trainer_eval_loss(SlTrainer *tr, int n, uint64_t seed, double *loss,
     const int64_t step = tr->step, perm_epoch = tr->perm_epoch;
     const uint64_t run_seed = c->seed;
     const float capdrop = c->caption_dropout;
-    const int training = tr->set.training;
+    const int training = sl_adapter_set_training(&tr->set, 0);
     c->seed = seed;
     c->caption_dropout = 0;
-    tr->set.training = 0;
     tr->perm_epoch = -1;
     double total = 0;
     SlStatus st = SL_OK;
@@ -788,7 +787,7 @@ SlStatus sl_trainer_eval_loss(SlTrainer *tr, int n, uint64_t seed, double *loss,
     }
     c->seed = run_seed;
     c->caption_dropout = capdrop;
-    tr->set.training = training;
+    sl_adapter_set_training(&tr->set, training);
     tr->step = step;
     tr->perm_epoch = -1;
     (void)perm_epoch;
@@ -817,8 +816,7 @@ SlStatus sl_trainer_sample(SlTrainer *tr, const char *dir, SlCtx *ctx) {
     SlStatus st = (!lat || !cond || !unc || !img) ? sl_fail(ctx, SL_ERR_NOMEM, "out of memory") : SL_OK;
     const char *empty[1] = {""};
     if (!st) st = sl_model_encode_prompts(m, empty, 1, c->clip_skip, unc, NULL, ctx);
-    int was_training = tr->set.training;
-    tr->set.training = 0;
+    const int was_training = sl_adapter_set_training(&tr->set, 0);
     for (int i = 0; i < c->n_sample_prompts && !st; i++) {
         const char *pp[1] = {c->sample_prompts[i]};
         st = sl_model_encode_prompts(m, pp, 1, c->clip_skip, cond, NULL, ctx);
@@ -839,7 +837,7 @@ SlStatus sl_trainer_sample(SlTrainer *tr, const char *dir, SlCtx *ctx) {
         }
         sl_image_free(&out);
     }
-    tr->set.training = was_training;
+    sl_adapter_set_training(&tr->set, was_training);
     sl_free(lat); sl_free(cond); sl_free(unc); sl_free(img);
     /* sampling re-planned the U-Net: plan it back for training */
     if (!st) st = sl_unet_plan(&m->unet, tr->micro > 2 ? tr->micro : 2, tr->h, tr->w, tr->T, ctx);
