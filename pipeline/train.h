@@ -176,4 +176,49 @@ void sl_trainer_state_path(char *buf, size_t n, const char *out);
 /* Bytes of the trainable parameters, their gradients and the optimizer state. */
 void sl_trainer_memory(const SlTrainer *tr, size_t *params, size_t *grads, size_t *optim);
 
+/* ---- the training loop (train_run.c), one for `stylora train` and its MPI ranks ---- */
+
+/* What differs between one process and a data-parallel rank. Every field may be
+ * zero/NULL (one process, nothing shown); tools/ fills them. Hooks may print. */
+typedef struct SlTrainHooks {
+    void *user;
+    /* nonzero: this process writes nothing (ranks > 0): the adapter, the state, the
+     * CSV log, the loss curve and the samples are the writer's */
+    int silent;
+    /* the gradient all-reduce, installed as SlTrainer.reduce_grads (NULL: none) */
+    void (*reduce_grads)(void *user, float *buf, size_t n);
+    /* 1 if this process was asked to stop (Ctrl-C), read once after each step */
+    int (*stop_requested)(void *user);
+    /* after each step on every process, with this process's stop request: may make
+     * tr->loss the global batch's loss; returns the job's stop decision */
+    int (*step_done)(void *user, SlTrainer *tr, int stop);
+    /* a step failed (why: ctx); it may end the job instead of returning */
+    void (*step_failed)(void *user, SlTrainer *tr, SlCtx *ctx);
+    /* after a write only the writer made (log, checkpoint, samples), on every
+     * process: returns nonzero if the write failed on any process */
+    int (*agree)(void *user, int failed);
+    /* after each step, writer only: loss_ema is the smoothed loss (factor 0.95) */
+    void (*progress)(void *user, const SlTrainer *tr, double loss_ema);
+    /* checkpoint policy: nonzero = save after this step (never asked at the last
+     * step, which always saves). NULL: every cfg.save_every steps, and on stop. */
+    int (*save_now)(void *user, const SlTrainer *tr, int stop);
+} SlTrainHooks;
+
+typedef struct SlTrainRunResult {
+    int stopped;            /* 1: stopped on request, checkpoint at tr->step saved (resume continues) */
+    int64_t first_step;     /* the step this run started at (> 0 after a resume) */
+    double step_seconds;    /* wall time in the steps (with step_done) */
+} SlTrainRunResult;
+
+/* Trains an initialised trainer from tr->step to cfg.steps: each step, the CSV
+ * log row (step, loss, lr, grad_norm; cfg.log_csv, default <out>.csv), the
+ * checkpoint policy and the samples (cfg.sample_every, into the folder of out);
+ * at the end the final save and the loss curve (<out>.loss.png). On resume the
+ * log keeps its rows up to the checkpoint's step (rewritten atomically), so a
+ * resumed run's log has each step once. A stop request ends the run after the
+ * checkpoint of the step it came in (res->stopped), unless that is the last
+ * step. Errors: a failed step (nothing updated, the last checkpoint kept), log,
+ * save or sample; on a silent process whose writer failed, SL_ERR_INTERRUPTED. */
+SlStatus sl_trainer_run(SlTrainer *tr, const SlTrainHooks *hooks, SlTrainRunResult *res, SlCtx *ctx);
+
 #endif
