@@ -485,6 +485,11 @@ SlStatus sl_trainer_init(SlTrainer *tr, const SlTrainConfig *cfg, SlCtx *ctx) {
     if (c->cache_dir && !sl_path_is_dir(c->cache_dir) && mkdir(c->cache_dir, 0755) != 0 &&
         !sl_path_is_dir(c->cache_dir)) /* (another rank may have made it just now) */
         return sl_fail(ctx, SL_ERR_IO, "%s: cannot create the cache folder: %s", c->cache_dir, strerror(errno));
+    if (c->dp_world <= 1 || c->dp_rank == 0) { /* only rank 0 writes beside --out */
+        SlTrainConfig own = *c;
+        if (c->dp_world > 1) own.cache_dir = NULL; /* the other ranks (maybe other hosts) write the cache now */
+        sl_train_clean_stale_tmp(&own, ctx);
+    }
     /* the data first: an empty folder fails before any model loads */
     SlDataOpts dopts = {c->caption, c->trigger, 0};
     SL_TRY(sl_dataset_scan(&tr->data, c->data, &dopts, ctx));

@@ -30,7 +30,9 @@
  * Checkpoints: <out> (the adapter, in the chosen format) and <out>.state
  * (.safetensors: exact fp32 trainable weights, AdamW moments, step, settings),
  * each written atomically; resume checks that the settings that shape the run
- * are the same.
+ * are the same. Temporary
+ * files that killed runs left beside the outputs are removed at set-up
+ * (sl_train_clean_stale_tmp).
  *
  * Dimension letters: B batch, C latent channels, h/w latent size, R image
  * size, T text tokens, D text width.
@@ -175,6 +177,14 @@ SlStatus sl_trainer_sample(SlTrainer *tr, const char *dir, SlCtx *ctx);
 void sl_trainer_state_path(char *buf, size_t n, const char *out);
 /* Bytes of the trainable parameters, their gradients and the optimizer state. */
 void sl_trainer_memory(const SlTrainer *tr, size_t *params, size_t *grads, size_t *optim);
+
+/* ---- resume safety (train_resume.c) ---- */
+
+/* Removes the temporary files this program writes (<out>.tmp.PID,
+ * <out>.state.tmp.PID, the log's .tmp.PID, the write probe, cache entries'
+ * .tmp.PID) whose process is gone (kill(PID, 0) fails with ESRCH); a live
+ * process's files are kept. Returns how many were removed (each logged). */
+int sl_train_clean_stale_tmp(const SlTrainConfig *c, SlCtx *ctx);
 
 /* ---- the training loop (train_run.c), one for `stylora train` and its MPI ranks ---- */
 

@@ -9,7 +9,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
+#include "core/config.h" /* sl_read_file */
 #include "pipeline/plot.h"
 
 static double now_s(void) {
@@ -24,13 +26,70 @@ static void log_path_of(char *buf, size_t n, const SlTrainConfig *c) {
     else snprintf(buf, n, "%s.csv", c->out);
 }
 
+/* Rewrites the log at path keeping its header and the rows of steps 1..step, each
+ * once (a run killed between checkpoints, or stopped by a failed save, logged
+ * steps its resume does again). Atomic: a temp file renamed over the log; a log
+ * with nothing to drop is left as it is. */
+static SlStatus log_truncate(const char *path, int64_t step, SlCtx *ctx) {
+    char *buf = NULL;
+    size_t n = 0;
+    SlCtx rctx;
+    sl_ctx_init(&rctx);
+    if (sl_read_file(path, (size_t)1 << 30, &buf, &n, &rctx) != SL_OK) return SL_OK; /* no log yet: a new one */
+    char *keep = malloc(n + 1);
+    if (!keep) {
+        free(buf);
+        return sl_fail(ctx, SL_ERR_NOMEM, "%s: out of memory", path);
+    }
+    size_t k = 0;
+    int64_t last = 0;
+    for (size_t i = 0; i < n;) {
+        size_t e = i;
+        while (e < n && buf[e] != '\n') e++;
+        char *end;
+        const long long s = strtoll(buf + i, &end, 10);
+        const int row = end != buf + i && end < buf + e && *end == ',';
+        /* the header (any line that is no row) stays; rows beyond the step or repeated go */
+        if (!row || (s > last && s <= step)) {
+            memcpy(keep + k, buf + i, e - i);
+            k += e - i;
+            keep[k++] = '\n';
+            if (row) last = s;
+        }
+        i = e + 1;
+    }
+    free(buf);
+    if (k == n) { /* nothing dropped (and the last line ended with a newline) */
+        free(keep);
+        return SL_OK;
+    }
+    char tmp[4200];
+    snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
+    FILE *f = fopen(tmp, "wb");
+    SlStatus st = SL_OK;
+    if (!f) st = sl_fail(ctx, SL_ERR_IO, "%s: cannot write: %s", tmp, strerror(errno));
+    else {
+        int bad = fwrite(keep, 1, k, f) != k || fflush(f) != 0 || fsync(fileno(f)) != 0;
+        const int err = errno;
+        if (fclose(f) != 0 && !bad) bad = 1;
+        if (bad) st = sl_fail(ctx, SL_ERR_IO, "%s: cannot cut the log back to step %lld: %s", path, (long long)step, strerror(err));
+        else if (rename(tmp, path) != 0)
+            st = sl_fail(ctx, SL_ERR_IO, "%s: cannot rename into place: %s", path, strerror(errno));
+        if (st) unlink(tmp);
+    }
+    free(keep);
+    return st;
+}
+
 /* Opens the CSV log for appending rows: a new log with its header, or on resume the
- * existing one. */
+ * existing one cut back to the checkpoint's step. */
 static SlStatus log_open(FILE **out, const char *path, const SlTrainer *tr, SlCtx *ctx) {
     const int resume = tr->cfg.resume;
+    if (resume) SL_TRY(log_truncate(path, tr->step, ctx));
     FILE *f = fopen(path, resume ? "a" : "w");
     if (!f) return sl_fail(ctx, SL_ERR_IO, "%s: cannot write the log: %s", path, strerror(errno));
-    if (!resume) fprintf(f, "step,loss,lr,grad_norm\n");
+    if (resume) fseek(f, 0, SEEK_END);
+    if (!resume || ftell(f) == 0) fprintf(f, "step,loss,lr,grad_norm\n"); /* (a resume without a log starts one) */
     *out = f;
     return SL_OK;
 }
