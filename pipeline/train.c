@@ -30,7 +30,9 @@ enum {
     STREAM_SAMPLE = 10,    /* sample images during training */
 };
 
-#define STATE_FORMAT "stylora-train-state-1"
+/* 2: + the data and model hashes; 1 (without them) still resumes, with a warning */
+#define STATE_FORMAT "stylora-train-state-2"
+#define STATE_FORMAT_1 "stylora-train-state-1"
 
 void sl_train_config_default(SlTrainConfig *c) {
     memset(c, 0, sizeof *c);
@@ -324,6 +326,12 @@ static SlStatus write_state(SlTrainer *tr, SlCtx *ctx) {
     SlStatus st = sl_st_writer_meta(&w, "stylora.format", STATE_FORMAT, ctx);
     snprintf(buf, sizeof buf, "%lld", (long long)tr->step);
     if (!st) st = sl_st_writer_meta(&w, "stylora.step", buf, ctx);
+    snprintf(buf, sizeof buf, "%016llx", (unsigned long long)tr->data_hash);
+    if (!st) st = sl_st_writer_meta(&w, "stylora.data_hash", buf, ctx);
+    snprintf(buf, sizeof buf, "%d", tr->data.n);
+    if (!st) st = sl_st_writer_meta(&w, "stylora.data_images", buf, ctx);
+    snprintf(buf, sizeof buf, "%016llx", (unsigned long long)tr->model_hash);
+    if (!st) st = sl_st_writer_meta(&w, "stylora.model_hash", buf, ctx);
     Setting s[64];
     int ns = settings_of(&tr->cfg, s);
     for (int i = 0; i < ns && !st; i++) {
@@ -346,6 +354,40 @@ static SlStatus write_state(SlTrainer *tr, SlCtx *ctx) {
     return st;
 }
 
+/* The data folder and the base weights against the checkpoint's hashes: a
+ * difference is an error naming what changed, or with resume_anyway a warning.
+ * A version-1 state has no hashes: a warning that they cannot be checked. */
+static SlStatus check_same_inputs(SlTrainer *tr, const SlStFile *f, const char *path, int v1, SlCtx *ctx) {
+    const SlTrainConfig *c = &tr->cfg;
+    if (v1) {
+        sl_log(ctx, SL_LOG_WARN, "%s: an older checkpoint without data and model hashes: cannot check that %s and %s "
+                                 "are the ones it was made with", path, c->data, c->model);
+        return SL_OK;
+    }
+    const char *dh = sl_st_meta(f, "stylora.data_hash"), *dn = sl_st_meta(f, "stylora.data_images");
+    const char *mh = sl_st_meta(f, "stylora.model_hash");
+    if (!dh || !dn || !mh) return sl_fail(ctx, SL_ERR_FORMAT, "%s: the checkpoint lacks its data or model hash", path);
+    char now[2][32];
+    snprintf(now[0], sizeof now[0], "%016llx", (unsigned long long)tr->data_hash);
+    snprintf(now[1], sizeof now[1], "%016llx", (unsigned long long)tr->model_hash);
+    char msg[2][2048];
+    int n = 0;
+    if (strcmp(dh, now[0]) != 0)
+        snprintf(msg[n++], sizeof msg[0], "the data folder differs from the one this run started with: %s has %d images "
+                                          "(content hash %s), the checkpoint's had %s (hash %s): images, captions or "
+                                          "repeat folders changed", c->data, tr->data.n, now[0], dn, dh);
+    if (strcmp(mh, now[1]) != 0)
+        snprintf(msg[n++], sizeof msg[0], "the base model differs from the one this run started with: %s has weights "
+                                          "hash %s, the checkpoint's %s", c->model, now[1], mh);
+    for (int i = 0; i < n; i++) {
+        if (!c->resume_anyway)
+            return sl_fail(ctx, SL_ERR_ARG, "%s: %s; resume with the same %s, or pass --resume-anyway", path, msg[i],
+                           strstr(msg[i], "data folder") ? "data" : "model");
+        sl_log(ctx, SL_LOG_WARN, "%s: %s; resuming anyway (--resume-anyway)", path, msg[i]);
+    }
+    return SL_OK;
+}
+
 static SlStatus read_state(SlTrainer *tr, SlCtx *ctx) {
     char path[4096];
     sl_trainer_state_path(path, sizeof path, tr->cfg.out);
@@ -355,7 +397,8 @@ static SlStatus read_state(SlTrainer *tr, SlCtx *ctx) {
     SL_TRY(sl_st_open(&f, path, ctx));
     SlStatus st = SL_OK;
     const char *fmt = sl_st_meta(&f, "stylora.format"), *step = sl_st_meta(&f, "stylora.step");
-    if (!fmt || strcmp(fmt, STATE_FORMAT) != 0 || !step)
+    const int v1 = fmt && !strcmp(fmt, STATE_FORMAT_1);
+    if (!fmt || (strcmp(fmt, STATE_FORMAT) != 0 && !v1) || !step)
         st = sl_fail(ctx, SL_ERR_FORMAT, "%s: not a stylora training checkpoint", path);
     Setting s[64];
     int ns = settings_of(&tr->cfg, s);
@@ -367,6 +410,7 @@ static SlStatus read_state(SlTrainer *tr, SlCtx *ctx) {
             st = sl_fail(ctx, SL_ERR_ARG, "%s: the checkpoint was made with %s = %s, this run has %s: resume with the same settings",
                          path, s[i].key, v ? v : "(none)", s[i].val);
     }
+    if (!st) st = check_same_inputs(tr, &f, path, v1, ctx);
     for (int i = 0; i < tr->n_params && !st; i++) {
         char name[64];
         int64_t shape[1] = {tr->params[i].n};
@@ -494,6 +538,8 @@ SlStatus sl_trainer_init(SlTrainer *tr, const SlTrainConfig *cfg, SlCtx *ctx) {
     SlDataOpts dopts = {c->caption, c->trigger, 0};
     SL_TRY(sl_dataset_scan(&tr->data, c->data, &dopts, ctx));
     sl_log(ctx, SL_LOG_INFO, "data: %d images in %s", tr->data.n, c->data);
+    SL_TRY(sl_train_data_hash(&tr->data, &tr->data_hash, ctx));
+    SL_TRY(sl_train_model_hash(c->model, &tr->model_hash, ctx));
     const int half = c->base && !strcmp(c->base, "fp16");
     /* by default a LoRA run holds an F16 checkpoint's U-Net as it is stored (exact, half the
      * memory; pipeline/half.h); --base fp32 forces fp32, --full and DoRA need it */

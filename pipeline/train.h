@@ -30,7 +30,9 @@
  * Checkpoints: <out> (the adapter, in the chosen format) and <out>.state
  * (.safetensors: exact fp32 trainable weights, AdamW moments, step, settings),
  * each written atomically; resume checks that the settings that shape the run
- * are the same. Temporary
+ * are the same, and that the data folder and the base weights are: the state
+ * records content hashes of both (sl_train_data_hash, sl_train_model_hash) and a
+ * resume with others is refused, or with resume_anyway warned about. Temporary
  * files that killed runs left beside the outputs are removed at set-up
  * (sl_train_clean_stale_tmp).
  *
@@ -86,6 +88,7 @@ typedef struct SlTrainConfig {
     uint64_t seed;
     int64_t save_every;          /* 0: only at the end */
     int resume;
+    int resume_anyway;           /* resume even if the data folder or the base weights differ (a warning) */
     SlAdapterFormat format;      /* KOHYA or PEFT */
     SlDType save_dtype;          /* F32, F16, BF16 */
     int64_t sample_every;        /* 0: off */
@@ -128,6 +131,7 @@ typedef struct SlTrainer {
     float *lat_mean, *lat_std;   /* [n_valid * (flip?2:1), C, h, w] */
     float *text;                 /* [(n_valid + 1), T, D]; the last is the empty caption */
     int cache_hits, cache_misses;
+    uint64_t data_hash, model_hash; /* content hashes recorded in the state (train_resume.c) */
     SlSites sites;
     SlAdapter adapter;
     SlAdapterSet set;
@@ -180,6 +184,14 @@ void sl_trainer_memory(const SlTrainer *tr, size_t *params, size_t *grads, size_
 
 /* ---- resume safety (train_resume.c) ---- */
 
+/* A hash of the data the run trains on: every image's bytes, caption and repeat
+ * count, in the dataset's order (an unreadable image by its file name). */
+SlStatus sl_train_data_hash(const SlDataset *data, uint64_t *out, SlCtx *ctx);
+/* A hash of the base weights at path (a diffusers folder: unet/, vae/,
+ * text_encoder(_2)/ *.safetensors; or one .safetensors file): each file's name,
+ * size and bytes, whole up to 64 MiB, beyond that its safetensors header and 256
+ * evenly spaced 4 KiB samples (cheap on a multi-GB checkpoint). */
+SlStatus sl_train_model_hash(const char *path, uint64_t *out, SlCtx *ctx);
 /* Removes the temporary files this program writes (<out>.tmp.PID,
  * <out>.state.tmp.PID, the log's .tmp.PID, the write probe, cache entries'
  * .tmp.PID) whose process is gone (kill(PID, 0) fails with ESRCH); a live

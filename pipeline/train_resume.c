@@ -1,5 +1,7 @@
-/* train_resume.c - what a training run cleans so that --resume is safe: the
- * temporary files that killed runs left behind. See train.h. */
+/* train_resume.c - what a training run checks and cleans so that --resume is
+ * safe: content hashes of the data folder and of the base weights (recorded in
+ * the state file, compared on resume; train.c), and the temporary files that
+ * killed runs left behind. See train.h. */
 #include "pipeline/train.h"
 
 #include <dirent.h>
@@ -9,6 +11,128 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+
+#define HASH_SEED 0xcbf29ce484222325ull /* FNV-1a offset basis */
+
+SlStatus sl_train_data_hash(const SlDataset *data, uint64_t *out, SlCtx *ctx) {
+    uint64_t h = HASH_SEED;
+    for (int i = 0; i < data->n; i++) {
+        const SlDataItem *it = &data->items[i];
+        uint64_t fh = 0;
+        SlCtx fctx;
+        sl_ctx_init(&fctx);
+        /* an unreadable image (skipped by the run) counts by its name: it has no bytes */
+        if (sl_file_hash(it->path, 0, &fh, &fctx) != SL_OK) {
+            const char *name = strrchr(it->path, '/');
+            fh = sl_hash_bytes(name ? name : it->path, strlen(name ? name : it->path), 1);
+        }
+        h = sl_hash_bytes(&fh, sizeof fh, h);
+        h = sl_hash_bytes(it->caption, strlen(it->caption) + 1, h); /* (+1: "ab","c" != "a","bc") */
+        h = sl_hash_bytes(&it->repeats, sizeof it->repeats, h);
+    }
+    (void)ctx;
+    *out = h;
+    return SL_OK;
+}
+
+/* Files at or under this size are hashed whole; larger ones are sampled. */
+#define FULL_HASH_MAX ((int64_t)64 << 20)
+#define SAMPLE_CHUNKS 256
+#define SAMPLE_BYTES 4096
+
+/* One weight file: its size, its safetensors header (names, dtypes, shapes,
+ * offsets, metadata) and its bytes: all of them up to FULL_HASH_MAX, beyond
+ * that SAMPLE_CHUNKS chunks of SAMPLE_BYTES spread evenly over the file. The
+ * sample cannot see every edit of a multi-GB checkpoint, but a different model,
+ * a fine-tune or a re-export changes the header or the sampled bytes. */
+static SlStatus weight_file_hash(const char *path, uint64_t *h, SlCtx *ctx) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return sl_fail(ctx, SL_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+    struct stat sb;
+    if (fstat(fileno(f), &sb) != 0) {
+        fclose(f);
+        return sl_fail(ctx, SL_ERR_IO, "%s: cannot stat: %s", path, strerror(errno));
+    }
+    const int64_t size = (int64_t)sb.st_size;
+    *h = sl_hash_bytes(&size, sizeof size, *h);
+    uint8_t *buf = malloc(65536);
+    if (!buf) {
+        fclose(f);
+        return sl_fail(ctx, SL_ERR_NOMEM, "out of memory");
+    }
+    size_t k;
+    int bad = 0;
+    if (size <= FULL_HASH_MAX) {
+        while ((k = fread(buf, 1, 65536, f)) > 0) *h = sl_hash_bytes(buf, k, *h);
+        bad = ferror(f);
+    } else {
+        uint64_t hlen = 0; /* the header: 8-byte little-endian length, then JSON */
+        uint8_t len8[8];
+        bad = fread(len8, 1, 8, f) != 8;
+        for (int i = 0; i < 8 && !bad; i++) hlen |= (uint64_t)len8[i] << (8 * i);
+        if (!bad && hlen > (uint64_t)size - 8) bad = 1;
+        for (uint64_t left = hlen; !bad && left > 0; left -= k) {
+            k = fread(buf, 1, left < 65536 ? (size_t)left : 65536, f);
+            if (!k) bad = 1;
+            *h = sl_hash_bytes(buf, k, *h);
+        }
+        const int64_t stride = size / SAMPLE_CHUNKS;
+        for (int c = 0; c < SAMPLE_CHUNKS && !bad; c++) {
+            bad = fseeko(f, (off_t)(c * stride), SEEK_SET) != 0;
+            k = bad ? 0 : fread(buf, 1, SAMPLE_BYTES, f);
+            *h = sl_hash_bytes(buf, k, *h);
+        }
+    }
+    free(buf);
+    fclose(f);
+    if (bad) return sl_fail(ctx, SL_ERR_IO, "%s: read error (or not a safetensors file)", path);
+    return SL_OK;
+}
+
+static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+
+/* Hashes dir/part/ *.safetensors in name order (the weights of one component). */
+static SlStatus part_hash(const char *dir, const char *part, uint64_t *h, int *n_files, SlCtx *ctx) {
+    char sub[4096];
+    snprintf(sub, sizeof sub, "%s/%s", dir, part);
+    DIR *d = opendir(sub);
+    if (!d) return SL_OK; /* a model without this part (the loader says if it needed it) */
+    char *names[512];
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) && n < 512) {
+        size_t l = strlen(e->d_name);
+        if (l > 12 && !strcmp(e->d_name + l - 12, ".safetensors") && (names[n] = strdup(e->d_name))) n++;
+    }
+    closedir(d);
+    qsort(names, (size_t)n, sizeof *names, cmp_str);
+    SlStatus st = SL_OK;
+    for (int i = 0; i < n; i++) {
+        char p[4400];
+        snprintf(p, sizeof p, "%s/%s", sub, names[i]);
+        *h = sl_hash_bytes(part, strlen(part) + 1, *h);
+        *h = sl_hash_bytes(names[i], strlen(names[i]) + 1, *h);
+        if (!st) st = weight_file_hash(p, h, ctx);
+        free(names[i]);
+    }
+    *n_files += n;
+    return st;
+}
+
+SlStatus sl_train_model_hash(const char *path, uint64_t *out, SlCtx *ctx) {
+    uint64_t h = HASH_SEED;
+    int n = 0;
+    if (sl_path_is_file(path)) { /* a single-file checkpoint */
+        SL_TRY(weight_file_hash(path, &h, ctx));
+        n = 1;
+    } else {
+        static const char *const parts[] = {"unet", "vae", "text_encoder", "text_encoder_2"};
+        for (int i = 0; i < 4; i++) SL_TRY(part_hash(path, parts[i], &h, &n, ctx));
+    }
+    if (!n) return sl_fail(ctx, SL_ERR_MISSING, "%s: no weight files (.safetensors) to fingerprint", path);
+    *out = h;
+    return SL_OK;
+}
 
 /* ---- temporary files of dead processes ---- */
 

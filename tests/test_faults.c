@@ -17,6 +17,8 @@
  *   read-only output: a file where the output folder should be (ENOTDIR),
  *            and, when mounting works, a read-only tmpfs (root ignores chmod):
  *            an error before the first training step.
+ *   resume with other inputs: another data folder is refused naming it, and
+ *            --resume-anyway continues.
  * Mounts are undone at the end. Each check prints what it saw.
  */
 #include <errno.h>
@@ -470,6 +472,34 @@ static void test_readonly(void) {
     free(log);
 }
 
+/* The checkpoint of the reference run resumed with a data folder of 3 of its 4
+ * images: refused naming the folder; --resume-anyway continues (nothing left to
+ * train: the run ends at once with the checkpoint's adapter). */
+static void test_resume_other_data(void) {
+    char data2[2100], out[2300], state[2400], ref_state[2400], err[2300], cmd[7000];
+    snprintf(data2, sizeof data2, "%s/data3", g_root);
+    snprintf(out, sizeof out, "%s/guard.safetensors", g_root);
+    sl_trainer_state_path(state, sizeof state, out);
+    sl_trainer_state_path(ref_state, sizeof ref_state, g_ref);
+    snprintf(err, sizeof err, "%s/guard.log", g_root);
+    snprintf(cmd, sizeof cmd, "cp '%s' '%s'", ref_state, state);
+    CHECK(fixture_images(data2, 3, 32) && system(cmd) == 0, "cannot set up the other-data resume");
+    const char *ex[] = {"--resume", NULL};
+    snprintf(g_data, sizeof g_data, "%s", data2); /* spawn_train passes g_data */
+    int sig, rc = run_train(out, err, 0, ex, &sig);
+    size_t n;
+    char *log = slurp(err, &n);
+    CHECK(rc == 1 && log && strstr(log, "the data folder differs") && strstr(log, "data3") && strstr(log, "--resume-anyway"),
+          "resume with other data: rc %d: %s", rc, log ? log : "");
+    printf("resume with other data: rc %d: %s", rc, log ? log : "\n");
+    free(log);
+    const char *ex2[] = {"--resume-anyway", NULL};
+    rc = run_train(out, err, 0, ex2, &sig);
+    CHECK(rc == 0, "resume with other data and --resume-anyway: rc %d", rc);
+    if (rc) print_file(err);
+    snprintf(g_data, sizeof g_data, "%s/data", g_root);
+}
+
 static void unmount_all(void) {
     char cmd[4600];
     if (g_mounted_full) {
@@ -516,6 +546,7 @@ int main(int argc, char **argv) {
         test_sigint_last_step();
         test_disk_full();
         test_readonly();
+        test_resume_other_data();
     }
     unmount_all();
     return sl_test_finish("test_faults");

@@ -5,7 +5,8 @@
  * caches hit on a second run; an empty
  * folder, unreadable images and a read-only output folder give clear errors;
  * sl_trainer_run stopped and resumed writes the uninterrupted run's CSV log
- * (steps a killed run logged past its checkpoint are dropped);
+ * (steps a killed run logged past its checkpoint are dropped); a resume with
+ * another data folder or base model is refused, and allowed with resume_anyway;
  * temp files of dead processes are removed at set-up, a live one's kept. */
 #include <math.h>
 #include <omp.h>
@@ -316,6 +317,67 @@ static void test_run_log_resume(void) {
     CHECK(access(tmp, F_OK) != 0, "the log's temp file %s was left behind", tmp);
 }
 
+/* A run resumed with another data folder or another base model is refused,
+ * naming what changed; with resume_anyway it continues. */
+static void test_resume_other_inputs(void) {
+    SlCtx ctx;
+    sl_ctx_init(&ctx);
+    char out[4096], data2[2300], model2[2300], cmd[20000];
+    snprintf(out, sizeof out, "%s/guard.safetensors", g_root);
+    snprintf(data2, sizeof data2, "%s/data_other", g_root);
+    snprintf(model2, sizeof model2, "%s/model_other", g_root);
+    SlTrainConfig c;
+    base_config(&c, out);
+    c.steps = 4;
+    CHECK_OK(run(&c, 2, &ctx), &ctx);
+    /* the same images with one caption changed */
+    snprintf(cmd, sizeof cmd, "rm -rf '%s' && cp -r '%s' '%s' && echo 'a blue square' > '%s/img01.txt'", data2, g_data,
+             data2, data2);
+    CHECK(system(cmd) == 0, "cannot make %s", data2);
+    /* the same model with one VAE weight nudged (the lowest byte of the file's last float) */
+    snprintf(cmd, sizeof cmd, "rm -rf '%s' && cp -r '%s' '%s' && rm '%s/vae' && cp -rL '%s/vae' '%s/vae'", model2, g_model,
+             model2, model2, g_model, model2);
+    CHECK(system(cmd) == 0, "cannot make %s", model2);
+    char vae[4200];
+    snprintf(vae, sizeof vae, "%s/vae/diffusion_pytorch_model.safetensors", model2);
+    FILE *f = fopen(vae, "r+b");
+    CHECK(f && fseek(f, -4, SEEK_END) == 0, "cannot open %s", vae);
+    if (f) {
+        int b = fgetc(f);
+        fseek(f, -4, SEEK_END);
+        fputc(b ^ 1, f);
+        fclose(f);
+    }
+    SlTrainer tr;
+    base_config(&c, out);
+    c.steps = 4;
+    c.resume = 1;
+    c.data = data2;
+    SlStatus st = sl_trainer_init(&tr, &c, &ctx);
+    CHECK(st == SL_ERR_ARG && strstr(ctx.msg, "the data folder differs from the one this run started with") &&
+              strstr(ctx.msg, "--resume-anyway"),
+          "resume with another caption: %s", st ? ctx.msg : "accepted");
+    sl_trainer_free(&tr);
+    c.data = g_data;
+    c.model = model2;
+    st = sl_trainer_init(&tr, &c, &ctx);
+    CHECK(st == SL_ERR_ARG && strstr(ctx.msg, "the base model differs") && strstr(ctx.msg, "model_other"),
+          "resume with another model: %s", st ? ctx.msg : "accepted");
+    sl_trainer_free(&tr);
+    c.data = data2;
+    c.resume_anyway = 1;
+    st = sl_trainer_init(&tr, &c, &ctx);
+    CHECK(st == SL_OK && tr.step == 2, "resume_anyway with another data folder and model: %s", st ? ctx.msg : "ok");
+    sl_trainer_free(&tr);
+    /* the same inputs resume (the hashes are stable) */
+    base_config(&c, out);
+    c.steps = 4;
+    c.resume = 1;
+    st = sl_trainer_init(&tr, &c, &ctx);
+    CHECK(st == SL_OK && tr.step == 2, "resume with the same data and model: %s", st ? ctx.msg : "ok");
+    sl_trainer_free(&tr);
+}
+
 /* Temp files of a dead process beside the outputs and in the cache folder are
  * removed at set-up; a live process's, and names that are not ours, are kept. */
 static void test_stale_tmp(void) {
@@ -374,6 +436,7 @@ int main(void) {
     test_caches();
     test_bad_input();
     test_run_log_resume();
+    test_resume_other_inputs();
     test_stale_tmp();
     return sl_test_finish("test_train");
 }

@@ -49,7 +49,7 @@ enum {
     A_DORA, A_RSLORA, A_INIT, A_DROPOUT, A_FULL, A_LR, A_SCHED, A_WARMUP, A_B1, A_B2, A_EPS, A_WD, A_CLIP, A_SNR,
     A_NOISE_OFF, A_CAP_DROP, A_CLIP_SKIP, A_TRIGGER, A_CAPTION, A_FLIP, A_BAD, A_SEED, A_THREADS, A_SAVE_EVERY,
     A_RESUME, A_FORMAT, A_SAVE_DTYPE, A_CACHE, A_SAMPLE_EVERY, A_SAMPLE_STEPS, A_SAMPLE_CFG, A_CONFIG, A_QUIET,
-    A_LOG, A_NAME, A_BASE, A_NF4_LAYERS, A_NF4_DQ, /* [nf4] */ A_COUNT
+    A_LOG, A_NAME, A_BASE, A_NF4_LAYERS, A_NF4_DQ, /* [nf4] */ A_RESUME_ANYWAY, A_COUNT
 };
 
 _Static_assert(A_COUNT <= N_OPTS, "N_OPTS too small for the option table");
@@ -98,6 +98,7 @@ int cmd_train(int argc, char **argv) {
         {"--threads", "N", "threads (default: all cores)", &a.v[A_THREADS], 0},
         {"--save-every", "N", "checkpoint every N steps (default: only at the end)", &a.v[A_SAVE_EVERY], 0},
         {"--resume", NULL, "continue from <out>.state", &a.v[A_RESUME], 0},
+        {"--resume-anyway", NULL, "--resume even if the data folder or the base model differ from the checkpoint's (a warning)", &a.v[A_RESUME_ANYWAY], 0},
         {"--format", "NAME", "kohya (default) | peft", &a.v[A_FORMAT], 0},
         {"--save-dtype", "T", "fp32 (default) | fp16 | bf16", &a.v[A_SAVE_DTYPE], 0},
         {"--cache-dir", "DIR", "keep latent/text caches on disk here", &a.v[A_CACHE], 0},
@@ -200,7 +201,8 @@ int cmd_train(int argc, char **argv) {
     c.full = a.v[A_FULL] != NULL;
     c.flip = a.v[A_FLIP] != NULL;
     c.stop_on_bad_image = a.v[A_BAD] != NULL;
-    c.resume = a.v[A_RESUME] != NULL;
+    c.resume = a.v[A_RESUME] != NULL || a.v[A_RESUME_ANYWAY] != NULL;
+    c.resume_anyway = a.v[A_RESUME_ANYWAY] != NULL;
     c.trigger = a.v[A_TRIGGER];
     c.caption = a.v[A_CAPTION];
     c.base_model_name = a.v[A_NAME];
