@@ -30,7 +30,9 @@ enum {
     STREAM_SAMPLE = 10,    /* sample images during training */
 };
 
-#define STATE_FORMAT "stylora-train-state-1"
+/* 2: + the data and model hashes; 1 (without them) still resumes, with a warning */
+#define STATE_FORMAT "stylora-train-state-2"
+#define STATE_FORMAT_1 "stylora-train-state-1"
 
 void sl_train_config_default(SlTrainConfig *c) {
     memset(c, 0, sizeof *c);
@@ -324,6 +326,12 @@ static SlStatus write_state(SlTrainer *tr, SlCtx *ctx) {
     SlStatus st = sl_st_writer_meta(&w, "stylora.format", STATE_FORMAT, ctx);
     snprintf(buf, sizeof buf, "%lld", (long long)tr->step);
     if (!st) st = sl_st_writer_meta(&w, "stylora.step", buf, ctx);
+    snprintf(buf, sizeof buf, "%016llx", (unsigned long long)tr->data_hash);
+    if (!st) st = sl_st_writer_meta(&w, "stylora.data_hash", buf, ctx);
+    snprintf(buf, sizeof buf, "%d", tr->data.n);
+    if (!st) st = sl_st_writer_meta(&w, "stylora.data_images", buf, ctx);
+    snprintf(buf, sizeof buf, "%016llx", (unsigned long long)tr->model_hash);
+    if (!st) st = sl_st_writer_meta(&w, "stylora.model_hash", buf, ctx);
     Setting s[64];
     int ns = settings_of(&tr->cfg, s);
     for (int i = 0; i < ns && !st; i++) {
@@ -346,6 +354,40 @@ static SlStatus write_state(SlTrainer *tr, SlCtx *ctx) {
     return st;
 }
 
+/* The data folder and the base weights against the checkpoint's hashes: a
+ * difference is an error naming what changed, or with resume_anyway a warning.
+ * A version-1 state has no hashes: a warning that they cannot be checked. */
+static SlStatus check_same_inputs(SlTrainer *tr, const SlStFile *f, const char *path, int v1, SlCtx *ctx) {
+    const SlTrainConfig *c = &tr->cfg;
+    if (v1) {
+        sl_log(ctx, SL_LOG_WARN, "%s: an older checkpoint without data and model hashes: cannot check that %s and %s "
+                                 "are the ones it was made with", path, c->data, c->model);
+        return SL_OK;
+    }
+    const char *dh = sl_st_meta(f, "stylora.data_hash"), *dn = sl_st_meta(f, "stylora.data_images");
+    const char *mh = sl_st_meta(f, "stylora.model_hash");
+    if (!dh || !dn || !mh) return sl_fail(ctx, SL_ERR_FORMAT, "%s: the checkpoint lacks its data or model hash", path);
+    char now[2][32];
+    snprintf(now[0], sizeof now[0], "%016llx", (unsigned long long)tr->data_hash);
+    snprintf(now[1], sizeof now[1], "%016llx", (unsigned long long)tr->model_hash);
+    char msg[2][2048];
+    int n = 0;
+    if (strcmp(dh, now[0]) != 0)
+        snprintf(msg[n++], sizeof msg[0], "the data folder differs from the one this run started with: %s has %d images "
+                                          "(content hash %s), the checkpoint's had %s (hash %s): images, captions or "
+                                          "repeat folders changed", c->data, tr->data.n, now[0], dn, dh);
+    if (strcmp(mh, now[1]) != 0)
+        snprintf(msg[n++], sizeof msg[0], "the base model differs from the one this run started with: %s has weights "
+                                          "hash %s, the checkpoint's %s", c->model, now[1], mh);
+    for (int i = 0; i < n; i++) {
+        if (!c->resume_anyway)
+            return sl_fail(ctx, SL_ERR_ARG, "%s: %s; resume with the same %s, or pass --resume-anyway", path, msg[i],
+                           strstr(msg[i], "data folder") ? "data" : "model");
+        sl_log(ctx, SL_LOG_WARN, "%s: %s; resuming anyway (--resume-anyway)", path, msg[i]);
+    }
+    return SL_OK;
+}
+
 static SlStatus read_state(SlTrainer *tr, SlCtx *ctx) {
     char path[4096];
     sl_trainer_state_path(path, sizeof path, tr->cfg.out);
@@ -355,7 +397,8 @@ static SlStatus read_state(SlTrainer *tr, SlCtx *ctx) {
     SL_TRY(sl_st_open(&f, path, ctx));
     SlStatus st = SL_OK;
     const char *fmt = sl_st_meta(&f, "stylora.format"), *step = sl_st_meta(&f, "stylora.step");
-    if (!fmt || strcmp(fmt, STATE_FORMAT) != 0 || !step)
+    const int v1 = fmt && !strcmp(fmt, STATE_FORMAT_1);
+    if (!fmt || (strcmp(fmt, STATE_FORMAT) != 0 && !v1) || !step)
         st = sl_fail(ctx, SL_ERR_FORMAT, "%s: not a stylora training checkpoint", path);
     Setting s[64];
     int ns = settings_of(&tr->cfg, s);
@@ -367,6 +410,7 @@ static SlStatus read_state(SlTrainer *tr, SlCtx *ctx) {
             st = sl_fail(ctx, SL_ERR_ARG, "%s: the checkpoint was made with %s = %s, this run has %s: resume with the same settings",
                          path, s[i].key, v ? v : "(none)", s[i].val);
     }
+    if (!st) st = check_same_inputs(tr, &f, path, v1, ctx);
     for (int i = 0; i < tr->n_params && !st; i++) {
         char name[64];
         int64_t shape[1] = {tr->params[i].n};
@@ -499,10 +543,16 @@ static SlStatus trainer_init(SlTrainer *tr, const SlTrainConfig *cfg, SlCtx *ctx
     if (c->cache_dir && !sl_path_is_dir(c->cache_dir) && mkdir(c->cache_dir, 0755) != 0 &&
         !sl_path_is_dir(c->cache_dir)) /* (another rank may have made it just now) */
         return sl_fail(ctx, SL_ERR_IO, "%s: cannot create the cache folder: %s", c->cache_dir, strerror(errno));
+    if (c->dp_world <= 1 || c->dp_rank == 0) { /* only rank 0 writes beside --out */
+        SlTrainConfig own = *c;
+        if (c->dp_world > 1) own.cache_dir = NULL; /* the other ranks (maybe other hosts) write the cache now */
+        sl_train_clean_stale_tmp(&own, ctx);
+    }
     /* the data first: an empty folder fails before any model loads */
     SlDataOpts dopts = {c->caption, c->trigger, 0};
     SL_TRY(sl_dataset_scan(&tr->data, c->data, &dopts, ctx));
     sl_log(ctx, SL_LOG_INFO, "data: %d images in %s", tr->data.n, c->data);
+    SL_TRY(sl_train_data_hash(&tr->data, &tr->data_hash, ctx));
     const int half = c->base && !strcmp(c->base, "fp16");
     /* by default a LoRA run holds an F16 checkpoint's U-Net as it is stored (exact, half the
      * memory; pipeline/half.h); --base fp32 forces fp32, --full and DoRA need it */
@@ -513,6 +563,8 @@ static SlStatus trainer_init(SlTrainer *tr, const SlTrainConfig *cfg, SlCtx *ctx
     if ((nf4 || half) && (c->full || c->dora)) return sl_fail(ctx, SL_ERR_UNSUPPORTED, "an %s base is frozen and has no fp32 weight: no --full, no DoRA", nf4 ? "NF4" : "fp16"); /* [nf4] */
     if (nf4) SL_TRY(sl_model_load_nf4(&tr->model, c->model, &mo, c->nf4_layers, c->nf4_double_quant, ctx)); /* [nf4] */
     else SL_TRY(sl_model_load(&tr->model, c->model, &mo, ctx));
+    /* after the load, so a path that is no model gets the loader's message */
+    SL_TRY(sl_train_model_hash(c->model, &tr->model_hash, ctx));
     SlModel *m = &tr->model;
     const int f = sl_vae_downscale(&m->vae_cfg);
     tr->R = c->resolution ? c->resolution : m->vae_cfg.sample_size;
@@ -557,7 +609,7 @@ static SlStatus trainer_init(SlTrainer *tr, const SlTrainConfig *cfg, SlCtx *ctx
         SlAdapter *ads[1] = {&tr->adapter};
         float w1[1] = {1.0f};
         SL_TRY(sl_adapter_set_apply(&tr->set, &tr->sites, ads, w1, 1, c->dropout, c->seed ^ ((uint64_t)STREAM_DROPOUT << 56), ctx));
-        tr->set.training = 1;
+        sl_adapter_set_training(&tr->set, 1);
     }
     SL_TRY(collect_params(tr, ctx));
     SL_TRY(sl_adamw_init(&tr->opt, tr->params, tr->n_params, &c->adam, ctx));
@@ -591,7 +643,7 @@ static SlStatus trainer_init(SlTrainer *tr, const SlTrainConfig *cfg, SlCtx *ctx
 }
 
 void sl_trainer_free(SlTrainer *tr) {
-    if (!tr->cfg.full && tr->set.n_ad) sl_adapter_set_remove(&tr->set);
+    sl_adapter_set_remove(&tr->set); /* (a no-op on the zeroed set of a --full run) */
     sl_adapter_free(&tr->adapter);
     sl_sites_free(&tr->sites);
     sl_adamw_free(&tr->opt);
@@ -676,7 +728,7 @@ static SlStatus shard_forward_backward(SlTrainer *tr, int64_t micro, int64_t fir
     const SlTrainConfig *c = &tr->cfg;
     SlUNet *u = &tr->model.unet;
     const int64_t mb = tr->micro, nl = tr->C * tr->h * tr->w;
-    if (!c->full) tr->set.step = (uint64_t)(tr->step * c->grad_accum + micro);
+    if (!c->full) sl_adapter_set_step(&tr->set, (uint64_t)(tr->step * c->grad_accum + micro));
     SL_TRY(make_batch(tr, micro, first, mb, ctx));
     sl_unet_forward(u, tr->pred, tr->xt, tr->tt, tr->ehs);
     /* loss = mean over the global batch of w_b * mean_i (pred - target)^2, / accum; dL/dpred accordingly */
@@ -783,10 +835,9 @@ SlStatus sl_trainer_eval_loss(SlTrainer *tr, int n, uint64_t seed, double *loss,
     const int64_t step = tr->step, perm_epoch = tr->perm_epoch;
     const uint64_t run_seed = c->seed;
     const float capdrop = c->caption_dropout;
-    const int training = tr->set.training;
+    const int training = sl_adapter_set_training(&tr->set, 0);
     c->seed = seed;
     c->caption_dropout = 0;
-    tr->set.training = 0;
     tr->perm_epoch = -1;
     double total = 0;
     SlStatus st = SL_OK;
@@ -804,7 +855,7 @@ SlStatus sl_trainer_eval_loss(SlTrainer *tr, int n, uint64_t seed, double *loss,
     }
     c->seed = run_seed;
     c->caption_dropout = capdrop;
-    tr->set.training = training;
+    sl_adapter_set_training(&tr->set, training);
     tr->step = step;
     tr->perm_epoch = -1;
     (void)perm_epoch;
@@ -834,8 +885,7 @@ SlStatus sl_trainer_sample(SlTrainer *tr, const char *dir, SlCtx *ctx) {
     SlStatus st = (!lat || !cond || !unc || !img) ? sl_fail(ctx, SL_ERR_NOMEM, "out of memory") : SL_OK;
     const char *empty[1] = {""};
     if (!st) st = sl_model_encode_prompts(m, empty, 1, c->clip_skip, unc, NULL, ctx);
-    int was_training = tr->set.training;
-    tr->set.training = 0;
+    const int was_training = sl_adapter_set_training(&tr->set, 0);
     for (int i = 0; i < c->n_sample_prompts && !st; i++) {
         const char *pp[1] = {c->sample_prompts[i]};
         st = sl_model_encode_prompts(m, pp, 1, c->clip_skip, cond, NULL, ctx);
@@ -856,7 +906,7 @@ SlStatus sl_trainer_sample(SlTrainer *tr, const char *dir, SlCtx *ctx) {
         }
         sl_image_free(&out);
     }
-    tr->set.training = was_training;
+    sl_adapter_set_training(&tr->set, was_training);
     sl_free(lat); sl_free(cond); sl_free(unc); sl_free(img);
     /* sampling re-planned the U-Net: plan it back for training */
     if (!st) st = sl_unet_plan(&m->unet, tr->micro > 2 ? tr->micro : 2, tr->h, tr->w, tr->T, ctx);

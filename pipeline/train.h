@@ -30,7 +30,11 @@
  * Checkpoints: <out> (the adapter, in the chosen format) and <out>.state
  * (.safetensors: exact fp32 trainable weights, AdamW moments, step, settings),
  * each written atomically; resume checks that the settings that shape the run
- * are the same.
+ * are the same, and that the data folder and the base weights are: the state
+ * records content hashes of both (sl_train_data_hash, sl_train_model_hash) and a
+ * resume with others is refused, or with resume_anyway warned about. Temporary
+ * files that killed runs left beside the outputs are removed at set-up
+ * (sl_train_clean_stale_tmp).
  *
  * Dimension letters: B batch, C latent channels, h/w latent size, R image
  * size, T text tokens, D text width.
@@ -84,6 +88,7 @@ typedef struct SlTrainConfig {
     uint64_t seed;
     int64_t save_every;          /* 0: only at the end */
     int resume;
+    int resume_anyway;           /* resume even if the data folder or the base weights differ (a warning) */
     SlAdapterFormat format;      /* KOHYA or PEFT */
     SlDType save_dtype;          /* F32, F16, BF16 */
     int64_t sample_every;        /* 0: off */
@@ -126,6 +131,7 @@ typedef struct SlTrainer {
     float *lat_mean, *lat_std;   /* [n_valid * (flip?2:1), C, h, w] */
     float *text;                 /* [(n_valid + 1), T, D]; the last is the empty caption */
     int cache_hits, cache_misses;
+    uint64_t data_hash, model_hash; /* content hashes recorded in the state (train_resume.c) */
     SlSites sites;
     SlAdapter adapter;
     SlAdapterSet set;
@@ -177,5 +183,66 @@ SlStatus sl_trainer_sample(SlTrainer *tr, const char *dir, SlCtx *ctx);
 void sl_trainer_state_path(char *buf, size_t n, const char *out);
 /* Bytes of the trainable parameters, their gradients and the optimizer state. */
 void sl_trainer_memory(const SlTrainer *tr, size_t *params, size_t *grads, size_t *optim);
+
+/* ---- resume safety (train_resume.c) ---- */
+
+/* A hash of the data the run trains on: every image's bytes, caption and repeat
+ * count, in the dataset's order (an unreadable image by its file name). */
+SlStatus sl_train_data_hash(const SlDataset *data, uint64_t *out, SlCtx *ctx);
+/* A hash of the base weights at path (a diffusers folder: unet/, vae/,
+ * text_encoder(_2)/ *.safetensors; or one .safetensors file): each file's name,
+ * size and bytes, whole up to 64 MiB, beyond that its safetensors header and 256
+ * evenly spaced 4 KiB samples (cheap on a multi-GB checkpoint). */
+SlStatus sl_train_model_hash(const char *path, uint64_t *out, SlCtx *ctx);
+/* Removes the temporary files this program writes (<out>.tmp.PID,
+ * <out>.state.tmp.PID, the log's .tmp.PID, the write probe, cache entries'
+ * .tmp.PID) whose process is gone (kill(PID, 0) fails with ESRCH); a live
+ * process's files are kept. Returns how many were removed (each logged). */
+int sl_train_clean_stale_tmp(const SlTrainConfig *c, SlCtx *ctx);
+
+/* ---- the training loop (train_run.c), one for `stylora train` and its MPI ranks ---- */
+
+/* What differs between one process and a data-parallel rank. Every field may be
+ * zero/NULL (one process, nothing shown); tools/ fills them. Hooks may print. */
+typedef struct SlTrainHooks {
+    void *user;
+    /* nonzero: this process writes nothing (ranks > 0): the adapter, the state, the
+     * CSV log, the loss curve and the samples are the writer's */
+    int silent;
+    /* the gradient all-reduce, installed as SlTrainer.reduce_grads (NULL: none) */
+    void (*reduce_grads)(void *user, float *buf, size_t n);
+    /* 1 if this process was asked to stop (Ctrl-C), read once after each step */
+    int (*stop_requested)(void *user);
+    /* after each step on every process, with this process's stop request: may make
+     * tr->loss the global batch's loss; returns the job's stop decision */
+    int (*step_done)(void *user, SlTrainer *tr, int stop);
+    /* a step failed (why: ctx); it may end the job instead of returning */
+    void (*step_failed)(void *user, SlTrainer *tr, SlCtx *ctx);
+    /* after a write only the writer made (log, checkpoint, samples), on every
+     * process: returns nonzero if the write failed on any process */
+    int (*agree)(void *user, int failed);
+    /* after each step, writer only: loss_ema is the smoothed loss (factor 0.95) */
+    void (*progress)(void *user, const SlTrainer *tr, double loss_ema);
+    /* checkpoint policy: nonzero = save after this step (never asked at the last
+     * step, which always saves). NULL: every cfg.save_every steps, and on stop. */
+    int (*save_now)(void *user, const SlTrainer *tr, int stop);
+} SlTrainHooks;
+
+typedef struct SlTrainRunResult {
+    int stopped;            /* 1: stopped on request, checkpoint at tr->step saved (resume continues) */
+    int64_t first_step;     /* the step this run started at (> 0 after a resume) */
+    double step_seconds;    /* wall time in the steps (with step_done) */
+} SlTrainRunResult;
+
+/* Trains an initialised trainer from tr->step to cfg.steps: each step, the CSV
+ * log row (step, loss, lr, grad_norm; cfg.log_csv, default <out>.csv), the
+ * checkpoint policy and the samples (cfg.sample_every, into the folder of out);
+ * at the end the final save and the loss curve (<out>.loss.png). On resume the
+ * log keeps its rows up to the checkpoint's step (rewritten atomically), so a
+ * resumed run's log has each step once. A stop request ends the run after the
+ * checkpoint of the step it came in (res->stopped), unless that is the last
+ * step. Errors: a failed step (nothing updated, the last checkpoint kept), log,
+ * save or sample; on a silent process whose writer failed, SL_ERR_INTERRUPTED. */
+SlStatus sl_trainer_run(SlTrainer *tr, const SlTrainHooks *hooks, SlTrainRunResult *res, SlCtx *ctx);
 
 #endif

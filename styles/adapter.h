@@ -186,6 +186,12 @@ SlStatus sl_adapter_set_apply(SlAdapterSet *set, const SlSites *sites, SlAdapter
                               const float *w, int n, float dropout, uint64_t seed, SlCtx *ctx);
 /* Changes the weight of adapter i without reinstalling (swap between images). */
 void sl_adapter_set_weight(SlAdapterSet *set, int i, float w);
+/* Training mode (1: dropout on) or evaluation (0: off; samples, validation loss).
+ * Returns the previous mode, so a caller can switch for a while and switch back. */
+int sl_adapter_set_training(SlAdapterSet *set, int on);
+/* The step the dropout masks are keyed by: the trainer sets it before each
+ * micro-batch, so a step's masks follow from (seed, step) alone (resume). */
+void sl_adapter_set_step(SlAdapterSet *set, uint64_t step);
 /* Removes every hook (restores the previous hooks) and frees the caches. */
 void sl_adapter_set_remove(SlAdapterSet *set);
 

@@ -383,6 +383,14 @@ void sl_adapter_set_weight(SlAdapterSet *set, int i, float w) {
     if (i >= 0 && i < set->n_ad) set->w[i] = w;
 }
 
+int sl_adapter_set_training(SlAdapterSet *set, int on) {
+    const int was = set->training;
+    set->training = on != 0;
+    return was;
+}
+
+void sl_adapter_set_step(SlAdapterSet *set, uint64_t step) { set->step = step; }
+
 SlStatus sl_adapter_set_apply(SlAdapterSet *set, const SlSites *sites, SlAdapter *const *ad, const float *w, int n,
                               float dropout, uint64_t seed, SlCtx *ctx) {
     memset(set, 0, sizeof *set);

@@ -5,7 +5,8 @@
  *            followed by --resume: after every kill the adapter file is absent
  *            or a complete file (`stylora inspect` exits 0) and the state file
  *            opens; the run that finally completes writes the same bytes as
- *            an uninterrupted run.
+ *            an uninterrupted run; its CSV log has each step once, and no temp
+ *            file of a killed save is left (the next run removes them).
  *   SIGINT   during training: exit 130 with a checkpoint, and --resume ends
  *            with the same bytes; SIGINT at the very last step exits 0 with
  *            the final adapter.
@@ -16,6 +17,8 @@
  *   read-only output: a file where the output folder should be (ENOTDIR),
  *            and, when mounting works, a read-only tmpfs (root ignores chmod):
  *            an error before the first training step.
+ *   resume with other inputs: another data folder is refused naming it, and
+ *            --resume-anyway continues.
  * Mounts are undone at the end. Each check prints what it saw.
  */
 #include <errno.h>
@@ -150,8 +153,10 @@ static long state_step(const char *state) {
     return step;
 }
 
-/* Counts (and removes) files in dir whose name starts with prefix and holds ".tmp.". */
-static int count_tmp(const char *dir, const char *prefix) {
+/* Counts (and removes, naming them) files in dir whose name starts with prefix and
+ * holds ".tmp."; pid_only: only those ending ".tmp.<digits>" count (the PNG writer's
+ * mkstemp names carry no pid: nothing can tell whether their writer is alive). */
+static int count_tmp(const char *dir, const char *prefix, int pid_only) {
     DIR *d = opendir(dir);
     int n = 0;
     if (!d) return 0;
@@ -161,7 +166,11 @@ static int count_tmp(const char *dir, const char *prefix) {
             char p[4400];
             snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
             unlink(p);
-            n++;
+            const char *t = strstr(e->d_name, ".tmp.") + 5;
+            int pid_named = *t != 0;
+            for (; *t; t++) pid_named &= *t >= '0' && *t <= '9';
+            fprintf(stderr, "temp file left: %s\n", e->d_name);
+            n += !pid_only || pid_named;
         }
     closedir(d);
     return n;
@@ -240,7 +249,20 @@ static void test_kill9(void) {
     CHECK(done, "kill -9: the run never completed after %d kills", kills);
     CHECK(torn == 0, "kill -9: %d times the adapter file was torn (stylora inspect failed)", torn);
     CHECK(same_file(g_ref, out), "kill -9: the final adapter differs from the uninterrupted run's");
-    int left = count_tmp(g_root, "k9.safetensors");
+    int left = count_tmp(g_root, "k9.safetensors", 1);
+    CHECK(left == 0, "kill -9: %d temp files of killed runs left after the run that completed", left);
+    /* the log: rows 1..STEPS, each once, in order (a resume cuts back what a killed run logged past its checkpoint) */
+    char csv[2400];
+    snprintf(csv, sizeof csv, "%s.csv", out);
+    size_t n = 0;
+    char *log = slurp(csv, &n);
+    long expect = 1;
+    int rows_ok = log != NULL;
+    for (char *line = log ? strchr(log, '\n') : NULL; rows_ok && line && line[1]; line = strchr(line + 1, '\n'))
+        rows_ok = atol(line + 1) == expect++;
+    CHECK(rows_ok && expect == atol(STEPS) + 1, "kill -9: the CSV log does not have steps 1..%s once each (at step %ld):\n%s",
+          STEPS, expect - 1, log ? log : "(none)");
+    free(log);
     printf("kill -9: %d kills (%d with a checkpoint on disk, last step %ld), final adapter %s the reference; "
            "%d orphaned temp files of killed saves\n",
            kills, with_state, last_step, same_file(g_ref, out) ? "equals" : "DIFFERS from", left);
@@ -407,7 +429,7 @@ static void test_disk_full(void) {
           "disk full: expected one error line naming the file and the cause: %s", log ? log : "");
     printf("disk full (%s): %s", how, log ? log : "\n");
     free(log);
-    int left = count_tmp(dir, "full.safetensors");
+    int left = count_tmp(dir, "full.safetensors", 0);
     CHECK(left == 0, "disk full: %d temp files left behind", left);
 }
 
@@ -448,6 +470,34 @@ static void test_readonly(void) {
      * printed, not asserted (tests never assert on wall time; it failed under -j2 load) */
     printf("read-only output folder: rc %d in %.2f s: %s", rc, dt, log ? log : "\n");
     free(log);
+}
+
+/* The checkpoint of the reference run resumed with a data folder of 3 of its 4
+ * images: refused naming the folder; --resume-anyway continues (nothing left to
+ * train: the run ends at once with the checkpoint's adapter). */
+static void test_resume_other_data(void) {
+    char data2[2100], out[2300], state[2400], ref_state[2400], err[2300], cmd[7000];
+    snprintf(data2, sizeof data2, "%s/data3", g_root);
+    snprintf(out, sizeof out, "%s/guard.safetensors", g_root);
+    sl_trainer_state_path(state, sizeof state, out);
+    sl_trainer_state_path(ref_state, sizeof ref_state, g_ref);
+    snprintf(err, sizeof err, "%s/guard.log", g_root);
+    snprintf(cmd, sizeof cmd, "cp '%s' '%s'", ref_state, state);
+    CHECK(fixture_images(data2, 3, 32) && system(cmd) == 0, "cannot set up the other-data resume");
+    const char *ex[] = {"--resume", NULL};
+    snprintf(g_data, sizeof g_data, "%s", data2); /* spawn_train passes g_data */
+    int sig, rc = run_train(out, err, 0, ex, &sig);
+    size_t n;
+    char *log = slurp(err, &n);
+    CHECK(rc == 1 && log && strstr(log, "the data folder differs") && strstr(log, "data3") && strstr(log, "--resume-anyway"),
+          "resume with other data: rc %d: %s", rc, log ? log : "");
+    printf("resume with other data: rc %d: %s", rc, log ? log : "\n");
+    free(log);
+    const char *ex2[] = {"--resume-anyway", NULL};
+    rc = run_train(out, err, 0, ex2, &sig);
+    CHECK(rc == 0, "resume with other data and --resume-anyway: rc %d", rc);
+    if (rc) print_file(err);
+    snprintf(g_data, sizeof g_data, "%s/data", g_root);
 }
 
 static void unmount_all(void) {
@@ -496,6 +546,7 @@ int main(int argc, char **argv) {
         test_sigint_last_step();
         test_disk_full();
         test_readonly();
+        test_resume_other_data();
     }
     unmount_all();
     return sl_test_finish("test_faults");

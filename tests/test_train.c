@@ -4,12 +4,18 @@
  * same bytes as one never stopped (also with --micro-batch and grad-accum);
  * caches hit on a second run; an empty
  * folder, unreadable images and a read-only output folder give clear errors;
- * a failed init leaks nothing and leaves a trainer that refuses every call. */
+ * a failed init leaks nothing and leaves a trainer that refuses every call;
+ * sl_trainer_run stopped and resumed writes the uninterrupted run's CSV log
+ * (steps a killed run logged past its checkpoint are dropped); a resume with
+ * another data folder or base model is refused, and allowed with resume_anyway;
+ * temp files of dead processes are removed at set-up, a live one's kept. */
 #include <math.h>
 #include <omp.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "core/config.h"
@@ -276,6 +282,168 @@ static void test_micro_batch(void) {
     sl_trainer_free(&tr);
 }
 
+/* sl_trainer_run hooks for the tests: stop when the trainer reaches stop_at. */
+typedef struct StopAt { const SlTrainer *tr; int64_t stop_at; } StopAt;
+static int stop_at_step(void *user) {
+    const StopAt *s = user;
+    return s->tr->step == s->stop_at;
+}
+
+static SlStatus run_loop(const SlTrainConfig *c, int64_t stop_at, int *stopped, SlCtx *ctx) {
+    SlTrainer tr;
+    SlStatus st = sl_trainer_init(&tr, c, ctx);
+    StopAt s = {&tr, stop_at};
+    SlTrainHooks h = {.user = &s, .stop_requested = stop_at ? stop_at_step : NULL};
+    SlTrainRunResult res = {0};
+    if (!st) st = sl_trainer_run(&tr, &h, &res, ctx);
+    *stopped = res.stopped;
+    sl_trainer_free(&tr);
+    return st;
+}
+
+/* The CSV log of a run stopped at step 3 and resumed is the uninterrupted run's,
+ * byte for byte, even when the stopped run had logged steps beyond its
+ * checkpoint (as a run killed between checkpoints, or failing to save, does). */
+static void test_run_log_resume(void) {
+    SlCtx ctx;
+    sl_ctx_init(&ctx);
+    char full[4096], part[4096], csv_full[4200], csv_part[4200];
+    snprintf(full, sizeof full, "%s/loop_straight.safetensors", g_root);
+    snprintf(part, sizeof part, "%s/loop_resumed.safetensors", g_root);
+    snprintf(csv_full, sizeof csv_full, "%s.csv", full);
+    snprintf(csv_part, sizeof csv_part, "%s.csv", part);
+    SlTrainConfig c;
+    base_config(&c, full);
+    int stopped = 0;
+    CHECK_OK(run_loop(&c, 0, &stopped, &ctx), &ctx);
+    CHECK(!stopped, "the uninterrupted run says it stopped");
+    base_config(&c, part);
+    CHECK_OK(run_loop(&c, 3, &stopped, &ctx), &ctx);
+    CHECK(stopped, "the run asked to stop at step 3 did not stop");
+    FILE *f = fopen(csv_part, "a"); /* steps 4, 5 and a torn 6 logged by a run that died before checkpointing them */
+    CHECK(f != NULL, "cannot append to %s", csv_part);
+    if (f) {
+        fprintf(f, "4,0.5,0.01,1\n5,0.5,0.01,1\n6,0.");
+        fclose(f);
+    }
+    c.resume = 1;
+    CHECK_OK(run_loop(&c, 0, &stopped, &ctx), &ctx);
+    CHECK(same_file(full, part), "sl_trainer_run stopped and resumed: the adapter differs from the uninterrupted run's");
+    CHECK(same_file(csv_full, csv_part), "the resumed run's CSV log is not the uninterrupted run's (steps repeated?)");
+    size_t n = 0;
+    char *log = slurp(csv_part, &n);
+    int rows = 0;
+    for (size_t i = 0; log && i < n; i++) rows += log[i] == '\n';
+    CHECK(rows == 1 + 6, "the resumed log has %d lines, expected the header and 6 steps", rows);
+    free(log);
+    char tmp[4300];
+    snprintf(tmp, sizeof tmp, "%s.tmp.%ld", csv_part, (long)getpid());
+    CHECK(access(tmp, F_OK) != 0, "the log's temp file %s was left behind", tmp);
+}
+
+/* A run resumed with another data folder or another base model is refused,
+ * naming what changed; with resume_anyway it continues. */
+static void test_resume_other_inputs(void) {
+    SlCtx ctx;
+    sl_ctx_init(&ctx);
+    char out[4096], data2[2300], model2[2300], cmd[20000];
+    snprintf(out, sizeof out, "%s/guard.safetensors", g_root);
+    snprintf(data2, sizeof data2, "%s/data_other", g_root);
+    snprintf(model2, sizeof model2, "%s/model_other", g_root);
+    SlTrainConfig c;
+    base_config(&c, out);
+    c.steps = 4;
+    CHECK_OK(run(&c, 2, &ctx), &ctx);
+    /* the same images with one caption changed */
+    snprintf(cmd, sizeof cmd, "rm -rf '%s' && cp -r '%s' '%s' && echo 'a blue square' > '%s/img01.txt'", data2, g_data,
+             data2, data2);
+    CHECK(system(cmd) == 0, "cannot make %s", data2);
+    /* the same model with one VAE weight nudged (the lowest byte of the file's last float) */
+    snprintf(cmd, sizeof cmd, "rm -rf '%s' && cp -r '%s' '%s' && rm '%s/vae' && cp -rL '%s/vae' '%s/vae'", model2, g_model,
+             model2, model2, g_model, model2);
+    CHECK(system(cmd) == 0, "cannot make %s", model2);
+    char vae[4200];
+    snprintf(vae, sizeof vae, "%s/vae/diffusion_pytorch_model.safetensors", model2);
+    FILE *f = fopen(vae, "r+b");
+    CHECK(f && fseek(f, -4, SEEK_END) == 0, "cannot open %s", vae);
+    if (f) {
+        int b = fgetc(f);
+        fseek(f, -4, SEEK_END);
+        fputc(b ^ 1, f);
+        fclose(f);
+    }
+    SlTrainer tr;
+    base_config(&c, out);
+    c.steps = 4;
+    c.resume = 1;
+    c.data = data2;
+    SlStatus st = sl_trainer_init(&tr, &c, &ctx);
+    CHECK(st == SL_ERR_ARG && strstr(ctx.msg, "the data folder differs from the one this run started with") &&
+              strstr(ctx.msg, "--resume-anyway"),
+          "resume with another caption: %s", st ? ctx.msg : "accepted");
+    sl_trainer_free(&tr);
+    c.data = g_data;
+    c.model = model2;
+    st = sl_trainer_init(&tr, &c, &ctx);
+    CHECK(st == SL_ERR_ARG && strstr(ctx.msg, "the base model differs") && strstr(ctx.msg, "model_other"),
+          "resume with another model: %s", st ? ctx.msg : "accepted");
+    sl_trainer_free(&tr);
+    c.data = data2;
+    c.resume_anyway = 1;
+    st = sl_trainer_init(&tr, &c, &ctx);
+    CHECK(st == SL_OK && tr.step == 2, "resume_anyway with another data folder and model: %s", st ? ctx.msg : "ok");
+    sl_trainer_free(&tr);
+    /* the same inputs resume (the hashes are stable) */
+    base_config(&c, out);
+    c.steps = 4;
+    c.resume = 1;
+    st = sl_trainer_init(&tr, &c, &ctx);
+    CHECK(st == SL_OK && tr.step == 2, "resume with the same data and model: %s", st ? ctx.msg : "ok");
+    sl_trainer_free(&tr);
+}
+
+/* Temp files of a dead process beside the outputs and in the cache folder are
+ * removed at set-up; a live process's, and names that are not ours, are kept. */
+static void test_stale_tmp(void) {
+    SlCtx ctx;
+    sl_ctx_init(&ctx);
+    pid_t dead = fork(); /* a pid that is surely gone: a child that exited and was reaped */
+    if (dead == 0) _exit(0);
+    int status;
+    waitpid(dead, &status, 0);
+    CHECK(kill(dead, 0) != 0, "the reaped child %ld is still there", (long)dead);
+    const long live = (long)getppid(); /* ctest (or the shell): alive, and not the trainer */
+    char out[4096], cache[4096];
+    snprintf(out, sizeof out, "%s/stale.safetensors", g_root);
+    snprintf(cache, sizeof cache, "%s/stale_cache", g_root);
+    mkdir(cache, 0755);
+    char gone[5][4300], kept[3][4300];
+    snprintf(gone[0], sizeof gone[0], "%s.tmp.%ld", out, (long)dead);
+    snprintf(gone[1], sizeof gone[1], "%s.state.tmp.%ld", out, (long)dead);
+    snprintf(gone[2], sizeof gone[2], "%s.csv.tmp.%ld", out, (long)dead);
+    snprintf(gone[3], sizeof gone[3], "%s/.stylora-write-test.%ld", g_root, (long)dead);
+    snprintf(gone[4], sizeof gone[4], "%s/lat_0123456789abcdef_2.safetensors.tmp.%ld", cache, (long)dead);
+    snprintf(kept[0], sizeof kept[0], "%s.state.tmp.%ld", out, live);
+    snprintf(kept[1], sizeof kept[1], "%s/other.safetensors.tmp.%ld", g_root, (long)dead); /* another output's */
+    snprintf(kept[2], sizeof kept[2], "%s/te_0123456789abcdef.safetensors.tmp.%ld", cache, live);
+    for (int i = 0; i < 8; i++) {
+        FILE *f = fopen(i < 5 ? gone[i] : kept[i - 5], "w");
+        CHECK(f != NULL, "cannot write %s", i < 5 ? gone[i] : kept[i - 5]);
+        if (f) fclose(f);
+    }
+    SlTrainConfig c;
+    base_config(&c, out);
+    c.cache_dir = cache;
+    SlTrainer tr;
+    CHECK_OK(sl_trainer_init(&tr, &c, &ctx), &ctx);
+    sl_trainer_free(&tr);
+    for (int i = 0; i < 5; i++) CHECK(access(gone[i], F_OK) != 0, "the dead process's %s was not removed", gone[i]);
+    for (int i = 0; i < 3; i++) {
+        CHECK(access(kept[i], F_OK) == 0, "%s was removed (%s)", kept[i], i == 1 ? "not ours" : "its process is alive");
+        unlink(kept[i]);
+    }
+}
+
 int main(void) {
     snprintf(g_root, sizeof g_root, "%s/tmp_test_train", sl_test_binary());
     mkdir(g_root, 0755);
@@ -292,5 +460,8 @@ int main(void) {
     test_caches();
     test_bad_input();
     test_init_failure();
+    test_run_log_resume();
+    test_resume_other_inputs();
+    test_stale_tmp();
     return sl_test_finish("test_train");
 }

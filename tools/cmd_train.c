@@ -27,6 +27,17 @@ static void on_sigint(int sig) {
     g_stop = 1;
 }
 
+/* sl_trainer_run hooks: Ctrl-C / SIGTERM, and the progress bar (user = SlProgress *) */
+static int stop_requested(void *user) {
+    (void)user;
+    return g_stop != 0;
+}
+static void show_progress(void *user, const SlTrainer *tr, double loss_ema) {
+    char extra[96];
+    snprintf(extra, sizeof extra, "loss %.4f lr %.2e", loss_ema, tr->lr);
+    sl_progress_update(user, tr->step, extra);
+}
+
 #define N_OPTS 52 /* [nf4] was 48 */
 typedef struct TrainArgs {
     const char *v[N_OPTS];
@@ -38,7 +49,7 @@ enum {
     A_DORA, A_RSLORA, A_INIT, A_DROPOUT, A_FULL, A_LR, A_SCHED, A_WARMUP, A_B1, A_B2, A_EPS, A_WD, A_CLIP, A_SNR,
     A_NOISE_OFF, A_CAP_DROP, A_CLIP_SKIP, A_TRIGGER, A_CAPTION, A_FLIP, A_BAD, A_SEED, A_THREADS, A_SAVE_EVERY,
     A_RESUME, A_FORMAT, A_SAVE_DTYPE, A_CACHE, A_SAMPLE_EVERY, A_SAMPLE_STEPS, A_SAMPLE_CFG, A_CONFIG, A_QUIET,
-    A_LOG, A_NAME, A_BASE, A_NF4_LAYERS, A_NF4_DQ, /* [nf4] */ A_COUNT
+    A_LOG, A_NAME, A_BASE, A_NF4_LAYERS, A_NF4_DQ, /* [nf4] */ A_RESUME_ANYWAY, A_COUNT
 };
 
 _Static_assert(A_COUNT <= N_OPTS, "N_OPTS too small for the option table");
@@ -87,6 +98,7 @@ int cmd_train(int argc, char **argv) {
         {"--threads", "N", "threads (default: all cores)", &a.v[A_THREADS], 0},
         {"--save-every", "N", "checkpoint every N steps (default: only at the end)", &a.v[A_SAVE_EVERY], 0},
         {"--resume", NULL, "continue from <out>.state", &a.v[A_RESUME], 0},
+        {"--resume-anyway", NULL, "--resume even if the data folder or the base model differ from the checkpoint's (a warning)", &a.v[A_RESUME_ANYWAY], 0},
         {"--format", "NAME", "kohya (default) | peft", &a.v[A_FORMAT], 0},
         {"--save-dtype", "T", "fp32 (default) | fp16 | bf16", &a.v[A_SAVE_DTYPE], 0},
         {"--cache-dir", "DIR", "keep latent/text caches on disk here", &a.v[A_CACHE], 0},
@@ -189,10 +201,12 @@ int cmd_train(int argc, char **argv) {
     c.full = a.v[A_FULL] != NULL;
     c.flip = a.v[A_FLIP] != NULL;
     c.stop_on_bad_image = a.v[A_BAD] != NULL;
-    c.resume = a.v[A_RESUME] != NULL;
+    c.resume = a.v[A_RESUME] != NULL || a.v[A_RESUME_ANYWAY] != NULL;
+    c.resume_anyway = a.v[A_RESUME_ANYWAY] != NULL;
     c.trigger = a.v[A_TRIGGER];
     c.caption = a.v[A_CAPTION];
     c.base_model_name = a.v[A_NAME];
+    c.log_csv = a.v[A_LOG];
     c.base = a.v[A_BASE], c.nf4_layers = a.v[A_NF4_LAYERS], c.nf4_double_quant = a.v[A_NF4_DQ] != NULL; /* [nf4] */
     if (a.v[A_INIT]) {
         if (strcmp(a.v[A_INIT], "gaussian") == 0) c.gaussian_init = 1;
@@ -217,7 +231,7 @@ int cmd_train(int argc, char **argv) {
 
 #ifdef SL_WITH_MPI /* issue 13: under mpirun, the data-parallel loop of tools/train_mpi.c */
     if (train_mpi_launched()) {
-        int mpi_rc = train_mpi_run(&c, a.v[A_LOG], a.v[A_QUIET] != NULL);
+        int mpi_rc = train_mpi_run(&c, a.v[A_QUIET] != NULL);
         sl_config_free(&jc);
         return mpi_rc;
     }
@@ -234,63 +248,21 @@ int cmd_train(int argc, char **argv) {
     sl_log(&ctx, SL_LOG_INFO, "training %s: %d tensors, %.2f MB trainable, %.2f MB optimizer state; %lld steps of batch %lld at %lldx%lld",
            c.full ? "every U-Net weight" : "a LoRA adapter", tr.n_params, pb / 1e6, ob / 1e6, (long long)c.steps,
            (long long)c.batch, (long long)tr.R, (long long)tr.R);
-    char log_path[4096], curve_path[4096], out_dir[4096];
-    snprintf(log_path, sizeof log_path, "%s", a.v[A_LOG] ? a.v[A_LOG] : "");
-    if (!a.v[A_LOG]) snprintf(log_path, sizeof log_path, "%s.csv", c.out);
-    snprintf(curve_path, sizeof curve_path, "%s.loss.png", c.out);
-    snprintf(out_dir, sizeof out_dir, "%s", c.out);
-    char *slash = strrchr(out_dir, '/');
-    if (slash) *slash = '\0';
-    else snprintf(out_dir, sizeof out_dir, ".");
-    FILE *csv = fopen(log_path, c.resume ? "a" : "w");
-    if (!csv) {
-        fprintf(stderr, "stylora train: error: %s: cannot write the log: %s\n", log_path, strerror(errno));
-        sl_trainer_free(&tr);
-        return 1;
-    }
-    if (!c.resume) fprintf(csv, "step,loss,lr,grad_norm\n");
-    float *losses = malloc((size_t)c.steps * sizeof(float));
-    int64_t n_losses = 0;
     signal(SIGINT, on_sigint);
     signal(SIGTERM, on_sigint);
     SlProgress bar;
     sl_progress_begin(&bar, "train", c.steps, stderr, a.v[A_QUIET] != NULL);
-    double ema = 0;
-    SlStatus st = SL_OK;
-    int64_t first = tr.step;
-    while (tr.step < c.steps && !st) {
-        st = sl_trainer_step(&tr, &ctx);
-        if (st) break;
-        ema = tr.step - 1 == first ? tr.loss : 0.95 * ema + 0.05 * tr.loss;
-        if (losses) losses[n_losses++] = tr.loss;
-        fprintf(csv, "%lld,%.6g,%.6g,%.6g\n", (long long)tr.step, tr.loss, tr.lr, tr.grad_norm);
-        char extra[96];
-        snprintf(extra, sizeof extra, "loss %.4f lr %.2e", ema, tr.lr);
-        sl_progress_update(&bar, tr.step, extra);
-        int save = (c.save_every && tr.step % c.save_every == 0) || g_stop;
-        if (save && tr.step < c.steps) {
-            fflush(csv);
-            st = sl_trainer_save(&tr, &ctx);
-        }
-        if (!st && c.sample_every && tr.step % c.sample_every == 0) st = sl_trainer_sample(&tr, out_dir, &ctx);
-        /* At the last step the normal final save below runs instead (issue 12: a Ctrl-C
-         * during the last step used to exit 130 "checkpoint saved" without saving). */
-        if (g_stop && !st && tr.step < c.steps) {
-            sl_progress_end(&bar);
-            fprintf(stderr, "stylora train: interrupted at step %lld; checkpoint saved (%s), continue with --resume\n",
-                    (long long)tr.step, c.out);
-            fclose(csv);
-            free(losses);
-            sl_trainer_free(&tr);
-            sl_config_free(&jc);
-            return 130;
-        }
-    }
+    SlTrainHooks hooks = {.user = &bar, .stop_requested = stop_requested, .progress = show_progress};
+    SlTrainRunResult res;
+    SlStatus st = sl_trainer_run(&tr, &hooks, &res, &ctx);
     sl_progress_end(&bar);
-    if (!st) st = sl_trainer_save(&tr, &ctx);
-    fclose(csv);
-    if (!st && losses && n_losses > 1) st = sl_plot_curve_png(curve_path, losses, (int)n_losses, 0.95f, 640, 320, &ctx);
-    free(losses);
+    if (!st && res.stopped) {
+        fprintf(stderr, "stylora train: interrupted at step %lld; checkpoint saved (%s), continue with --resume\n",
+                (long long)tr.step, c.out);
+        sl_trainer_free(&tr);
+        sl_config_free(&jc);
+        return 130;
+    }
     int rc = 0;
     if (st) rc = cli_fail("train", &ctx);
     else if (!a.v[A_QUIET])

@@ -90,7 +90,57 @@ static uint64_t trainer_fingerprint(const SlTrainer *tr) {
     return h;
 }
 
-int train_mpi_run(SlTrainConfig *c, const char *log_arg, int quiet) {
+/* ---- sl_trainer_run hooks (user = MpiRun) ---- */
+
+typedef struct MpiRun {
+    SlDist *d;
+    SlProgress *bar;          /* rank 0's */
+    int64_t n_reduce;         /* all-reduces done before the current step */
+} MpiRun;
+
+static void mpi_reduce_grads(void *user, float *buf, size_t n) { sl_dist_reduce_grads(((MpiRun *)user)->d, buf, n); }
+
+static int mpi_stop_requested(void *user) {
+    (void)user;
+    return g_mpi_stop != 0;
+}
+
+/* Every rank: the global batch's loss for the log, and whether any rank asked to stop. */
+static int mpi_step_done(void *user, SlTrainer *tr, int stop) {
+    MpiRun *r = user;
+    SlCtx ctx;
+    sl_ctx_init(&ctx);
+    double v[2] = {tr->loss_share, stop ? 1.0 : 0.0};
+    if (sl_dist_sum_f64(r->d, v, 2, &ctx) != SL_OK) {
+        rank_error(r->d, &ctx, "");
+        sl_dist_abort(r->d, 1);
+    }
+    tr->loss = (float)v[0];
+    r->n_reduce = r->d->n_reduce;
+    return v[1] > 0;
+}
+
+/* A step failed. Before (or inside) the all-reduce this rank is alone and the
+ * others wait in it: end the job. After it every rank has the same error. */
+static void mpi_step_failed(void *user, SlTrainer *tr, SlCtx *ctx) {
+    MpiRun *r = user;
+    (void)tr;
+    if (r->d->failed || r->d->n_reduce == r->n_reduce) {
+        if (r->d->failed) sl_dist_check(r->d, ctx);
+        rank_error(r->d, ctx, "; stopping every rank (the last checkpoint is kept)");
+        sl_dist_abort(r->d, 1);
+    }
+}
+
+static int mpi_agree(void *user, int failed) { return first_failed(((MpiRun *)user)->d, failed) >= 0; }
+
+static void mpi_progress(void *user, const SlTrainer *tr, double loss_ema) {
+    char extra[96];
+    snprintf(extra, sizeof extra, "loss %.4f lr %.2e", loss_ema, tr->lr);
+    sl_progress_update(((MpiRun *)user)->bar, tr->step, extra);
+}
+
+int train_mpi_run(SlTrainConfig *c, int quiet) {
     SlCtx ctx;
     cli_ctx_init(&ctx, quiet);
     SlDistReduce mode = SL_DIST_ORDERED;
@@ -128,8 +178,6 @@ int train_mpi_run(SlTrainConfig *c, const char *log_arg, int quiet) {
         rc = 1;
         goto done;
     }
-    tr.reduce_grads = sl_dist_reduce_grads;
-    tr.reduce_user = &d;
     { /* every rank must start from the same weights, step and samples */
         uint64_t all[4096];
         const uint64_t mine = trainer_fingerprint(&tr);
@@ -153,112 +201,33 @@ int train_mpi_run(SlTrainConfig *c, const char *log_arg, int quiet) {
            d.world, (long long)c->batch, (long long)c->batch * d.world, tr.n_fused * 4 / 1e6,
            mode == SL_DIST_ORDERED ? "all-gather + rank-order sum" : "MPI_Allreduce SUM");
 
-    FILE *csv = NULL;
-    float *losses = NULL;
-    char log_path[4096], curve_path[4200], out_dir[4096];
-    snprintf(log_path, sizeof log_path, "%s", log_arg ? log_arg : "");
-    if (!log_arg) snprintf(log_path, sizeof log_path, "%s.csv", c->out);
-    snprintf(curve_path, sizeof curve_path, "%s.loss.png", c->out);
-    snprintf(out_dir, sizeof out_dir, "%s", c->out);
-    char *slash = strrchr(out_dir, '/');
-    if (slash) *slash = '\0';
-    else snprintf(out_dir, sizeof out_dir, ".");
-    if (d.rank == 0) {
-        csv = fopen(log_path, c->resume ? "a" : "w");
-        if (!csv) sl_fail(&ctx, SL_ERR_IO, "%s: cannot write the log: %s", log_path, strerror(errno));
-        else if (!c->resume) fprintf(csv, "step,loss,lr,grad_norm\n");
-        losses = malloc((size_t)c->steps * sizeof(float));
-    }
-    if ((bad = first_failed(&d, d.rank == 0 && !csv)) >= 0) {
-        if (d.rank == bad) rank_error(&d, &ctx, "");
-        rc = 1;
-        goto done;
-    }
     signal(SIGINT, on_signal);
     signal(SIGTERM, on_signal);
     SlProgress bar;
     sl_progress_begin(&bar, "train", c->steps, stderr, quiet || d.rank != 0);
-    double ema = 0, step_s = 0;
-    const int64_t first = tr.step;
-    int64_t n_losses = 0;
+    MpiRun run = {&d, &bar, d.n_reduce};
+    SlTrainHooks hooks = {.user = &run, .silent = d.rank != 0, .reduce_grads = mpi_reduce_grads,
+                          .stop_requested = mpi_stop_requested, .step_done = mpi_step_done,
+                          .step_failed = mpi_step_failed, .agree = mpi_agree, .progress = mpi_progress};
     const double r0 = d.reduce_seconds;
-    while (tr.step < c->steps) {
-        const int64_t reduces = d.n_reduce;
-        const double t0 = MPI_Wtime();
-        SlStatus st = sl_trainer_step(&tr, &ctx);
-        if (st) {
-            if (d.failed || d.n_reduce == reduces) {
-                /* alone: the all-reduce failed or this rank never reached it, so the others wait */
-                if (d.failed) sl_dist_check(&d, &ctx);
-                rank_error(&d, &ctx, "; stopping every rank (the last checkpoint is kept)");
-                sl_dist_abort(&d, 1);
-            }
-            /* after the all-reduce every rank has the same gradients and the same error */
-            if (d.rank == 0) cli_fail("train", &ctx);
-            rc = 1;
-            break;
-        }
-        double v[2] = {tr.loss_share, g_mpi_stop ? 1.0 : 0.0}; /* global mean loss; did anyone ask to stop */
-        if (sl_dist_sum_f64(&d, v, 2, &ctx) != SL_OK) {
-            rank_error(&d, &ctx, "");
-            sl_dist_abort(&d, 1);
-        }
-        step_s += MPI_Wtime() - t0;
-        const int stop = v[1] > 0;
-        tr.loss = (float)v[0];
-        int fail = 0;
-        if (d.rank == 0) {
-            ema = tr.step - 1 == first ? tr.loss : 0.95 * ema + 0.05 * tr.loss;
-            if (losses) losses[n_losses++] = tr.loss;
-            fprintf(csv, "%lld,%.6g,%.6g,%.6g\n", (long long)tr.step, tr.loss, tr.lr, tr.grad_norm);
-            char extra[96];
-            snprintf(extra, sizeof extra, "loss %.4f lr %.2e", ema, tr.lr);
-            sl_progress_update(&bar, tr.step, extra);
-        }
-        const int save = ((c->save_every && tr.step % c->save_every == 0) || stop) && tr.step < c->steps;
-        const int sample = c->sample_every && tr.step % c->sample_every == 0;
-        if (d.rank == 0 && save) {
-            fflush(csv);
-            fail = sl_trainer_save(&tr, &ctx) != SL_OK;
-        }
-        if (d.rank == 0 && sample && !fail) fail = sl_trainer_sample(&tr, out_dir, &ctx) != SL_OK;
-        if ((save || sample) && first_failed(&d, fail) >= 0) {
-            if (d.rank == 0) cli_fail("train", &ctx);
-            rc = 1;
-            break;
-        }
-        if (stop && tr.step < c->steps) { /* at the last step the final save below runs instead */
-            if (d.rank == 0) {
-                sl_progress_end(&bar);
-                fprintf(stderr, "stylora train: interrupted at step %lld; checkpoint saved (%s), continue with --resume\n",
-                        (long long)tr.step, c->out);
-            }
-            rc = 130;
-            break;
-        }
-    }
-    if (rc != 130) sl_progress_end(&bar);
-    if (rc == 0) {
-        int fail = 0;
-        if (d.rank == 0) {
-            fail = sl_trainer_save(&tr, &ctx) != SL_OK;
-            if (!fail && losses && n_losses > 1)
-                fail = sl_plot_curve_png(curve_path, losses, (int)n_losses, 0.95f, 640, 320, &ctx) != SL_OK;
-        }
-        if (first_failed(&d, fail) >= 0) {
-            if (d.rank == 0) cli_fail("train", &ctx);
-            rc = 1;
-        }
-    }
-    if (rc == 0 && tr.step > first) {
-        const double n = (double)(tr.step - first), red = (d.reduce_seconds - r0) / n, per = step_s / n;
+    SlTrainRunResult res;
+    SlStatus st = sl_trainer_run(&tr, &hooks, &res, &ctx);
+    sl_progress_end(&bar);
+    if (st) { /* the same error on every rank (or the writer's alone): rank 0 reports it */
+        if (d.rank == 0) cli_fail("train", &ctx);
+        rc = 1;
+    } else if (res.stopped) {
+        if (d.rank == 0)
+            fprintf(stderr, "stylora train: interrupted at step %lld; checkpoint saved (%s), continue with --resume\n",
+                    (long long)tr.step, c->out);
+        rc = 130;
+    } else if (tr.step > res.first_step) {
+        const double n = (double)(tr.step - res.first_step), red = (d.reduce_seconds - r0) / n, per = res.step_seconds / n;
         sl_log(&ctx, SL_LOG_INFO, "data-parallel: %d ranks, %.1f ms per step, all-reduce %.2f ms per step (%.1f%%), "
                                   "%.2f images/s",
                d.world, 1e3 * per, 1e3 * red, per > 0 ? 100 * red / per : 0, (double)c->batch * d.world / per);
         if (d.rank == 0 && !quiet) printf("%s\n", c->out);
     }
-    if (csv) fclose(csv);
-    free(losses);
 done:
     sl_trainer_free(&tr);
     sl_dist_finalize(&d);
