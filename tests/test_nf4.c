@@ -184,8 +184,8 @@ static void test_kernels_case(int64_t N, int64_t O, int64_t I, int dq) {
     sl_nf4_dequantize_ref(wd, &W);
     const char *tag = dq ? "+dq" : "";
     /* forward vs dequantize + dense */
-    sl_nf4_linear_forward(y, x, &W, N, work);
-    sl_sgemm(0, 1, N, O, I, 1.0f, x, I, wd, I, 0.0f, yr, O);
+    sl_nf4_linear_forward(y, x, &W, N, work, NULL);
+    sl_sgemm(0, 1, N, O, I, 1.0f, x, I, wd, I, 0.0f, yr, O, NULL);
     double sc = sl_test_scale(yr, (size_t)(N * O));
     snprintf(what, sizeof what, "nf4%s forward %lldx%lldx%lld vs dequantize+dense", tag, (long long)N, (long long)O, (long long)I);
     sl_test_close(what, y, yr, (size_t)(N * O), 1e-5 * sc, 1e-5);
@@ -196,8 +196,8 @@ static void test_kernels_case(int64_t N, int64_t O, int64_t I, int dq) {
     fill_gauss(d, N * I, 9, 0.5f);
     memcpy(dr, d, sizeof(float) * (size_t)(N * I));
     memcpy(d2, d, sizeof(float) * (size_t)(N * I));
-    sl_nf4_linear_backward_input(d, g, &W, N, work);
-    sl_sgemm(0, 0, N, I, O, 1.0f, g, O, wd, I, 1.0f, dr, I);
+    sl_nf4_linear_backward_input(d, g, &W, N, work, NULL);
+    sl_sgemm(0, 0, N, I, O, 1.0f, g, O, wd, I, 1.0f, dr, I, NULL);
     sc = sl_test_scale(dr, (size_t)(N * I));
     snprintf(what, sizeof what, "nf4%s backward-input %lldx%lldx%lld vs dequantize+dense", tag, (long long)N, (long long)O, (long long)I);
     sl_test_close(what, d, dr, (size_t)(N * I), 1e-5 * sc, 1e-5);
@@ -216,20 +216,20 @@ static void test_kernels_case(int64_t N, int64_t O, int64_t I, int dq) {
         const int64_t m = len < N * O ? len : N * O;
         snprintf(what, sizeof what, "nf4%s dequantize %s vs scalar [%lld..+%lld)", tag, sl_nf4_isa_name(isas[k]), (long long)e0, (long long)m);
         check_bits(what, y2, wd + e0, (size_t)m);
-        sl_nf4_linear_forward_isa(y2, x, &W, N, work, isas[k]);
+        sl_nf4_linear_forward_isa(y2, x, &W, N, work, isas[k], NULL);
         snprintf(what, sizeof what, "nf4%s forward %s vs auto", tag, sl_nf4_isa_name(isas[k]));
         check_bits(what, y2, y, (size_t)(N * O));
     }
     /* 1 vs 2 threads */
     const int nt = omp_get_max_threads();
     omp_set_num_threads(1);
-    sl_nf4_linear_forward(y2, x, &W, N, work);
+    sl_nf4_linear_forward(y2, x, &W, N, work, NULL);
     memcpy(d2, dr, sizeof(float) * (size_t)(N * I));
-    sl_nf4_linear_backward_input(d2, g, &W, N, work);
+    sl_nf4_linear_backward_input(d2, g, &W, N, work, NULL);
     omp_set_num_threads(2);
-    sl_nf4_linear_forward(yr, x, &W, N, work);
+    sl_nf4_linear_forward(yr, x, &W, N, work, NULL);
     memcpy(d, dr, sizeof(float) * (size_t)(N * I));
-    sl_nf4_linear_backward_input(d, g, &W, N, work);
+    sl_nf4_linear_backward_input(d, g, &W, N, work, NULL);
     omp_set_num_threads(nt);
     snprintf(what, sizeof what, "nf4%s forward 1 vs 2 threads", tag);
     check_bits(what, y2, yr, (size_t)(N * O));
