@@ -333,7 +333,7 @@ static inline int64_t att_min(int64_t a, int64_t b) { return a < b ? a : b; }
  * (past Tk, or j > i when causal) get score -inf before the softmax. Each row
  * block is computed by one thread in a fixed order, so results do not depend
  * on the thread count. Compiled for AVX-512 with a target attribute and chosen
- * at run time (att_have_avx512); otherwise the row kernel below runs. */
+ * per call (SlKernels.attention, resolved by sl_kernels_attention); otherwise the row kernel below runs. */
 #define SL_ATT_L 16   /* lanes: query rows per vector, and keys per step */
 #define SL_ATT_LB 64  /* query rows per task */
 

@@ -34,8 +34,8 @@ typedef struct SlKernels {
     int attention; /* SL_ATT_KERNEL_* */
 } SlKernels;
 
-/* The default for this CPU, every field resolved (no AUTO left): AVX-512 GEMM and
- * lanes attention when the CPU has AVX-512F, else OpenBLAS and rows; implicit conv. */
+/* The default for this CPU: AVX-512 GEMM and lanes attention when the CPU has AVX-512F,
+ * else OpenBLAS and rows; conv AUTO (implicit wherever the GEMM runs AVX-512). */
 SlKernels sl_kernels_default(void);
 
 /* The kernel each call really runs under k (NULL or AUTO fields: the default;
