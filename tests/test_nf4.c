@@ -627,7 +627,38 @@ static void test_train(const char *root) {
     sl_trainer_free(&tr);
 }
 
+/* sl_model_load_nf4 loads the U-Net itself, after sl_model_load: it must get the options' kernels
+ * too, and its plan stamp them on every module (the NF4 hooks run their GEMMs on them). */
+static void test_nf4_kernels(void) {
+    SlCtx ctx;
+    sl_ctx_init(&ctx);
+    char path[4096];
+    snprintf(path, sizeof path, "%s/golden/tiny-sd1", sl_test_shared());
+    const SlKernels port = {SL_GEMM_KERNEL_BLAS, SL_CONV_KERNEL_IM2COL, SL_ATT_KERNEL_ROWS};
+    SlModelOpts mo = {.skip_vae = 1, .kernels = port};
+    SlModel m;
+    if (sl_model_load_nf4(&m, path, &mo, NULL, 0, &ctx) != SL_OK) {
+        CHECK(0, "nf4 load: %s", ctx.msg);
+        return;
+    }
+    CHECK(!memcmp(&m.unet.kern, &port, sizeof port), "the NF4 U-Net takes the model options' kernels");
+    CHECK(m.clip && !memcmp(&m.clip->kern, &port, sizeof port), "the text encoder takes the model options' kernels");
+    Inputs in;
+    inputs_make(&in, &m.unet_cfg, 1, 16, 7);
+    CHECK_OK(sl_unet_plan(&m.unet, in.B, in.H, in.W, in.T, &ctx), &ctx);
+    int stamped = 0;
+    for (int i = 0; i < m.unet.n_mods; i++) {
+        const SlKernels *k = m.unet.mods[i].lin ? &m.unet.mods[i].lin->kern : &m.unet.mods[i].conv->kern;
+        stamped += !memcmp(k, &port, sizeof port);
+    }
+    CHECK(stamped == m.unet.n_mods, "every module of the NF4 U-Net runs on the plan's kernels (%d of %d)", stamped,
+          m.unet.n_mods);
+    inputs_free(&in);
+    sl_model_free(&m);
+}
+
 int main(void) {
+    test_nf4_kernels();
     test_codebook();
     test_golden();
     test_error_bound();
