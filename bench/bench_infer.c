@@ -18,6 +18,8 @@ static double run_vae(const char *model, int random, int64_t res, int iters, dou
     SlVaeConfig cfg;
     SlVae *vae = NULL;
     if (bench_vae_open(&vae, &cfg, model, random, &ctx)) bench_die("bench_infer", &ctx);
+    const SlKernels kern = bench_kernels("bench_infer");
+    sl_vae_set_kernels(vae, &kern);
     const int64_t R = res ? res : cfg.sample_size, f = sl_vae_downscale(&cfg), h = R / f, w = R / f;
     const int64_t lc = cfg.latent_channels;
     float *lat = malloc((size_t)(lc * h * w) * sizeof(float)), *img = malloc((size_t)(cfg.out_channels * R * R) * sizeof(float));
@@ -45,6 +47,8 @@ static double run_textenc(const char *model, int random, int iters, double *flop
     SlClipConfig cfg;
     SlClip *m = NULL;
     if (bench_clip_open(&m, &cfg, model, random, &ctx)) bench_die("bench_infer", &ctx);
+    const SlKernels kern = bench_kernels("bench_infer");
+    sl_clip_set_kernels(m, &kern);
     enum { B = 1, T = 77 };
     int32_t ids[B * T]; /* BOS, 15 word tokens, EOS padding (as bench_textenc) */
     for (int t = 0; t < T; t++) ids[t] = (int32_t)(cfg.eos_id == 2 ? cfg.V - 1 : cfg.eos_id);

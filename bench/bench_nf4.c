@@ -28,6 +28,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bench/bench_util.h"
 #include "nn/gemm.h"
 #include "nn/nf4.h"
 #include "pipeline/quant.h"
@@ -164,13 +165,13 @@ int main(int argc, char **argv) {
         double b32 = 1e30, b4 = 1e30;
         for (int r = 0; r < reps; r++) {
             double t0 = cpu();
-            sl_sgemm(0, 1, s.N, s.O, s.I, 1.0f, x, s.I, w, s.I, 0.0f, y, s.O);
+            sl_sgemm(0, 1, s.N, s.O, s.I, 1.0f, x, s.I, w, s.I, 0.0f, y, s.O, NULL);
             memset(din, 0, sizeof(float) * (size_t)(s.N * s.I));
-            sl_sgemm(0, 0, s.N, s.I, s.O, 1.0f, y, s.O, w, s.I, 1.0f, din, s.I);
+            sl_sgemm(0, 0, s.N, s.I, s.O, 1.0f, y, s.O, w, s.I, 1.0f, din, s.I, NULL);
             double t1 = cpu();
-            sl_nf4_linear_forward(y, x, &W, s.N, work);
+            sl_nf4_linear_forward(y, x, &W, s.N, work, NULL);
             memset(din, 0, sizeof(float) * (size_t)(s.N * s.I));
-            sl_nf4_linear_backward_input(din, y, &W, s.N, work);
+            sl_nf4_linear_backward_input(din, y, &W, s.N, work, NULL);
             double t2 = cpu();
             if (t1 - t0 < b32) b32 = t1 - t0;
             if (t2 - t1 < b4) b4 = t2 - t1;
@@ -200,6 +201,8 @@ int main(int argc, char **argv) {
         return 1;
     }
     sl_unet_init_random(&u, 1234);
+    const SlKernels kern = bench_kernels("bench_nf4");
+    sl_unet_set_kernels(&u, &kern);
     if (sl_unet_plan(&u, 1, hw, hw, T, &ctx) != SL_OK) {
         fprintf(stderr, "bench_nf4: %s\n", ctx.msg);
         return 1;

@@ -68,24 +68,23 @@ int main(int argc, char **argv) {
         float *a = randbuf(n * n * 3, 21), *b = randbuf(n * n * 3, 22), *c = zerobuf(n * n * 3);
         const int kernels[2] = {SL_GEMM_KERNEL_BLAS, SL_GEMM_KERNEL_AVX512};
         const char *names[2] = {"openblas tiles", "avx512"};
-        const int saved = sl_gemm_kernel();
         for (int k = 0; k < 2; k++) {
             char what[96];
-            if (sl_gemm_set_kernel(kernels[k]) < 0) {
+            const SlKernels kc = {kernels[k], 0, 0};
+            if (!sl_kernels_available(&kc)) {
                 printf("sgemm kernel %s: not available on this CPU\n", names[k]);
                 continue;
             }
-            TIME_BEST(reps, t, sl_sgemm(0, 0, n, n, n, 1.0f, a, n, b, n, 0.0f, c, n));
+            TIME_BEST(reps, t, sl_sgemm(0, 0, n, n, n, 1.0f, a, n, b, n, 0.0f, c, n, &kc));
             snprintf(what, sizeof what, "sgemm 1024^3 %s", names[k]);
             row(what, t, cpu, 2.0 * n * n * n);
-            TIME_BEST(reps, t, sl_sgemm(0, 0, 320, 1024, 2880, 1.0f, a, 2880, b, 1024, 0.0f, c, 1024));
+            TIME_BEST(reps, t, sl_sgemm(0, 0, 320, 1024, 2880, 1.0f, a, 2880, b, 1024, 0.0f, c, 1024, &kc));
             snprintf(what, sizeof what, "sgemm 320x1024x2880 (conv) %s", names[k]);
             row(what, t, cpu, 2.0 * 320 * 1024 * 2880);
-            TIME_BEST(reps, t, sl_sgemm(0, 1, 1024, 2560, 320, 1.0f, a, 320, b, 320, 0.0f, c, 2560));
+            TIME_BEST(reps, t, sl_sgemm(0, 1, 1024, 2560, 320, 1.0f, a, 320, b, 320, 0.0f, c, 2560, &kc));
             snprintf(what, sizeof what, "sgemm 1024x2560x320 B^T (ff1) %s", names[k]);
             row(what, t, cpu, 2.0 * 1024 * 2560 * 320);
         }
-        sl_gemm_set_kernel(saved);
         sl_free(a); sl_free(b); sl_free(c);
     }
     { /* conv2d 3x3, B1 C320 32x32 -> 320, pad 1 */
@@ -95,13 +94,13 @@ int main(int argc, char **argv) {
         float *dy = randbuf(nx, 4), *dx = zerobuf(nx), *dw = zerobuf(nw), *db = zerobuf(320);
         float *work = zerobuf((int64_t)sl_conv2d_workspace(&d));
         const double fl = 2.0 * 320 * 320 * 9 * 32 * 32;
-        TIME_BEST(reps, t, sl_conv2d_forward(y, x, w, b, &d, work));
+        TIME_BEST(reps, t, sl_conv2d_forward(y, x, w, b, &d, work, NULL));
         row("conv2d 3x3 C320 32x32 forward fast", t, cpu, fl);
         TIME_BEST(1, t, sl_conv2d_forward_ref(y, x, w, b, &d, work));
         row("conv2d 3x3 C320 32x32 forward ref", t, cpu, fl);
-        TIME_BEST(reps, t, sl_conv2d_backward(dx, dw, db, dy, x, w, &d, work));
+        TIME_BEST(reps, t, sl_conv2d_backward(dx, dw, db, dy, x, w, &d, work, NULL));
         row("conv2d 3x3 C320 32x32 backward fast (dx,dw)", t, cpu, 2 * fl);
-        TIME_BEST(reps, t, sl_conv2d_backward(dx, NULL, NULL, dy, x, w, &d, work));
+        TIME_BEST(reps, t, sl_conv2d_backward(dx, NULL, NULL, dy, x, w, &d, work, NULL));
         row("conv2d 3x3 C320 32x32 backward fast (dx)", t, cpu, fl);
         sl_free(x); sl_free(w); sl_free(b); sl_free(y); sl_free(dy); sl_free(dx); sl_free(dw); sl_free(db); sl_free(work);
     }
@@ -112,15 +111,14 @@ int main(int argc, char **argv) {
         float *work = zerobuf((int64_t)sl_attention_workspace(B, T, T, NH, HD));
         const float scale = 1.0f / sqrtf((float)HD);
         const double fl = 4.0 * B * NH * T * T * HD; /* QK^T and PV */
-        TIME_BEST(reps, t, sl_attention_forward(o, lse, q, k, v, B, T, T, NH, HD, scale, 0, work));
+        TIME_BEST(reps, t, sl_attention_forward(o, lse, q, k, v, B, T, T, NH, HD, scale, 0, work, NULL));
         row("attention NH8 T1024 HD40 forward fast", t, cpu, fl);
-        const int att_prev = sl_attention_set_kernel(SL_ATT_KERNEL_ROWS); /* the AVX2 row kernel, when lanes is the default */
-        if (att_prev == SL_ATT_KERNEL_LANES) {
-            TIME_BEST(reps, t, sl_attention_forward(o, lse, q, k, v, B, T, T, NH, HD, scale, 0, work));
+        const SlKernels rows = {0, 0, SL_ATT_KERNEL_ROWS}; /* the AVX2 row kernel, when lanes is the default */
+        if (sl_kernels_attention(NULL) == SL_ATT_KERNEL_LANES) {
+            TIME_BEST(reps, t, sl_attention_forward(o, lse, q, k, v, B, T, T, NH, HD, scale, 0, work, &rows));
             row("attention NH8 T1024 HD40 forward rows kernel", t, cpu, fl);
-            TIME_BEST(reps, t, sl_attention_forward(o, lse, q, k, v, B, T, 77, NH, HD, scale, 0, work));
+            TIME_BEST(reps, t, sl_attention_forward(o, lse, q, k, v, B, T, 77, NH, HD, scale, 0, work, &rows));
             row("attention NH8 Tq1024 Tk77 HD40 forward rows", t, cpu, 4.0 * NH * T * 77 * HD);
-            sl_attention_set_kernel(att_prev);
         }
         TIME_BEST(1, t, sl_attention_forward_ref(o, lse, q, k, v, B, T, T, NH, HD, scale, 0, work));
         row("attention NH8 T1024 HD40 forward ref", t, cpu, fl);
@@ -129,7 +127,7 @@ int main(int argc, char **argv) {
         TIME_BEST(1, t, sl_attention_backward_ref(dq, dk, dv, dout, q, k, v, o, lse, B, T, T, NH, HD, scale, 0, work));
         row("attention NH8 T1024 HD40 backward ref", t, cpu, 2 * fl);
         /* cross-attention shape: T1024 x 77 text tokens */
-        TIME_BEST(reps, t, sl_attention_forward(o, lse, q, k, v, B, T, 77, NH, HD, scale, 0, work));
+        TIME_BEST(reps, t, sl_attention_forward(o, lse, q, k, v, B, T, 77, NH, HD, scale, 0, work, NULL));
         row("attention NH8 Tq1024 Tk77 HD40 forward fast", t, cpu, 4.0 * NH * T * 77 * HD);
         sl_free(q); sl_free(k); sl_free(v); sl_free(o); sl_free(lse); sl_free(dout); sl_free(dq); sl_free(dk); sl_free(dv); sl_free(work);
     }
@@ -137,7 +135,7 @@ int main(int argc, char **argv) {
         const int64_t T = 1024, HD = 512, n = T * HD;
         float *q = randbuf(n, 12), *k = randbuf(n, 13), *v = randbuf(n, 14), *o = zerobuf(n), *lse = zerobuf(T);
         float *work = zerobuf((int64_t)sl_attention_workspace(1, T, T, 1, HD));
-        TIME_BEST(reps, t, sl_attention_forward(o, lse, q, k, v, 1, T, T, 1, HD, 1.0f / sqrtf((float)HD), 0, work));
+        TIME_BEST(reps, t, sl_attention_forward(o, lse, q, k, v, 1, T, T, 1, HD, 1.0f / sqrtf((float)HD), 0, work, NULL));
         row("attention NH1 T1024 HD512 (VAE) forward fast", t, cpu, 4.0 * T * T * HD);
         sl_free(q); sl_free(k); sl_free(v); sl_free(o); sl_free(lse); sl_free(work);
     }

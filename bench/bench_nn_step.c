@@ -65,14 +65,13 @@ static void bench_att(int reps, int64_t Tq, int64_t Tk, int64_t HD, int calls, c
     float *work = randbuf((int64_t)sl_attention_workspace(B, Tq, Tk, NH, HD), 6);
     const float scale = 1.0f / sqrtf((float)HD);
     double t;
-    TIME_BEST(reps, t, sl_attention_forward(o, lse, q, k, v, B, Tq, Tk, NH, HD, scale, 0, work));
+    TIME_BEST(reps, t, sl_attention_forward(o, lse, q, k, v, B, Tq, Tk, NH, HD, scale, 0, work, NULL));
     row(what, t, calls, 4.0 * B * NH * Tq * Tk * HD);
-    const int prev = sl_attention_set_kernel(SL_ATT_KERNEL_ROWS); /* the previous (row) kernel, not in the total */
-    if (prev == SL_ATT_KERNEL_LANES) {
+    const SlKernels rows = {0, 0, SL_ATT_KERNEL_ROWS}; /* the previous (row) kernel, not in the total */
+    if (sl_kernels_attention(NULL) == SL_ATT_KERNEL_LANES) {
         double tr;
-        TIME_BEST(reps, tr, sl_attention_forward(o, lse, q, k, v, B, Tq, Tk, NH, HD, scale, 0, work));
+        TIME_BEST(reps, tr, sl_attention_forward(o, lse, q, k, v, B, Tq, Tk, NH, HD, scale, 0, work, &rows));
         printf("%-46s %8.3f ms/call (rows kernel) lanes/rows %.2fx faster\n", "", tr * 1e3, tr / t);
-        sl_attention_set_kernel(prev);
     }
     sl_free(q); sl_free(k); sl_free(v); sl_free(o); sl_free(lse); sl_free(work);
 }

@@ -75,6 +75,8 @@ int main(int argc, char **argv) {
     if (half ? bench_unet_open_half(&u, &ucfg, model, random, &hst, &ctx) : bench_unet_open(&u, &ucfg, model, random, &ctx))
         bench_die("bench_sample", &ctx);
     if (half && random && bench_reset_peak_rss()) fprintf(stderr, "bench_sample: cannot reset the peak RSS\n");
+    const SlKernels kern = bench_kernels("bench_sample");
+    sl_unet_set_kernels(&u, &kern);
     if (sl_unet_plan(&u, 2 * B, h, w, T, &ctx)) bench_die("bench_sample", &ctx);
     SlSites sites;
     SlAdapter ad;

@@ -29,11 +29,11 @@
 
 void openblas_set_num_threads(int num_threads);
 
-static double best_of(int iters, int stylora, int n, const float *A, const float *B, float *C) {
+static double best_of(int iters, int stylora, int n, const float *A, const float *B, float *C, const SlKernels *kern) {
     double best = 1e30;
     for (int it = 0; it <= iters; it++) {
         double s = bench_now();
-        if (stylora) sl_sgemm(0, 0, n, n, n, 1.0f, A, n, B, n, 0.0f, C, n);
+        if (stylora) sl_sgemm(0, 0, n, n, n, 1.0f, A, n, B, n, 0.0f, C, n, kern);
         else cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.0f, A, n, B, n, 0.0f, C, n);
         double dt = bench_now() - s;
         if (it > 0 && dt < best) best = dt;
@@ -53,7 +53,7 @@ static double best_op(int iters, const F16Shape *s, int half, const float *a, co
     double best = 1e30;
     for (int it = 0; it <= iters; it++) {
         double t0 = bench_now();
-        sl_gemm_op(s->M, s->N, s->K, 1.0f, A, B, 0.0f, c, s->N);
+        sl_gemm_op(s->M, s->N, s->K, 1.0f, A, B, 0.0f, c, s->N, NULL);
         double dt = bench_now() - t0;
         if (it > 0 && dt < best) best = dt;
     }
@@ -105,13 +105,12 @@ static int run_conv(int iters, int threads) {
         double best[2] = {1e30, 1e30};
         for (int it = 0; it <= iters; it++)
             for (int imp = 0; imp < 2; imp++) {
-                sl_conv2d_set_implicit(imp);
+                const SlKernels kc = {0, imp ? SL_CONV_KERNEL_AUTO : SL_CONV_KERNEL_IM2COL, 0};
                 const double t0 = bench_now();
-                sl_conv2d_forward(y, x, w, b, &d, work);
+                sl_conv2d_forward(y, x, w, b, &d, work, &kc);
                 const double dt = bench_now() - t0;
                 if (it > 0 && dt < best[imp]) best[imp] = dt;
             }
-        sl_conv2d_set_implicit(1);
         const double flops = 2.0 * (double)d.Co * (double)(d.Ci * 9) * (double)(d.Ho * d.Wo);
         printf("conv3x3 %4lld->%4lld at %3lldpx, %d threads: im2col %.4f s (%.1f GFLOP/s)  implicit %.4f s (%.1f GFLOP/s)\n",
                (long long)d.Ci, (long long)d.Co, (long long)d.H, threads, best[0], flops * 1e-9 / best[0], best[1],
@@ -147,13 +146,14 @@ int main(int argc, char **argv) {
     }
     const double flops = 2.0 * n * (double)n * n;
     openblas_set_num_threads(threads);
-    double t = best_of(iters, 0, n, A, B, C);
+    const SlKernels kern = bench_kernels("bench_sgemm");
+    double t = best_of(iters, 0, n, A, B, C, &kern);
     char extra[64];
     snprintf(extra, sizeof extra, " threads=%d", threads);
     printf("OpenBLAS sgemm %d^3, %d threads: %.4f s, %.1f GFLOP/s\n", n, threads, t, flops * 1e-9 / t);
     bench_result("sgemm_openblas", t, flops, extra);
     omp_set_num_threads(threads);
-    t = best_of(iters, 1, n, A, B, C);
+    t = best_of(iters, 1, n, A, B, C, &kern);
     printf("stylora sl_sgemm %d^3, %d OpenMP threads: %.4f s, %.1f GFLOP/s\n", n, threads, t, flops * 1e-9 / t);
     bench_result("sgemm_stylora", t, flops, extra);
     free(A);

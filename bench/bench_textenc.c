@@ -15,6 +15,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "bench/bench_util.h"
 #include "textenc/clip.h"
 
 #define REPS 7
@@ -50,6 +51,8 @@ int main(int argc, char **argv) {
         return 1;
     }
     double t_init = now_s() - t0;
+    const SlKernels kern = bench_kernels("bench_textenc");
+    sl_clip_set_kernels(m, &kern);
     enum { B = 1, T = 77 };
     int32_t ids[B * T];
     for (int t = 0; t < T; t++) ids[t] = (int32_t)(cfg.eos_id == 2 ? cfg.V - 1 : cfg.eos_id);

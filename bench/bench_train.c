@@ -141,6 +141,8 @@ int main(int argc, char **argv) {
         bench_die("bench_train", &ctx);
     }
     if (a.full && sl_unet_enable_grads(&u, &ctx)) bench_die("bench_train", &ctx);
+    const SlKernels kern = bench_kernels("bench_train");
+    sl_unet_set_kernels(&u, &kern);
     if (sl_unet_plan(&u, B, h, w, T, &ctx)) bench_die("bench_train", &ctx);
     SlSites sites;
     SlAdapter ad;

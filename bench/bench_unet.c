@@ -18,6 +18,7 @@
 #include <sys/resource.h>
 #include <time.h>
 
+#include "bench/bench_util.h"
 #include "core/rng.h"
 #include "unet/unet.h"
 
@@ -77,6 +78,8 @@ int main(int argc, char **argv) {
     }
     sl_unet_set_checkpointing(&u, ckpt);
     sl_unet_set_inference(&u, infer);
+    const SlKernels kern = bench_kernels("bench_unet");
+    sl_unet_set_kernels(&u, &kern);
     if (sl_unet_plan(&u, B, hw, hw, T, &ctx) != SL_OK) {
         fprintf(stderr, "bench_unet: %s\n", ctx.msg);
         return 1;

@@ -58,6 +58,20 @@ static inline void bench_die(const char *prog, const SlCtx *ctx) {
     exit(1);
 }
 
+/* The kernels asked for by SL_GEMM / SL_CONV / SL_ATTENTION (as tools/kernels_env.c; the
+ * library never reads the environment): passed to each model the program plans. */
+static inline SlKernels bench_kernels(const char *prog) {
+    static const char *const var[3] = {"SL_GEMM", "SL_CONV", "SL_ATTENTION"}, *const what[3] = {"gemm", "conv", "attention"};
+    SlKernels k = {0};
+    SlCtx ctx;
+    sl_ctx_init(&ctx);
+    for (int i = 0; i < 3; i++) {
+        const char *s = getenv(var[i]);
+        if (s && *s && sl_kernels_parse(&k, what[i], s, var[i], &ctx) != SL_OK) bench_die(prog, &ctx);
+    }
+    return k;
+}
+
 /* Prints the RESULT line (extra: "" or " key=value ..."). */
 static inline void bench_result(const char *name, double seconds, double flops, const char *extra) {
     printf("RESULT %s seconds=%.6f flops=%.6e rss_mib=%.1f%s\n", name, seconds, flops, bench_peak_rss_mib(),

@@ -15,6 +15,7 @@
 #include <sys/resource.h>
 #include <time.h>
 
+#include "bench/bench_util.h"
 #include "vae/vae.h"
 
 static double now_s(void) {
@@ -45,6 +46,8 @@ int main(int argc, char **argv) {
         return 1;
     }
     sl_vae_init_random(vae, 42);
+    const SlKernels kern = bench_kernels("bench_vae");
+    sl_vae_set_kernels(vae, &kern);
     const int64_t f = sl_vae_downscale(&cfg), H = 256, W = 256, h = 32, w = 32, lc = cfg.latent_channels;
     float *img = malloc((size_t)(cfg.in_channels * H * W) * sizeof(float));
     float *mean = malloc((size_t)(lc * (H / f) * (W / f)) * sizeof(float));

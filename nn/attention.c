@@ -1,7 +1,7 @@
 /* attention.c - multi-head scaled-dot-product attention, forward and backward.
  *
  * Two forward kernels, both flash-attention style (online softmax, no Tq x Tk
- * matrix), chosen at run time (sl_attention_set_kernel for tests):
+ * matrix), chosen per call by the caller's SlKernels (nn/kernels.h):
  *   - lanes (AVX-512, the default when the CPU has it): 16 query rows across
  *     the lanes of a vector, so the softmax is vertical and every FMA is full
  *     whatever the head dim; see "forward, AVX-512 lanes kernel" below. About
@@ -333,7 +333,7 @@ static inline int64_t att_min(int64_t a, int64_t b) { return a < b ? a : b; }
  * (past Tk, or j > i when causal) get score -inf before the softmax. Each row
  * block is computed by one thread in a fixed order, so results do not depend
  * on the thread count. Compiled for AVX-512 with a target attribute and chosen
- * at run time (att_have_avx512); otherwise the row kernel below runs. */
+ * per call (SlKernels.attention, resolved by sl_kernels_attention); otherwise the row kernel below runs. */
 #define SL_ATT_L 16   /* lanes: query rows per vector, and keys per step */
 #define SL_ATT_LB 64  /* query rows per task */
 
@@ -615,31 +615,6 @@ static void att_forward_rows(float *out, float *lse, const float *q, const float
     }
 }
 
-/* Kernel choice: lanes when the CPU has AVX-512 (checked at run time), else rows;
- * att_kernel >= 0 only after sl_attention_set_kernel (never written otherwise,
- * so concurrent forwards do not race on it). */
-static int att_kernel = -1;
-
-static int att_have_avx512(void) {
-#if SL_ATT_X86
-    return __builtin_cpu_supports("avx512f");
-#else
-    return 0;
-#endif
-}
-
-int sl_attention_kernel(void) {
-    if (att_kernel >= 0) return att_kernel;
-    return att_have_avx512() ? SL_ATT_KERNEL_LANES : SL_ATT_KERNEL_ROWS;
-}
-
-int sl_attention_set_kernel(int kernel) {
-    if (kernel != SL_ATT_KERNEL_ROWS && !(kernel == SL_ATT_KERNEL_LANES && att_have_avx512())) return -1;
-    const int prev = sl_attention_kernel();
-    att_kernel = kernel;
-    return prev;
-}
-
 /* Per-thread slots (rows kernel, backward, lanes scratch), then the lanes
  * kernel's shared transposed keys; the _ref twins need 2*Tk. */
 size_t sl_attention_workspace(int64_t B, int64_t Tq, int64_t Tk, int64_t NH, int64_t HD) {
@@ -651,9 +626,9 @@ size_t sl_attention_workspace(int64_t B, int64_t Tq, int64_t Tk, int64_t NH, int
 
 void sl_attention_forward(float *out, float *lse, const float *q, const float *k, const float *v,
                           int64_t B, int64_t Tq, int64_t Tk, int64_t NH, int64_t HD,
-                          float scale, int causal, float *work) {
+                          float scale, int causal, float *work, const SlKernels *kern) {
 #if SL_ATT_X86
-    if (sl_attention_kernel() == SL_ATT_KERNEL_LANES) {
+    if (sl_kernels_attention(kern) == SL_ATT_KERNEL_LANES) {
         att_forward_lanes(out, lse, q, k, v, B, Tq, Tk, NH, HD, scale, causal, work);
         return;
     }

@@ -5,13 +5,14 @@
  * output rows when the column matrix would be large; a 1x1 stride-1 unpadded
  * conv skips im2col (the input already is the column matrix). Backward reuses the same buffer: first im2col for dw, then
  * the column gradient for din, scattered back with col2im.
- * Implicit im2col (forward, when the AVX-512 GEMM kernel runs the product): no
+ * Implicit im2col (forward, when the caller's SlKernels runs the product on the
+ * AVX-512 GEMM kernel and does not ask for im2col): no
  * column matrix at all; sl_gemm_op gathers each [kc, 32] panel of it straight
  * from the image (conv_gather) while packing, one product per image. On that
  * kernel an element's bits depend only on K's blocking, not on the tiles, so
  * this equals the banded im2col path bit for bit whenever every band of the
  * latter also runs on it (>= SL_GEMM_AVX_MIN_N columns); otherwise, and with
- * SL_CONV=im2col in the environment or sl_conv2d_set_implicit(0), im2col.
+ * kern->conv == SL_CONV_KERNEL_IM2COL, im2col.
  * Small images (P < SL_GEMM_AVX_MIN_N, e.g. the U-Net's 8x8 latents) with a batch wide
  * enough run as ONE product [Co, B*P] (gathered or im2col'd across the batch, same bits)
  * into the workspace, then scattered to [B,Co,P] with the bias: per image they were too
@@ -24,7 +25,6 @@
  * size, K = Ci*kh*kw (im2col rows), P = Ho*Wo (im2col columns).
  */
 #include <omp.h>
-#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -157,24 +157,13 @@ static void conv_col2im_add(float *dx, const float *dcol, const SlConvDims *d, i
 
 /* ---------------------------------------------------- implicit im2col -- */
 
-static pthread_once_t g_conv_once = PTHREAD_ONCE_INIT;
-static int g_conv_implicit = 1;
-static void conv_mode_init(void) {
-    const char *env = getenv("SL_CONV");
-    g_conv_implicit = !(env && !strcmp(env, "im2col"));
-}
-
-int sl_conv2d_set_implicit(int on) {
-    pthread_once(&g_conv_once, conv_mode_init);
-    const int old = g_conv_implicit;
-    g_conv_implicit = on != 0;
-    return old;
-}
-
-/* The column matrix of one image x [Ci,H,W]: col(k, p), k = (ci, ky, kx), p = oy*Wo + ox. */
+/* The column matrix of one image x [Ci,H,W]: col(k, p), k = (ci, ky, kx), p = oy*Wo + ox.
+ * avx: the vector gather may run (the product is on the AVX-512 kernel; the gather is
+ * called on OpenMP workers, so it carries the caller's choice instead of looking it up). */
 typedef struct ConvGather {
     const float *x;
     const SlConvDims *d;
+    int avx;
 } ConvGather;
 
 /* dst[k*ldd + l] = col(k0 + k, p0 + l) for k < kc, l < n, where pixels p0.. lie in output row oy
@@ -278,7 +267,7 @@ static void conv_gather(const void *ctx, float *dst, int64_t ldd, int64_t k0, in
     for (int64_t j = 0; j < nc;) {
         const int64_t p = j0 + j, oy = p / Wo, ox0 = p % Wo, n = nc - j < Wo - ox0 ? nc - j : Wo - ox0;
 #if SL_CONV_HAVE_AVX512
-        if (g->d->stride <= 2 && g->d->kh <= 8 && g->d->kw <= 8 && sl_gemm_kernel() == SL_GEMM_KERNEL_AVX512)
+        if (g->avx && g->d->stride <= 2 && g->d->kh <= 8 && g->d->kw <= 8)
             gather_segment_avx512(g, dst + j, ldd, k0, kc, oy, ox0, n);
         else
 #endif
@@ -289,13 +278,12 @@ static void conv_gather(const void *ctx, float *dst, int64_t ldd, int64_t k0, in
 
 /* Whether the forward product of d runs as implicit im2col: only where it gives the
  * banded im2col path's bits (see the file comment). band: the im2col path's band rows. */
-static int conv_implicit_allowed(void) {
-    pthread_once(&g_conv_once, conv_mode_init);
-    return g_conv_implicit && sl_gemm_kernel() == SL_GEMM_KERNEL_AVX512 && omp_get_level() == 0;
+static int conv_implicit_allowed(const SlKernels *kern) {
+    return sl_kernels_conv_implicit(kern) && omp_get_level() == 0;
 }
 
-static int conv_implicit(const SlConvDims *d, int64_t band) {
-    if (!conv_implicit_allowed()) return 0;
+static int conv_implicit(const SlConvDims *d, int64_t band, const SlKernels *kern) {
+    if (!conv_implicit_allowed(kern)) return 0;
     const int64_t last = d->Ho % band ? d->Ho % band : band; /* the narrowest band */
     return last * d->Wo >= SL_GEMM_AVX_MIN_N;
 }
@@ -306,6 +294,7 @@ static int conv_implicit(const SlConvDims *d, int64_t band) {
 typedef struct ConvGatherBatch {
     const float *in;
     const SlConvDims *d;
+    int avx; /* as ConvGather */
 } ConvGatherBatch;
 
 static void conv_gather_batch(const void *ctx, float *dst, int64_t ldd, int64_t k0, int64_t kc, int64_t j0,
@@ -315,7 +304,7 @@ static void conv_gather_batch(const void *ctx, float *dst, int64_t ldd, int64_t 
     const int64_t P = d->Ho * d->Wo;
     for (int64_t j = 0; j < nc;) {
         const int64_t b = (j0 + j) / P, p = (j0 + j) % P, n = nc - j < P - p ? nc - j : P - p;
-        const ConvGather one = {g->in + b * d->Ci * d->H * d->W, d};
+        const ConvGather one = {g->in + b * d->Ci * d->H * d->W, d, g->avx};
         conv_gather(&one, dst + j, ldd, k0, kc, p, n);
         j += n;
     }
@@ -325,12 +314,12 @@ static void conv_gather_batch(const void *ctx, float *dst, int64_t ldd, int64_t 
  * its columns gathered while packing (implicit) or im2col'd into work first; the same bits
  * either way (nn/gemm.h's contract). */
 static void conv_forward_batched(float *out, const float *in, const SlGemmOperand *wop, const float *b,
-                                 const SlConvDims *d, float *work, int implicit) {
+                                 const SlConvDims *d, float *work, int implicit, const SlKernels *kern) {
     const int64_t K = d->Ci * d->kh * d->kw, P = d->Ho * d->Wo, Co = d->Co, N = d->B * P;
     if (implicit) {
-        const ConvGatherBatch g = {in, d};
+        const ConvGatherBatch g = {in, d, 1};
         const SlGemmOperand col = {SL_GEMM_GATHER, 0, NULL, 0, conv_gather_batch, &g};
-        sl_gemm_op(Co, N, K, 1.0f, wop, &col, 0.0f, work, N);
+        sl_gemm_op(Co, N, K, 1.0f, wop, &col, 0.0f, work, N, kern);
     } else {
         float *col = work + Co * N, *one = col + K * N;
         for (int64_t bi = 0; bi < d->B; bi++) {
@@ -338,7 +327,7 @@ static void conv_forward_batched(float *out, const float *in, const SlGemmOperan
             for (int64_t k = 0; k < K; k++) memcpy(col + k * N + bi * P, one + k * P, (size_t)P * sizeof(float));
         }
         const SlGemmOperand cop = sl_gemm_f32(col, N, 0);
-        sl_gemm_op(Co, N, K, 1.0f, wop, &cop, 0.0f, work, N);
+        sl_gemm_op(Co, N, K, 1.0f, wop, &cop, 0.0f, work, N, kern);
     }
     for (int64_t bi = 0; bi < d->B; bi++)
         for (int64_t co = 0; co < Co; co++) {
@@ -350,13 +339,13 @@ static void conv_forward_batched(float *out, const float *in, const SlGemmOperan
 
 /* out [B,Co,Ho,Wo], in [B,Ci,H,W], weight wop [Co, K] (fp32 or binary16), b [Co] or NULL. */
 static void conv_forward_op(float *out, const float *in, const SlGemmOperand *wop, const float *b,
-                            const SlConvDims *d, float *work) {
+                            const SlConvDims *d, float *work, const SlKernels *kern) {
     const int64_t K = d->Ci * d->kh * d->kw, P = d->Ho * d->Wo, Co = d->Co;
     const int pw = conv_is_pointwise(d);
     const int64_t band = pw ? d->Ho : conv_band_rows(d);
-    const int implicit = !pw && conv_implicit(d, band);
+    const int implicit = !pw && conv_implicit(d, band, kern);
     if (!pw && conv_batchable(d)) {
-        conv_forward_batched(out, in, wop, b, d, work, conv_implicit_allowed());
+        conv_forward_batched(out, in, wop, b, d, work, conv_implicit_allowed(kern), kern);
         return;
     }
     for (int64_t bi = 0; bi < d->B; bi++) {
@@ -369,9 +358,9 @@ static void conv_forward_op(float *out, const float *in, const SlGemmOperand *wo
             beta = 1.0f;
         }
         if (implicit) { /* y (+)= w [Co,K] col [K,P], col gathered while packing */
-            const ConvGather g = {x, d};
+            const ConvGather g = {x, d, 1};
             const SlGemmOperand col = {SL_GEMM_GATHER, 0, NULL, 0, conv_gather, &g};
-            sl_gemm_op(Co, P, K, 1.0f, wop, &col, beta, y, P);
+            sl_gemm_op(Co, P, K, 1.0f, wop, &col, beta, y, P, kern);
             continue;
         }
         for (int64_t oy0 = 0; oy0 < d->Ho; oy0 += band) {
@@ -383,7 +372,7 @@ static void conv_forward_op(float *out, const float *in, const SlGemmOperand *wo
             }
             /* y[:, band] (+)= w [Co,K] col [K,Pb] */
             const SlGemmOperand cop = sl_gemm_f32(col, Pb, 0);
-            sl_gemm_op(Co, Pb, K, 1.0f, wop, &cop, beta, y + oy0 * d->Wo, P);
+            sl_gemm_op(Co, Pb, K, 1.0f, wop, &cop, beta, y + oy0 * d->Wo, P, kern);
         }
     }
 }
@@ -391,15 +380,15 @@ static void conv_forward_op(float *out, const float *in, const SlGemmOperand *wo
 /* out [B,Co,Ho,Wo], in [B,Ci,H,W], w [Co,Ci,kh,kw], b [Co] or NULL,
  * work: sl_conv2d_workspace(d) floats. */
 void sl_conv2d_forward(float *out, const float *in, const float *w, const float *b,
-                       const SlConvDims *d, float *work) {
+                       const SlConvDims *d, float *work, const SlKernels *kern) {
     const SlGemmOperand wop = sl_gemm_f32(w, d->Ci * d->kh * d->kw, 0);
-    conv_forward_op(out, in, &wop, b, d, work);
+    conv_forward_op(out, in, &wop, b, d, work, kern);
 }
 
 void sl_conv2d_forward_f16(float *out, const float *in, const uint16_t *w16, const float *b,
-                           const SlConvDims *d, float *work) {
+                           const SlConvDims *d, float *work, const SlKernels *kern) {
     const SlGemmOperand wop = sl_gemm_f16(w16, d->Ci * d->kh * d->kw, 0);
-    conv_forward_op(out, in, &wop, b, d, work);
+    conv_forward_op(out, in, &wop, b, d, work, kern);
 }
 
 /* ----------------------------------------------------------- backward -- */
@@ -407,20 +396,20 @@ void sl_conv2d_forward_f16(float *out, const float *in, const uint16_t *w16, con
 /* din of image (Ci,H,W) += the input gradient of output rows [oy0, oy1) (dyb [Co, Pb], row
  * stride P): dcol [K,Pb] = w^T dyb into work, scattered back (pointwise: straight into din). */
 static void conv_din_band(float *dimg, const float *dyb, const SlGemmOperand *wT, const SlConvDims *d, int64_t oy0,
-                          int64_t oy1, float *work) {
+                          int64_t oy1, float *work, const SlKernels *kern) {
     const int64_t K = d->Ci * d->kh * d->kw, P = d->Ho * d->Wo, Pb = (oy1 - oy0) * d->Wo;
     const SlGemmOperand g = sl_gemm_f32(dyb, P, 0);
     if (conv_is_pointwise(d)) { /* dx [Ci,P] += w^T [Ci,Co] dy [Co,P] */
-        sl_gemm_op(K, P, d->Co, 1.0f, wT, &g, 1.0f, dimg, P);
+        sl_gemm_op(K, P, d->Co, 1.0f, wT, &g, 1.0f, dimg, P, kern);
         return;
     }
-    sl_gemm_op(K, Pb, d->Co, 1.0f, wT, &g, 0.0f, work, Pb);
+    sl_gemm_op(K, Pb, d->Co, 1.0f, wT, &g, 0.0f, work, Pb, kern);
     conv_col2im_add(dimg, work, d, oy0, oy1);
 }
 
 /* din [B,Ci,H,W] +=, dw [Co,Ci,kh,kw] +=, db [Co] +=; any may be NULL. */
 void sl_conv2d_backward(float *din, float *dw, float *db, const float *dout, const float *in,
-                        const float *w, const SlConvDims *d, float *work) {
+                        const float *w, const SlConvDims *d, float *work, const SlKernels *kern) {
     const int64_t K = d->Ci * d->kh * d->kw, P = d->Ho * d->Wo, Co = d->Co;
     const int pw = conv_is_pointwise(d);
     const int64_t band = pw ? d->Ho : conv_band_rows(d);
@@ -440,8 +429,8 @@ void sl_conv2d_backward(float *din, float *dw, float *db, const float *dout, con
         if (pw) {
             /* dw [Co,Ci] += dy [Co,P] x^T [P,Ci];  dx [Ci,P] += w^T [Ci,Co] dy [Co,P] */
             if (dw)
-                sl_sgemm(0, 1, Co, K, P, 1.0f, dy, P, x, P, 1.0f, dw, K);
-            if (din) conv_din_band(dimg, dy, &wT, d, 0, d->Ho, work);
+                sl_sgemm(0, 1, Co, K, P, 1.0f, dy, P, x, P, 1.0f, dw, K, kern);
+            if (din) conv_din_band(dimg, dy, &wT, d, 0, d->Ho, work, kern);
             continue;
         }
         for (int64_t oy0 = 0; oy0 < d->Ho; oy0 += band) {
@@ -450,16 +439,16 @@ void sl_conv2d_backward(float *din, float *dw, float *db, const float *dout, con
             if (dw) {
                 conv_im2col(work, x, d, oy0, oy1);
                 /* dw [Co,K] += dy[:, band] col^T */
-                sl_sgemm(0, 1, Co, K, Pb, 1.0f, dyb, P, work, Pb, 1.0f, dw, K);
+                sl_sgemm(0, 1, Co, K, Pb, 1.0f, dyb, P, work, Pb, 1.0f, dw, K, kern);
             }
-            if (din) conv_din_band(dimg, dyb, &wT, d, oy0, oy1, work);
+            if (din) conv_din_band(dimg, dyb, &wT, d, oy0, oy1, work, kern);
         }
     }
 }
 
 /* din [B,Ci,H,W] += the input gradient through the frozen binary16 weight w16 (no dw, db). */
 void sl_conv2d_backward_input_f16(float *din, const float *dout, const uint16_t *w16,
-                                  const SlConvDims *d, float *work) {
+                                  const SlConvDims *d, float *work, const SlKernels *kern) {
     if (!din) return;
     const int64_t P = d->Ho * d->Wo;
     const int64_t band = conv_is_pointwise(d) ? d->Ho : conv_band_rows(d);
@@ -467,7 +456,7 @@ void sl_conv2d_backward_input_f16(float *din, const float *dout, const uint16_t 
     for (int64_t bi = 0; bi < d->B; bi++)
         for (int64_t oy0 = 0; oy0 < d->Ho; oy0 += band)
             conv_din_band(din + bi * d->Ci * d->H * d->W, dout + bi * d->Co * P + oy0 * d->Wo, &wT, d, oy0,
-                          oy0 + band < d->Ho ? oy0 + band : d->Ho, work);
+                          oy0 + band < d->Ho ? oy0 + band : d->Ho, work, kern);
 }
 
 void sl_conv2d_forward_ref(float *out, const float *in, const float *w, const float *b,

@@ -69,8 +69,10 @@
 #define SL_GEMM_DIRECT_B_ROWS 72      /* tiles with at most this many rows read op(B) unpacked */
 
 static pthread_once_t g_once = PTHREAD_ONCE_INIT;
-static int g_kernel = SL_GEMM_KERNEL_BLAS;
-static int g_have_avx512 = 0;
+/* Whether the AVX-512 tiles can run at all: the CPU has AVX-512F and the packing
+ * buffers' thread key exists. A fact about the process, set once; the kernel a
+ * product uses is its caller's SlKernels. */
+static int g_avx512_ok = 0;
 /* Each thread that runs AVX-512 tiles packs into its own buffer (A panel block +
  * B panel block), allocated on its first tile and freed when the thread exits:
  * OpenMP workers keep theirs for the process, and callers on different
@@ -101,28 +103,11 @@ static void init_once(void) {
     openblas_set_num_threads(1);
 #if SL_GEMM_HAVE_AVX512
     __builtin_cpu_init();
-    g_have_avx512 = __builtin_cpu_supports("avx512f");
+    g_avx512_ok = __builtin_cpu_supports("avx512f") && pthread_key_create(&g_pack_key, free) == 0;
 #endif
-    if (g_have_avx512 && pthread_key_create(&g_pack_key, free) != 0) g_have_avx512 = 0;
     if (pthread_key_create(&g_scratch_key, scratch_free) != 0) abort();
-    const char *env = getenv("SL_GEMM");
-    g_kernel = g_have_avx512 && !(env && !strcmp(env, "blas")) ? SL_GEMM_KERNEL_AVX512 : SL_GEMM_KERNEL_BLAS;
 }
 void sl_gemm_init(void) { pthread_once(&g_once, init_once); }
-
-int sl_gemm_kernel(void) {
-    sl_gemm_init();
-    return g_kernel;
-}
-
-int sl_gemm_set_kernel(int kernel) {
-    sl_gemm_init();
-    if (kernel == SL_GEMM_KERNEL_AVX512 && !g_have_avx512) return -1;
-    if (kernel != SL_GEMM_KERNEL_AVX512 && kernel != SL_GEMM_KERNEL_BLAS) return -1;
-    const int old = g_kernel;
-    g_kernel = kernel;
-    return old;
-}
 
 /* ------------------------------------------------------------ tiling -- */
 
@@ -506,7 +491,7 @@ static void scale_c(int64_t M, int64_t N, float beta, float *C, int64_t ldc) {
 
 /* The product behind sl_sgemm and sl_gemm_op. */
 static void gemm_run(int64_t M, int64_t N, int64_t K, float alpha, const SlGemmOperand *A, const SlGemmOperand *B,
-                     float beta, float *C, int64_t ldc) {
+                     float beta, float *C, int64_t ldc, const SlKernels *kern) {
     sl_gemm_init();
     if (M <= 0 || N <= 0) return;
     if (K <= 0) {
@@ -518,7 +503,7 @@ static void gemm_run(int64_t M, int64_t N, int64_t K, float alpha, const SlGemmO
         abort();
     }
     const int nested = omp_get_level() > 0; /* inside a parallel region: serial, OpenBLAS */
-    int use_avx = g_kernel == SL_GEMM_KERNEL_AVX512 && !nested, swap = 0;
+    int use_avx = g_avx512_ok && sl_kernels_gemm(kern) == SL_GEMM_KERNEL_AVX512 && !nested, swap = 0;
     /* A skinny product (few columns: the 1280-channel convs at 4x4 and 8x8 latents)
      * would leave most of the 32-wide micro-tile empty: when A is stored transposed
      * (the conv's input gradient w^T dy) compute C^T = op(B)^T op(A)^T instead, whose
@@ -592,9 +577,9 @@ static void prof_add(int ta, int tb, int64_t M, int64_t N, int64_t K, double sec
     g_prof[i].sec += sec;
 }
 static void gemm_timed(int64_t M, int64_t N, int64_t K, float alpha, const SlGemmOperand *A, const SlGemmOperand *B,
-                       float beta, float *C, int64_t ldc) {
+                       float beta, float *C, int64_t ldc, const SlKernels *kern) {
     const double t0 = prof_now();
-    gemm_run(M, N, K, alpha, A, B, beta, C, ldc);
+    gemm_run(M, N, K, alpha, A, B, beta, C, ldc, kern);
     if (omp_get_level() == 0) prof_add(A->trans, B->trans, M, N, K, prof_now() - t0);
 }
 #define SL_GEMM_RUN gemm_timed
@@ -603,14 +588,14 @@ static void gemm_timed(int64_t M, int64_t N, int64_t K, float alpha, const SlGem
 #endif
 
 void sl_sgemm(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
-              const float *B, int64_t ldb, float beta, float *C, int64_t ldc) {
+              const float *B, int64_t ldb, float beta, float *C, int64_t ldc, const SlKernels *kern) {
     const SlGemmOperand a = sl_gemm_f32(A, lda, trans_a), b = sl_gemm_f32(B, ldb, trans_b);
-    SL_GEMM_RUN(M, N, K, alpha, &a, &b, beta, C, ldc);
+    SL_GEMM_RUN(M, N, K, alpha, &a, &b, beta, C, ldc, kern);
 }
 
 void sl_gemm_op(int64_t M, int64_t N, int64_t K, float alpha, const SlGemmOperand *A, const SlGemmOperand *B,
-                float beta, float *C, int64_t ldc) {
-    SL_GEMM_RUN(M, N, K, alpha, A, B, beta, C, ldc);
+                float beta, float *C, int64_t ldc, const SlKernels *kern) {
+    SL_GEMM_RUN(M, N, K, alpha, A, B, beta, C, ldc, kern);
 }
 
 void sl_sgemm_ref(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float *A,

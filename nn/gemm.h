@@ -6,14 +6,14 @@
  * one thread with a fixed reduction order over K. Every element is therefore
  * the same bits whatever runs it (1 or 2 threads give the same adapter bytes).
  *
- * Two tile kernels, chosen once at run time:
+ * Two tile kernels, chosen per call by the caller's SlKernels (nn/kernels.h):
  *   - AVX-512 (when the CPU has it): a 12x32 register-blocked micro-kernel over
  *     packed panels of A and B (K in blocks of 256), written here. On Zen 5 and
  *     Intel server parts this runs at about twice OpenBLAS's AVX2 kernels.
  *   - OpenBLAS, single-threaded, one call per tile (any x86-64; OpenBLAS 0.3.21
  *     gives different bits for 1 and 2 of its own threads, hence the tiles).
- * SL_GEMM=blas in the environment forces the OpenBLAS kernel. Bits differ
- * between the two kernels (not between thread counts). Calls made from inside
+ * Bits differ between the two kernels (not between thread counts), so a plan
+ * passes the same SlKernels to every product it makes. Calls made from inside
  * an OpenMP region run serially on the OpenBLAS kernel. Thread-safe: each
  * thread packs into its own buffer (about 0.9 MB, kept until the thread exits).
  * Skinny products (N < 96) with A transposed run as C^T = op(B)^T op(A)^T with
@@ -27,29 +27,25 @@
 
 #include <stdint.h>
 
+#include "nn/kernels.h"
+
 /* Products with fewer columns than this are swapped (A transposed) or go to OpenBLAS
  * even when the AVX-512 kernel is selected; on that kernel every other product's
  * element (i, j) is the same bits whatever the tile plan (only K is blocked). */
 #define SL_GEMM_AVX_MIN_N 96
 
-/* trans_a / trans_b: 0 = as stored, 1 = transposed. lda/ldb/ldc are row strides. */
+/* trans_a / trans_b: 0 = as stored, 1 = transposed. lda/ldb/ldc are row strides.
+ * kern: the kernel configuration (NULL: the CPU's default, sl_kernels_default()). */
 void sl_sgemm(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
-              const float *B, int64_t ldb, float beta, float *C, int64_t ldc);
+              const float *B, int64_t ldb, float beta, float *C, int64_t ldc, const SlKernels *kern);
 
 /* The reference twin: plain loops, double accumulators, no BLAS, single-threaded. */
 void sl_sgemm_ref(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
                   int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc);
 
-/* Keeps OpenBLAS single-threaded and picks the kernel (called by sl_sgemm; tools may call it early). */
+/* Keeps OpenBLAS single-threaded and creates the per-thread buffer keys, once per
+ * process (called by sl_sgemm; tools may call it early). Chooses no kernel. */
 void sl_gemm_init(void);
-
-/* Kernel selection, for tests and benchmarks: SL_GEMM_KERNEL_BLAS or _AVX512.
- * sl_gemm_set_kernel returns the previous kernel, or -1 (and changes nothing)
- * when the requested one is not available on this CPU. Not thread-safe: call
- * it between products, not during one. */
-enum { SL_GEMM_KERNEL_BLAS = 0, SL_GEMM_KERNEL_AVX512 = 1 };
-int sl_gemm_kernel(void);
-int sl_gemm_set_kernel(int kernel);
 
 /* ---- Operands from other sources ------------------------------------------
  * sl_gemm_op is sl_sgemm with each operand described by an SlGemmOperand, so a
@@ -72,7 +68,7 @@ int sl_gemm_set_kernel(int kernel);
  *                ([<= 256, <= 12], ldd = 12); the OpenBLAS kernel calls it for
  *                a tile's whole [K, nb] block (ldd = nb).
  * A gathered A, or an unknown format, aborts. Binary16 or gathered operands on the
- * OpenBLAS kernel (no AVX-512, SL_GEMM=blas, nested calls, skinny products) are
+ * OpenBLAS kernel (no AVX-512, kern->gemm BLAS, nested calls, skinny products) are
  * widened a tile at a time into per-thread scratch (grown as needed, kept until the
  * thread exits; an allocation failure there aborts: the product has no error path).
  */
@@ -99,6 +95,6 @@ static inline SlGemmOperand sl_gemm_f16(const uint16_t *p, int64_t ld, int trans
 
 /* C [M,N] (row stride ldc) = alpha * op(A) op(B) + beta * C. */
 void sl_gemm_op(int64_t M, int64_t N, int64_t K, float alpha, const SlGemmOperand *A, const SlGemmOperand *B,
-                float beta, float *C, int64_t ldc);
+                float beta, float *C, int64_t ldc, const SlKernels *kern);
 
 #endif

@@ -13,7 +13,7 @@
 
 /* out [N,O] = in [N,I] op(W)^T + b, W [O,I] as an sl_gemm_op operand (fp32 or binary16). */
 static void linear_forward_op(float *out, const float *in, const SlGemmOperand *W, const float *b, int64_t N,
-                              int64_t I, int64_t O) {
+                              int64_t I, int64_t O, const SlKernels *kern) {
     if (N <= 0 || O <= 0) return;
     float beta = 0.0f;
     if (b) {
@@ -27,24 +27,24 @@ static void linear_forward_op(float *out, const float *in, const SlGemmOperand *
         return;
     }
     const SlGemmOperand A = sl_gemm_f32(in, I, 0);
-    sl_gemm_op(N, O, I, 1.0f, &A, W, beta, out, O);
+    sl_gemm_op(N, O, I, 1.0f, &A, W, beta, out, O, kern);
 }
 
 /* out [N,O], in [N,I], w [O,I], b [O] or NULL. out is overwritten. */
 void sl_linear_forward(float *out, const float *in, const float *w, const float *b,
-                       int64_t N, int64_t I, int64_t O) {
+                       int64_t N, int64_t I, int64_t O, const SlKernels *kern) {
     const SlGemmOperand W = sl_gemm_f32(w, I, 1);
-    linear_forward_op(out, in, &W, b, N, I, O);
+    linear_forward_op(out, in, &W, b, N, I, O, kern);
 }
 
 /* din [N,I] += dout w; dw [O,I] += dout^T in; db [O] += sum_n dout. */
 void sl_linear_backward(float *din, float *dw, float *db, const float *dout,
-                        const float *in, const float *w, int64_t N, int64_t I, int64_t O) {
+                        const float *in, const float *w, int64_t N, int64_t I, int64_t O, const SlKernels *kern) {
     if (N <= 0 || O <= 0) return;
     if (din && I > 0)
-        sl_sgemm(0, 0, N, I, O, 1.0f, dout, O, w, I, 1.0f, din, I);
+        sl_sgemm(0, 0, N, I, O, 1.0f, dout, O, w, I, 1.0f, din, I, kern);
     if (dw && I > 0)
-        sl_sgemm(1, 0, O, I, N, 1.0f, dout, O, in, I, 1.0f, dw, I);
+        sl_sgemm(1, 0, O, I, N, 1.0f, dout, O, in, I, 1.0f, dw, I, kern);
     if (db) {
         for (int64_t n = 0; n < N; n++) {
             const float *d = dout + n * O;
@@ -56,16 +56,16 @@ void sl_linear_backward(float *din, float *dw, float *db, const float *dout,
 /* ---- frozen binary16 weights: w16 is widened inside sl_gemm_op's packing ---- */
 
 void sl_linear_forward_f16(float *out, const float *in, const uint16_t *w16, const float *b,
-                           int64_t N, int64_t I, int64_t O) {
+                           int64_t N, int64_t I, int64_t O, const SlKernels *kern) {
     const SlGemmOperand W = sl_gemm_f16(w16, I, 1);
-    linear_forward_op(out, in, &W, b, N, I, O);
+    linear_forward_op(out, in, &W, b, N, I, O, kern);
 }
 
 void sl_linear_backward_input_f16(float *din, const float *dout, const uint16_t *w16,
-                                  int64_t N, int64_t I, int64_t O) {
+                                  int64_t N, int64_t I, int64_t O, const SlKernels *kern) {
     if (N <= 0 || O <= 0 || I <= 0 || !din) return;
     const SlGemmOperand A = sl_gemm_f32(dout, O, 0), B = sl_gemm_f16(w16, I, 0);
-    sl_gemm_op(N, I, O, 1.0f, &A, &B, 1.0f, din, I);
+    sl_gemm_op(N, I, O, 1.0f, &A, &B, 1.0f, din, I, kern);
 }
 
 void sl_linear_forward_ref(float *out, const float *in, const float *w, const float *b,

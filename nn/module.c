@@ -12,9 +12,9 @@
 /* The dense base product: fp32 m->w, or the frozen binary16 m->w16. */
 static void lin_dense_forward(const SlLinear *m, float *out, const float *in, const float *b, int64_t N) {
     if (!m->w && m->w16)
-        sl_linear_forward_f16(out, in, m->w16, b, N, m->I, m->O);
+        sl_linear_forward_f16(out, in, m->w16, b, N, m->I, m->O, &m->kern);
     else
-        sl_linear_forward(out, in, m->w, b, N, m->I, m->O);
+        sl_linear_forward(out, in, m->w, b, N, m->I, m->O, &m->kern);
 }
 
 /* din += g W, dw += g^T x, db += sum g (each when non-NULL). */
@@ -22,11 +22,11 @@ static void lin_dense_backward(const SlLinear *m, float *din, float *dw, float *
                                int64_t N) {
     if (!m->w && m->w16) {
         assert(!dw && "a binary16 base is frozen");
-        if (db) sl_linear_backward(NULL, NULL, db, g, in, NULL, N, m->I, m->O);
-        sl_linear_backward_input_f16(din, g, m->w16, N, m->I, m->O);
+        if (db) sl_linear_backward(NULL, NULL, db, g, in, NULL, N, m->I, m->O, &m->kern);
+        sl_linear_backward_input_f16(din, g, m->w16, N, m->I, m->O, &m->kern);
         return;
     }
-    sl_linear_backward(din, dw, db, g, in, m->w, N, m->I, m->O);
+    sl_linear_backward(din, dw, db, g, in, m->w, N, m->I, m->O, &m->kern);
 }
 
 void sl_linmod_forward(const SlLinear *m, float *out, const float *in, int64_t N) {
@@ -53,7 +53,7 @@ void sl_linmod_backward(const SlLinear *m, float *din, const float *dout, const 
         lin_dense_backward(m, din, m->dw, m->db, dout, in, N);
         return;
     }
-    if (m->db) sl_linear_backward(NULL, NULL, m->db, dout, in, m->w, N, m->I, m->O);
+    if (m->db) sl_linear_backward(NULL, NULL, m->db, dout, in, m->w, N, m->I, m->O, &m->kern);
     const float *g = dout;
     if (h->ops->lin_backward) {
         const float *r = h->ops->lin_backward(h, m, din, dout, in, N);
@@ -82,20 +82,20 @@ size_t sl_convmod_workspace(const SlConv2d *m, int64_t B, int64_t H, int64_t W) 
 static void conv_dense_forward(const SlConv2d *m, float *out, const float *in, const float *b, const SlConvDims *d,
                                float *work) {
     if (!m->w && m->w16)
-        sl_conv2d_forward_f16(out, in, m->w16, b, d, work);
+        sl_conv2d_forward_f16(out, in, m->w16, b, d, work, &m->kern);
     else
-        sl_conv2d_forward(out, in, m->w, b, d, work);
+        sl_conv2d_forward(out, in, m->w, b, d, work, &m->kern);
 }
 
 static void conv_dense_backward(const SlConv2d *m, float *din, float *dw, float *db, const float *g, const float *in,
                                 const SlConvDims *d, float *work) {
     if (!m->w && m->w16) {
         assert(!dw && "a binary16 base is frozen");
-        if (db) sl_conv2d_backward(NULL, NULL, db, g, in, NULL, d, work);
-        if (din) sl_conv2d_backward_input_f16(din, g, m->w16, d, work);
+        if (db) sl_conv2d_backward(NULL, NULL, db, g, in, NULL, d, work, &m->kern);
+        if (din) sl_conv2d_backward_input_f16(din, g, m->w16, d, work, &m->kern);
         return;
     }
-    sl_conv2d_backward(din, dw, db, g, in, m->w, d, work);
+    sl_conv2d_backward(din, dw, db, g, in, m->w, d, work, &m->kern);
 }
 
 void sl_convmod_forward(const SlConv2d *m, float *out, const float *in, int64_t B, int64_t H,
@@ -129,7 +129,7 @@ void sl_convmod_backward(const SlConv2d *m, float *din, const float *dout, const
         conv_dense_backward(m, din, m->dw, m->db, dout, in, &d, work);
         return;
     }
-    if (m->db) sl_conv2d_backward(NULL, NULL, m->db, dout, in, m->w, &d, work);
+    if (m->db) sl_conv2d_backward(NULL, NULL, m->db, dout, in, m->w, &d, work, &m->kern);
     const float *g = dout;
     if (h->ops->conv_backward) {
         const float *r = h->ops->conv_backward(h, m, din, dout, in, &d, work);

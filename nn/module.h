@@ -90,6 +90,8 @@ struct SlLinear {
     float *dw, *db;      /* same shapes; NULL when frozen */
     int conv1x1;         /* stored as a [O,I,1,1] conv weight */
     SlHook *hook;        /* NULL: plain layer */
+    SlKernels kern;      /* the kernels its products run on (nn/kernels.h), stamped by the model's
+                            plan; hooks use it for theirs too. Zero: the CPU's default */
 };
 
 struct SlConv2d {
@@ -99,6 +101,7 @@ struct SlConv2d {
     float *b;            /* [Co]        key <name>.bias (NULL if none) */
     float *dw, *db;
     SlHook *hook;
+    SlKernels kern;      /* as SlLinear.kern */
 };
 
 /* out [N,O] = module(in [N,I]). */

@@ -360,31 +360,33 @@ static void deq_parallel(float *work, const SlNf4Weight *W, int64_t e0, int64_t 
 }
 
 void sl_nf4_linear_forward_isa(float *y, const float *x, const SlNf4Weight *W, int64_t N, float *work,
-                               SlNf4Isa isa) {
+                               SlNf4Isa isa, const SlKernels *kern) {
     const int64_t I = W->I, O = W->O, tr = sl_nf4_tile_rows(W);
     for (int64_t o0 = 0; o0 < O; o0 += tr) {
         const int64_t r = O - o0 < tr ? O - o0 : tr;
         deq_parallel(work, W, o0 * I, r * I, isa);                  /* work [r,I] = W[o0:o0+r, :] */
-        sl_sgemm(0, 1, N, r, I, 1.0f, x, I, work, I, 0.0f, y + o0, O); /* y[:, o0:o0+r] = x work^T */
+        sl_sgemm(0, 1, N, r, I, 1.0f, x, I, work, I, 0.0f, y + o0, O, kern); /* y[:, o0:o0+r] = x work^T */
     }
 }
 
 void sl_nf4_linear_backward_input_isa(float *din, const float *g, const SlNf4Weight *W, int64_t N,
-                                      float *work, SlNf4Isa isa) {
+                                      float *work, SlNf4Isa isa, const SlKernels *kern) {
     const int64_t I = W->I, O = W->O, tr = sl_nf4_tile_rows(W);
     for (int64_t o0 = 0; o0 < O; o0 += tr) {
         const int64_t r = O - o0 < tr ? O - o0 : tr;
         deq_parallel(work, W, o0 * I, r * I, isa);
-        sl_sgemm(0, 0, N, I, r, 1.0f, g + o0, O, work, I, 1.0f, din, I); /* din += g[:, o0:o0+r] work */
+        sl_sgemm(0, 0, N, I, r, 1.0f, g + o0, O, work, I, 1.0f, din, I, kern); /* din += g[:, o0:o0+r] work */
     }
 }
 
-void sl_nf4_linear_forward(float *y, const float *x, const SlNf4Weight *W, int64_t N, float *work) {
-    sl_nf4_linear_forward_isa(y, x, W, N, work, SL_NF4_ISA_AUTO);
+void sl_nf4_linear_forward(float *y, const float *x, const SlNf4Weight *W, int64_t N, float *work,
+                           const SlKernels *kern) {
+    sl_nf4_linear_forward_isa(y, x, W, N, work, SL_NF4_ISA_AUTO, kern);
 }
 
-void sl_nf4_linear_backward_input(float *din, const float *g, const SlNf4Weight *W, int64_t N, float *work) {
-    sl_nf4_linear_backward_input_isa(din, g, W, N, work, SL_NF4_ISA_AUTO);
+void sl_nf4_linear_backward_input(float *din, const float *g, const SlNf4Weight *W, int64_t N, float *work,
+                                  const SlKernels *kern) {
+    sl_nf4_linear_backward_input_isa(din, g, W, N, work, SL_NF4_ISA_AUTO, kern);
 }
 
 void sl_nf4_linear_forward_ref(float *y, const float *x, const SlNf4Weight *W, int64_t N) {
@@ -412,14 +414,12 @@ void sl_nf4_linear_backward_input_ref(float *din, const float *g, const SlNf4Wei
 static void nf4_hook_forward(SlHook *h, const SlLinear *m, float *y, const float *x, int64_t N) {
     SlNf4Linear *q = h->self;
     assert(m->I == q->W.I && m->O == q->W.O);
-    (void)m;
-    sl_nf4_linear_forward(y, x, &q->W, N, q->work);
+    sl_nf4_linear_forward(y, x, &q->W, N, q->work, &m->kern);
 }
 
 static void nf4_hook_backward_input(SlHook *h, const SlLinear *m, float *din, const float *g, int64_t N) {
     SlNf4Linear *q = h->self;
-    (void)m;
-    sl_nf4_linear_backward_input(din, g, &q->W, N, q->work);
+    sl_nf4_linear_backward_input(din, g, &q->W, N, q->work, &m->kern);
 }
 
 static const SlHookOps nf4_hook_ops = {

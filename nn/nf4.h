@@ -103,15 +103,16 @@ int64_t sl_nf4_tile_rows(const SlNf4Weight *W);
 size_t sl_nf4_work_floats(const SlNf4Weight *W);
 
 /* y [N,O] = x [N,I] W^T (overwrites y). work: sl_nf4_work_floats(W) floats. */
-void sl_nf4_linear_forward(float *y, const float *x, const SlNf4Weight *W, int64_t N, float *work);
-/* din [N,I] += g [N,O] W. */
+void sl_nf4_linear_forward(float *y, const float *x, const SlNf4Weight *W, int64_t N, float *work,
+                           const SlKernels *kern);
+/* din [N,I] += g [N,O] W. kern: the GEMM's kernels (nn/kernels.h; NULL: the default). */
 void sl_nf4_linear_backward_input(float *din, const float *g, const SlNf4Weight *W, int64_t N,
-                                  float *work);
+                                  float *work, const SlKernels *kern);
 /* Same, with the dequantizer's isa forced (tests, benches). */
 void sl_nf4_linear_forward_isa(float *y, const float *x, const SlNf4Weight *W, int64_t N, float *work,
-                               SlNf4Isa isa);
+                               SlNf4Isa isa, const SlKernels *kern);
 void sl_nf4_linear_backward_input_isa(float *din, const float *g, const SlNf4Weight *W, int64_t N,
-                                      float *work, SlNf4Isa isa);
+                                      float *work, SlNf4Isa isa, const SlKernels *kern);
 /* Plain twins (scalar dequantization per element, double accumulation): the test oracle. */
 void sl_nf4_linear_forward_ref(float *y, const float *x, const SlNf4Weight *W, int64_t N);
 void sl_nf4_linear_backward_input_ref(float *din, const float *g, const SlNf4Weight *W, int64_t N);

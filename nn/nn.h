@@ -12,8 +12,12 @@
  * Scratch memory is passed in (sizes from the *_workspace functions) so that
  * nothing is allocated inside a training step.
  *
- * Every fast kernel has a plain `_ref` twin with the same arguments, kept as
- * the test oracle and as the portable fallback.
+ * Every fast kernel has a plain `_ref` twin with the same arguments (less the
+ * last), kept as the test oracle and as the portable fallback.
+ *
+ * The fast kernels take, last, the caller's kernel configuration `kern`
+ * (nn/kernels.h; NULL: the CPU's default): a plan passes its own to every call,
+ * so the kernels (and bits) follow the plan, never a global setting.
  *
  * Dimension letters: B batch, C channels, G groups, H/W height/width,
  * N rows, I in-features, O out-features, T tokens, Tq/Tk query/key tokens,
@@ -25,11 +29,13 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "nn/kernels.h"
+
 /* ---- Linear: out[N,O] = in[N,I] w[O,I]^T + b[O] ---- */
 void sl_linear_forward(float *out, const float *in, const float *w, const float *b,
-                       int64_t N, int64_t I, int64_t O);
+                       int64_t N, int64_t I, int64_t O, const SlKernels *kern);
 void sl_linear_backward(float *din, float *dw, float *db, const float *dout,
-                        const float *in, const float *w, int64_t N, int64_t I, int64_t O);
+                        const float *in, const float *w, int64_t N, int64_t I, int64_t O, const SlKernels *kern);
 void sl_linear_forward_ref(float *out, const float *in, const float *w, const float *b,
                            int64_t N, int64_t I, int64_t O);
 void sl_linear_backward_ref(float *din, float *dw, float *db, const float *dout,
@@ -38,9 +44,9 @@ void sl_linear_backward_ref(float *din, float *dw, float *db, const float *dout,
  * while packing (nn/gemm.h sl_gemm_op), bit-identical to the fp32 kernels on the widened
  * weight. out is overwritten (+ b); din +=. */
 void sl_linear_forward_f16(float *out, const float *in, const uint16_t *w16, const float *b,
-                           int64_t N, int64_t I, int64_t O);
+                           int64_t N, int64_t I, int64_t O, const SlKernels *kern);
 void sl_linear_backward_input_f16(float *din, const float *dout, const uint16_t *w16,
-                                  int64_t N, int64_t I, int64_t O);
+                                  int64_t N, int64_t I, int64_t O, const SlKernels *kern);
 
 /* ---- Conv2d (groups = 1, dilation = 1), asymmetric zero padding allowed ---- */
 typedef struct SlConvDims {
@@ -57,9 +63,9 @@ SlConvDims sl_conv_dims(int64_t B, int64_t Ci, int64_t H, int64_t W, int64_t Co,
 /* Floats of scratch needed by forward / backward (im2col buffers). */
 size_t sl_conv2d_workspace(const SlConvDims *d);
 void sl_conv2d_forward(float *out, const float *in, const float *w, const float *b,
-                       const SlConvDims *d, float *work);
+                       const SlConvDims *d, float *work, const SlKernels *kern);
 void sl_conv2d_backward(float *din, float *dw, float *db, const float *dout, const float *in,
-                        const float *w, const SlConvDims *d, float *work);
+                        const float *w, const SlConvDims *d, float *work, const SlKernels *kern);
 void sl_conv2d_forward_ref(float *out, const float *in, const float *w, const float *b,
                            const SlConvDims *d, float *work);
 void sl_conv2d_backward_ref(float *din, float *dw, float *db, const float *dout, const float *in,
@@ -67,10 +73,9 @@ void sl_conv2d_backward_ref(float *din, float *dw, float *db, const float *dout,
 /* A frozen binary16 weight w16 [Co,Ci,kh,kw] (as the linear _f16 pair): out = conv + b;
  * din += the input gradient. Bit-identical to the fp32 kernels on the widened weight. */
 void sl_conv2d_forward_f16(float *out, const float *in, const uint16_t *w16, const float *b,
-                           const SlConvDims *d, float *work);
+                           const SlConvDims *d, float *work, const SlKernels *kern);
 void sl_conv2d_backward_input_f16(float *din, const float *dout, const uint16_t *w16,
-                                  const SlConvDims *d, float *work);
-int sl_conv2d_set_implicit(int on); /* 0: forward always via im2col (tests; env SL_CONV=im2col); returns the old setting */
+                                  const SlConvDims *d, float *work, const SlKernels *kern);
 
 /* ---- GroupNorm over [B,C,HW] with G groups; mean/rstd [B*G] saved for backward ---- */
 void sl_groupnorm_forward(float *out, float *mean, float *rstd, const float *in,
@@ -127,7 +132,7 @@ void sl_geglu_backward_ref(float *din, const float *dout, const float *in, int64
 size_t sl_attention_workspace(int64_t B, int64_t Tq, int64_t Tk, int64_t NH, int64_t HD);
 void sl_attention_forward(float *out, float *lse, const float *q, const float *k, const float *v,
                           int64_t B, int64_t Tq, int64_t Tk, int64_t NH, int64_t HD,
-                          float scale, int causal, float *work);
+                          float scale, int causal, float *work, const SlKernels *kern);
 void sl_attention_backward(float *dq, float *dk, float *dv, const float *dout,
                            const float *q, const float *k, const float *v, const float *out,
                            const float *lse, int64_t B, int64_t Tq, int64_t Tk, int64_t NH,
@@ -139,14 +144,9 @@ void sl_attention_backward_ref(float *dq, float *dk, float *dv, const float *dou
                                const float *q, const float *k, const float *v, const float *out,
                                const float *lse, int64_t B, int64_t Tq, int64_t Tk, int64_t NH,
                                int64_t HD, float scale, int causal, float *work);
-/* Forward kernel: LANES (AVX-512, query rows across vector lanes; the default when
- * the CPU has AVX-512) or ROWS (AVX2/scalar). Bits differ between the two, not
- * between thread counts. sl_attention_set_kernel returns the previous kernel, or
- * -1 (changing nothing) when LANES is asked for without AVX-512. For tests and
- * benchmarks; not thread-safe. */
-enum { SL_ATT_KERNEL_ROWS = 0, SL_ATT_KERNEL_LANES = 1 };
-int sl_attention_kernel(void);
-int sl_attention_set_kernel(int kernel);
+/* The forward kernel is kern->attention: LANES (AVX-512, query rows across vector
+ * lanes; the default when the CPU has AVX-512) or ROWS (AVX2/scalar). Bits differ
+ * between the two, not between thread counts. Backward has one kernel. */
 
 /* ---- Shape helpers ---- */
 /* Nearest-neighbour x2: in [B,C,H,W] -> out [B,C,2H,2W]. */

@@ -139,7 +139,7 @@ SlStatus sl_style_stats_add(SlStyleStats *s, const SlStyleNet *net, const SlImag
     s->ink += n_edge > 0 ? n_ink / n_edge : 0.0;
     /* random conv features and their Gram matrices */
     for (int l = 0; l < SL_STYLE_LAYERS; l++) {
-        sl_conv2d_forward(b, a, net->w[l], NULL, &d[l], work);
+        sl_conv2d_forward(b, a, net->w[l], NULL, &d[l], work, NULL); /* a fixed feature net: the default kernels */
         int64_t C = d[l].Co, Q = d[l].Ho * d[l].Wo;
         for (int64_t i = 0; i < C * Q; i++) b[i] = b[i] > 0 ? b[i] : 0.0f;
         for (int64_t ci = 0; ci < C; ci++)

@@ -185,12 +185,19 @@ SlStatus sl_model_load(SlModel *m, const char *path, const SlModelOpts *opts, Sl
         else
             st = sl_fail(ctx, SL_ERR_IO, "%s: no such file or folder", path);
     }
+    if (!st) sl_model_set_kernels(m, &o->kernels);
     if (st) {
         SlCtx keep = *ctx;
         sl_model_free(m);
         *ctx = keep;
     }
     return st;
+}
+
+void sl_model_set_kernels(SlModel *m, const SlKernels *k) {
+    if (m->clip) sl_clip_set_kernels(m->clip, k);
+    if (m->vae) sl_vae_set_kernels(m->vae, k);
+    if (m->has_unet) sl_unet_set_kernels(&m->unet, k);
 }
 
 void sl_model_free(SlModel *m) {

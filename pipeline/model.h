@@ -42,6 +42,7 @@ typedef struct SlModelOpts {
                                 pipeline/half.h); not with a pre-quantized U-Net */
     int unet_half_if_f16;    /* the same, but only when every one of those weights is stored F16
                                 (then exact: the default of a LoRA training run); else fp32 */
+    SlKernels kernels;       /* the kernels every part runs on (nn/kernels.h; zero: the CPU's default) */
 } SlModelOpts;
 
 typedef struct SlModel {
@@ -65,6 +66,9 @@ typedef struct SlModel {
  * the tensor or key. Unused weights are logged at WARN. */
 SlStatus sl_model_load(SlModel *m, const char *path, const SlModelOpts *opts, SlCtx *ctx);
 void sl_model_free(SlModel *m);
+/* The kernels of every loaded part (sl_model_load applies opts->kernels): the text
+ * encoder at once, the VAE and U-Net from their next plan. NULL: the CPU's default. */
+void sl_model_set_kernels(SlModel *m, const SlKernels *k);
 
 /* Tokenizes and encodes B prompts into cond [B,T,D] with T = the tokenizer's
  * model_max_length (77). clip_skip follows A1111: 1 = the last layer (no skip),

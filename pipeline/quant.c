@@ -603,6 +603,7 @@ SlStatus sl_model_load_nf4(SlModel *m, const char *path, const SlModelOpts *opts
     if (!st) {
         sl_weights_report_unused(&w, 8, ctx);
         log_stats(ctx, &s);
+        sl_unet_set_kernels(&m->unet, &o.kernels); /* loaded after sl_model_load applied them to the rest */
     }
     sl_weights_close(&w);
 fail:

@@ -557,7 +557,7 @@ static SlStatus trainer_init(SlTrainer *tr, const SlTrainConfig *cfg, SlCtx *ctx
     /* by default a LoRA run holds an F16 checkpoint's U-Net as it is stored (exact, half the
      * memory; pipeline/half.h); --base fp32 forces fp32, --full and DoRA need it */
     SlModelOpts mo = {.config_dir = c->config_dir, .unet_dense = c->base && !strcmp(c->base, "fp32"), .unet_half = half,
-                      .unet_half_if_f16 = !c->base && !c->full && !c->dora};
+                      .unet_half_if_f16 = !c->base && !c->full && !c->dora, .kernels = c->kernels};
     const int nf4 = c->base && !strcmp(c->base, "nf4"); /* [nf4] */
     if (c->base && !nf4 && !half && strcmp(c->base, "fp32")) return sl_fail(ctx, SL_ERR_ARG, "base '%s': use fp32, fp16 or nf4", c->base); /* [nf4] */
     if ((nf4 || half) && (c->full || c->dora)) return sl_fail(ctx, SL_ERR_UNSUPPORTED, "an %s base is frozen and has no fp32 weight: no --full, no DoRA", nf4 ? "NF4" : "fp16"); /* [nf4] */

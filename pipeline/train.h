@@ -98,6 +98,7 @@ typedef struct SlTrainConfig {
     float sample_cfg;
     const char *base_model_name; /* for ss_sd_model_name (default: the model path) */
     FILE *progress;              /* progress bars of the set-up work (NULL: none) */
+    SlKernels kernels;           /* the kernels of every model part (nn/kernels.h; zero: the CPU's default) */
     /* data parallelism (default: one process, dp_world 0 or 1): this process is
      * rank dp_rank of dp_world and `batch` is per rank. The settings (state file,
      * metadata) record the global batch batch * dp_world, so a run resumes with

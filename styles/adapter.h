@@ -216,8 +216,8 @@ void sl_adapter_merge_commit(SlMergeState *ms);
 
 /* ---- the hooks themselves (lora.c), exposed for tests ---- */
 
-/* Dense delta of one module: out [O, I*k*k] = s * B A. */
-void sl_lora_delta(float *out, const SlLoraMod *lm, float s);
+/* Dense delta of one module: out [O, I*k*k] = s * B A, on kern (the module's kernels). */
+void sl_lora_delta(float *out, const SlLoraMod *lm, float s, const SlKernels *kern);
 
 /* ---- files (adapter_io.c) ---- */
 

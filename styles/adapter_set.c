@@ -529,7 +529,7 @@ SlStatus sl_adapter_merge(SlMergeState *ms, const SlSites *sites, SlAdapter *con
             SL_TRY(merge_keep(ms, W, numel, ctx));
             float *delta = malloc(sizeof(float) * numel);
             if (!delta) return sl_fail(ctx, SL_ERR_NOMEM, "merge: out of memory");
-            sl_lora_delta(delta, lm, wa * sl_lora_scale(ad[a], lm));
+            sl_lora_delta(delta, lm, wa * sl_lora_scale(ad[a], lm), st->lin ? &st->lin->kern : &st->conv->kern);
             for (size_t i = 0; i < numel; i++) delta[i] += W[i];
             if (lm->mag) {   /* W <- m (W + sBA) / ||W + sBA||_row */
                 for (int64_t o = 0; o < lm->O; o++) {

@@ -54,10 +54,10 @@ static void dropout_mask_apply(float *x, int64_t n, const SlSiteHook *sh) {
 
 /* ---- dense delta (merge, DoRA norms) ---- */
 
-void sl_lora_delta(float *out, const SlLoraMod *lm, float s) {
+void sl_lora_delta(float *out, const SlLoraMod *lm, float s, const SlKernels *kern) {
     const int64_t K = lm->I * lm->k * lm->k;
     sl_sgemm(0, 0, (int)lm->O, (int)K, (int)lm->r, s, lm->B,
-                (int)lm->r, lm->A, (int)K, 0.0f, out, (int)K);
+                (int)lm->r, lm->A, (int)K, 0.0f, out, (int)K, kern);
 }
 
 /* ---- LoRA on a linear ---- */
@@ -75,10 +75,10 @@ static void lora_lin_forward(SlSiteHook *sh, const SlLinear *m, float *y, const 
         const int r = (int)lm->r;
         /* ax [N,r] = xe A^T */
         sl_sgemm(0, 1, (int)N, r, (int)m->I, 1.0f, xe, (int)m->I,
-                    lm->A, (int)m->I, 0.0f, u->ax, r);
+                    lm->A, (int)m->I, 0.0f, u->ax, r, &m->kern);
         /* y [N,O] += s ax B^T */
         sl_sgemm(0, 1, (int)N, (int)m->O, r, use_scale(sh, u), u->ax,
-                    r, lm->B, r, 1.0f, y, (int)m->O);
+                    r, lm->B, r, 1.0f, y, (int)m->O, &m->kern);
     }
 }
 
@@ -95,14 +95,14 @@ static void lora_lin_backward(SlSiteHook *sh, const SlLinear *m, float *din, con
         /* dB [O,r] += s dy^T ax */
         if (lm->dB)
             sl_sgemm(1, 0, (int)m->O, r, (int)N, s, dy, (int)m->O,
-                        u->ax, r, 1.0f, lm->dB, r);
+                        u->ax, r, 1.0f, lm->dB, r, &m->kern);
         /* dax [N,r] = s dy B */
         sl_sgemm(0, 0, (int)N, r, (int)m->O, s, dy, (int)m->O,
-                    lm->B, r, 0.0f, u->dax, r);
+                    lm->B, r, 0.0f, u->dax, r, &m->kern);
         /* dA [r,I] += dax^T xe */
         if (lm->dA)
             sl_sgemm(1, 0, r, (int)m->I, (int)N, 1.0f, u->dax, r, xe,
-                        (int)m->I, 1.0f, lm->dA, (int)m->I);
+                        (int)m->I, 1.0f, lm->dA, (int)m->I, &m->kern);
     }
     if (!din) return;
     /* din [N,I] += sum_u dax_u A_u (through the dropout mask when on) */
@@ -111,7 +111,7 @@ static void lora_lin_backward(SlSiteHook *sh, const SlLinear *m, float *din, con
         SlAdapterUse *u = &sh->use[k];
         const int r = (int)u->lm->r;
         sl_sgemm(0, 0, (int)N, (int)m->I, r, 1.0f, u->dax, r,
-                    u->lm->A, (int)m->I, (drop && k == 0) ? 0.0f : 1.0f, acc, (int)m->I);
+                    u->lm->A, (int)m->I, (drop && k == 0) ? 0.0f : 1.0f, acc, (int)m->I, &m->kern);
     }
     if (drop) {
         dropout_mask_apply(acc, N * m->I, sh);
@@ -198,12 +198,12 @@ static void locon_forward(SlHook *h, const SlConv2d *m, float *y, const float *x
         const SlLoraMod *lm = u->lm;
         const int64_t r = lm->r;
         SlConvDims dd = down_dims(d, r);
-        sl_conv2d_forward(u->ax, x, lm->A, NULL, &dd, work);  /* ax [B,r,P] */
+        sl_conv2d_forward(u->ax, x, lm->A, NULL, &dd, work, &m->kern);  /* ax [B,r,P] */
         if (dropout_on(sh)) dropout_mask_apply(u->ax, d->B * r * P, sh);
         const float s = use_scale(sh, u);
         for (int64_t b = 0; b < d->B; b++)  /* y_b [Co,P] += s B [Co,r] ax_b [r,P] */
             sl_sgemm(0, 0, (int)m->Co, (int)P, (int)r, s, lm->B,
-                        (int)r, u->ax + b * r * P, (int)P, 1.0f, y + b * m->Co * P, (int)P);
+                        (int)r, u->ax + b * r * P, (int)P, 1.0f, y + b * m->Co * P, (int)P, &m->kern);
     }
 }
 
@@ -221,18 +221,18 @@ static const float *locon_backward(SlHook *h, const SlConv2d *m, float *din, con
             const float *dy = dout + b * m->Co * P;
             if (lm->dB)  /* dB [Co,r] += s dy_b [Co,P] ax_b^T */
                 sl_sgemm(0, 1, (int)m->Co, (int)r, (int)P, s, dy,
-                            (int)P, u->ax + b * r * P, (int)P, 1.0f, lm->dB, (int)r);
+                            (int)P, u->ax + b * r * P, (int)P, 1.0f, lm->dB, (int)r, &m->kern);
             /* dax_b [r,P] = s B^T dy_b */
             sl_sgemm(1, 0, (int)r, (int)P, (int)m->Co, s, lm->B,
-                        (int)r, dy, (int)P, 0.0f, u->dax + b * r * P, (int)P);
+                        (int)r, dy, (int)P, 0.0f, u->dax + b * r * P, (int)P, &m->kern);
         }
         if (dropout_on(sh)) dropout_mask_apply(u->dax, d->B * r * P, sh);
         SlConvDims dd = down_dims(d, r);
         if (lm->dA || din) {
             if (lm->dA)
-                sl_conv2d_backward(din, lm->dA, NULL, u->dax, x, lm->A, &dd, work);
+                sl_conv2d_backward(din, lm->dA, NULL, u->dax, x, lm->A, &dd, work, &m->kern);
             else
-                sl_conv2d_backward(din, NULL, NULL, u->dax, x, lm->A, &dd, work);
+                sl_conv2d_backward(din, NULL, NULL, u->dax, x, lm->A, &dd, work, &m->kern);
         }
     }
     return NULL;

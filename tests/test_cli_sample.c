@@ -4,7 +4,10 @@
  * bytes for the same seed, adapter weight 0 equal to the base, merged images
  * within one 8-bit level of unmerged, a prompts file that swaps adapters and
  * leaves the base bit-exact for its last job, A1111 parameters in the PNG,
- * and a bad prompts line reported with its line number. */
+ * and a bad prompts line reported with its line number. The kernel overrides of the
+ * environment (SL_GEMM, SL_CONV, SL_ATTENTION, read by tools/ only): a bad value is
+ * refused naming the variable; the portable kernels reach the trainer (on an
+ * AVX-512 CPU its adapter is other bytes than the default kernels'). */
 #include <stdarg.h>
 #include <stdlib.h>
 #include <sys/wait.h>
@@ -15,6 +18,7 @@
 #include "core/image.h"
 #include "core/weights.h"
 #include "fixture_tiny.h"
+#include "nn/kernels.h"
 #include "test_util.h"
 
 static char g_root[2048], g_model[2200], g_data[2200], g_bin[2048];
@@ -144,5 +148,22 @@ int main(void) {
     sl_read_file(p, 1 << 16, &err, &n, &ctx);
     CHECK(rc == 1 && err && strstr(err, "prompts.txt:2") && strstr(err, "quote"), "bad line: rc %d, %s", rc, err ? err : "");
     free(err);
+    err = NULL;
+    /* kernel overrides: refused by name, or passed down to the trainer */
+    rc = sh("SL_GEMM=fast '%s' sample --model '%s' --prompt 'a red square' %s --out '%s/badk' 2>'%s/err.txt'", g_bin, g_model,
+            common, g_root, g_root);
+    sl_read_file(p, 1 << 16, &err, &n, &ctx);
+    CHECK(rc == 1 && err && strstr(err, "SL_GEMM") && strstr(err, "blas"), "SL_GEMM=fast: rc %d, %s", rc, err ? err : "");
+    free(err);
+    const char *train = "train --quiet --steps 2 --rank 2 --resolution 32 --seed 3";
+    CHECK(sh("'%s' %s --model '%s' --data '%s' --out '%s/kd.safetensors'", g_bin, train, g_model, g_data, g_root) == 0,
+          "train on the default kernels");
+    CHECK(sh("SL_GEMM=blas SL_CONV=im2col SL_ATTENTION=rows '%s' %s --model '%s' --data '%s' --out '%s/kp.safetensors'", g_bin,
+             train, g_model, g_data, g_root) == 0,
+          "train on the portable kernels");
+    const SlKernels avx = {SL_GEMM_KERNEL_AVX512, 0, SL_ATT_KERNEL_LANES};
+    if (sl_kernels_available(&avx))
+        CHECK(sh("cmp -s '%s/kd.safetensors' '%s/kp.safetensors'", g_root, g_root) == 1,
+              "SL_GEMM=blas SL_ATTENTION=rows gave the default kernels' adapter bytes: the override did not reach the trainer");
     return sl_test_finish("test_cli_sample");
 }

@@ -1,6 +1,6 @@
 /* test_conv_implicit.c - the implicit-im2col convolution forward (nn/conv2d.c:
  * sl_gemm_op gathers the column matrix's panels straight from the image) gives
- * exactly the bytes of the banded explicit im2col path (sl_conv2d_set_implicit(0)),
+ * exactly the bytes of the banded explicit im2col path (SlKernels.conv = IM2COL),
  * on the VAE's and U-Net's geometries (3x3 stride 1 at several widths, stride-2
  * downsamples with symmetric and asymmetric padding, widths not a multiple of the
  * 32-pixel panel, outputs cut into several im2col bands, few output channels so
@@ -24,6 +24,7 @@ typedef struct Geo {
 } Geo;
 
 static void check_geo(int kernel, const Geo *g, uint64_t *rng) {
+    const SlKernels explicit_k = {kernel, SL_CONV_KERNEL_IM2COL, 0}, implicit_k = {kernel, SL_CONV_KERNEL_AUTO, 0};
     const SlConvDims d = sl_conv_dims(g->B, g->Ci, g->H, g->W, g->Co, g->k, g->stride, g->pt, g->pl, g->pb, g->pr);
     const int64_t nx = d.B * d.Ci * d.H * d.W, ny = d.B * d.Co * d.Ho * d.Wo, nw = d.Co * d.Ci * d.kh * d.kw;
     float *x = nt_randn_new(nx, rng, 0.0, 1.0), *w = nt_randn_new(nw, rng, 0.0, 0.1);
@@ -37,18 +38,16 @@ static void check_geo(int kernel, const Geo *g, uint64_t *rng) {
     const int saved = omp_get_max_threads();
     for (int bias = 0; bias < 2; bias++) {
         const float *bp = bias ? b : NULL;
-        sl_conv2d_set_implicit(0);
-        sl_conv2d_forward(ye, x, w, bp, &d, work);
-        sl_conv2d_set_implicit(1);
+        sl_conv2d_forward(ye, x, w, bp, &d, work, &explicit_k);
         for (int th = 1; th <= 2; th++) {
             omp_set_num_threads(th);
             for (int64_t i = 0; i < ny; i++) yi[i] = NAN; /* every output must be written */
-            sl_conv2d_forward(yi, x, w, bp, &d, work);
+            sl_conv2d_forward(yi, x, w, bp, &d, work, &implicit_k);
             CHECK(memcmp(ye, yi, sizeof(float) * (size_t)ny) == 0,
                   "%s kernel %d bias %d threads %d: implicit im2col differs from the explicit path", g->name,
                   kernel, bias, th);
             for (int64_t i = 0; i < ny; i++) yi[i] = NAN;
-            sl_conv2d_forward_f16(yi, x, wh, bp, &d, work);
+            sl_conv2d_forward_f16(yi, x, wh, bp, &d, work, &implicit_k);
             CHECK(memcmp(ye, yi, sizeof(float) * (size_t)ny) == 0,
                   "%s kernel %d bias %d threads %d: binary16 weights differ from fp32 on the widened weights",
                   g->name, kernel, bias, th);
@@ -94,18 +93,21 @@ int main(void) {
         {"3x3 pad 0 at 40x70", 1, 6, 40, 70, 13, 3, 1, 0, 0, 0, 0, 1},
     };
     const int kernels[] = {SL_GEMM_KERNEL_BLAS, SL_GEMM_KERNEL_AVX512};
-    const int initial = sl_gemm_kernel();
     uint64_t rng = 777;
     for (size_t ki = 0; ki < 2; ki++) {
-        if (sl_gemm_set_kernel(kernels[ki]) < 0) {
-            printf("kernel %d not available on this CPU: skipped\n", kernels[ki]);
+        const SlKernels k = {kernels[ki], 0, 0};
+        if (!sl_kernels_available(&k)) {
+            printf("kernel %s not available on this CPU: skipped\n", sl_kernels_name("gemm", kernels[ki]));
             continue;
         }
         for (size_t gi = 0; gi < sizeof geos / sizeof geos[0]; gi++) check_geo(kernels[ki], &geos[gi], &rng);
     }
-    sl_gemm_set_kernel(initial);
-    const int was = sl_conv2d_set_implicit(1);
-    CHECK(was == 1 && sl_conv2d_set_implicit(1) == 1, "sl_conv2d_set_implicit returns the previous setting");
+    /* the gathered path needs the AVX-512 GEMM and is off when im2col is asked for */
+    const SlKernels avx = {SL_GEMM_KERNEL_AVX512, 0, 0}, avx_i2c = {SL_GEMM_KERNEL_AVX512, SL_CONV_KERNEL_IM2COL, 0},
+                    blas = {SL_GEMM_KERNEL_BLAS, 0, 0};
+    CHECK(sl_kernels_conv_implicit(&avx) == sl_kernels_available(&avx), "implicit conv iff the AVX-512 GEMM runs");
+    CHECK(!sl_kernels_conv_implicit(&avx_i2c) && !sl_kernels_conv_implicit(&blas),
+          "im2col asked for, or the BLAS GEMM: never implicit");
     printf("%d checks, %d failures\n", sl_test_checks, sl_test_failures);
     return sl_test_failures ? 1 : 0;
 }

@@ -13,7 +13,10 @@
  *     batch rows): step-1 gradients within SL_DIST_GTOL of each tensor's max,
  *     the adapter after SIM_STEPS AdamW steps within SL_DIST_WTOL;
  *   - the ranks hold the same weight bytes after every step, and two simulated
- *     runs are the same bytes.
+ *     runs are the same bytes;
+ *   - two independent trainers on two pthreads at once, one on the default kernels
+ *     and one on the portable ones (SlTrainConfig.kernels), each write the adapter
+ *     their configuration writes alone (different ones on an AVX-512 CPU).
  *
  * The same program is the helper of tests/cli_mpi.sh and bench/bench_mpi.sh:
  *   test_dist --fixture DIR         DIR/model (tiny SD with a tokenizer), DIR/data (4 images)
@@ -422,6 +425,61 @@ static void test_two_ranks_more(void) {
     rec_free(&ra); rec_free(&r1); rec_free(&rc); rec_free(&r2);
 }
 
+/* Two trainers (world 1 each) at once on two pthreads with different kernel configurations:
+ * neither's choice reaches the other (nn/kernels.h: no global kernel setting). */
+static void test_trainers_own_kernels(void) {
+    const SlKernels kc[2] = {{0}, {SL_GEMM_KERNEL_BLAS, SL_CONV_KERNEL_IM2COL, SL_ATT_KERNEL_ROWS}};
+    static char alone[2][2200], both[2][2200]; /* the trainer keeps the path pointer */
+    SlCtx ctx;
+    sl_ctx_init(&ctx);
+    for (int i = 0; i < 2; i++) {
+        char nm[32];
+        snprintf(nm, sizeof nm, "kern%d_alone", i);
+        path(alone[i], sizeof alone[i], nm);
+        snprintf(nm, sizeof nm, "kern%d_both", i);
+        path(both[i], sizeof both[i], nm);
+        SlTrainConfig c;
+        config(&c, alone[i], 1, 0, 1);
+        c.kernels = kc[i];
+        Rank one;
+        memset(&one, 0, sizeof one);
+        one.st = sl_trainer_init(&one.tr, &c, &ctx);
+        if (one.st) snprintf(one.msg, sizeof one.msg, "%s", ctx.msg);
+        else rank_main(&one);
+        CHECK(one.st == SL_OK, "kernels %d alone: %s", i, one.msg);
+        sl_trainer_free(&one.tr);
+        if (one.st) return;
+    }
+    Rank rk[2];
+    memset(rk, 0, sizeof rk);
+    int ok = 1;
+    for (int i = 0; i < 2; i++) {
+        SlTrainConfig c;
+        config(&c, both[i], 1, 0, 1);
+        c.kernels = kc[i];
+        const SlStatus st = sl_trainer_init(&rk[i].tr, &c, &ctx);
+        CHECK(st == SL_OK, "kernels %d beside the other: %s", i, ctx.msg);
+        ok = ok && st == SL_OK;
+    }
+    if (ok) {
+        pthread_t th[2];
+        for (int i = 0; i < 2; i++) pthread_create(&th[i], NULL, rank_main, &rk[i]);
+        for (int i = 0; i < 2; i++) pthread_join(th[i], NULL);
+        double worst = 0;
+        for (int i = 0; i < 2; i++) {
+            CHECK(rk[i].st == SL_OK, "kernels %d beside the other: %s", i, rk[i].msg);
+            CHECK(rk[i].st || compare_files(both[i], alone[i], 0, &worst, 1) == 1,
+                  "%s kernels: the trainer beside one on the other kernels wrote another adapter (%.3g)",
+                  i ? "portable" : "default", worst);
+        }
+        const SlKernels avx = {SL_GEMM_KERNEL_AVX512, 0, SL_ATT_KERNEL_LANES};
+        if (sl_kernels_available(&avx))
+            CHECK(compare_files(alone[0], alone[1], 0, &worst, 0) == 0,
+                  "default (AVX-512) and portable kernels wrote the same adapter bytes: a leak could not show");
+    }
+    for (int i = 0; i < 2; i++) sl_trainer_free(&rk[i].tr);
+}
+
 int main(int argc, char **argv) {
     if (argc == 3 && strcmp(argv[1], "--fixture") == 0) return make_fixture(argv[2]) ? 0 : 1;
     if (argc == 5 && strcmp(argv[1], "--compare") == 0) {
@@ -443,6 +501,7 @@ int main(int argc, char **argv) {
     test_sum_ranks();
     test_two_ranks_batch1();
     test_two_ranks_more();
+    test_trainers_own_kernels();
     diag_batch_independence();
     return sl_test_finish("test_dist");
 }

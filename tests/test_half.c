@@ -103,12 +103,12 @@ static void test_kernels(void) {
     sl_f32_to_f16(h, w, (size_t)(O * I));
     sl_f16_to_f32(w, h, (size_t)(O * I));
     float *y1 = malloc(N * O * sizeof(float)), *y2 = malloc(N * O * sizeof(float));
-    sl_linear_forward(y1, x, w, b, N, I, O);
-    sl_linear_forward_f16(y2, x, h, b, N, I, O);
+    sl_linear_forward(y1, x, w, b, N, I, O, NULL);
+    sl_linear_forward_f16(y2, x, h, b, N, I, O, NULL);
     CHECK(same_bits(y1, y2, (size_t)(N * O)), "linear forward: binary16 == fp32 on the widened weight");
     float *d1 = calloc((size_t)(N * I), sizeof(float)), *d2 = calloc((size_t)(N * I), sizeof(float));
-    sl_linear_backward(d1, NULL, NULL, y1, x, w, N, I, O);
-    sl_linear_backward_input_f16(d2, y1, h, N, I, O);
+    sl_linear_backward(d1, NULL, NULL, y1, x, w, N, I, O, NULL);
+    sl_linear_backward_input_f16(d2, y1, h, N, I, O, NULL);
     CHECK(same_bits(d1, d2, (size_t)(N * I)), "linear input gradient: binary16 == fp32");
     free(x), free(w), free(b), free(h), free(y1), free(y2), free(d1), free(d2);
 
@@ -125,12 +125,12 @@ static void test_kernels(void) {
         sl_f16_to_f32(cw, ch, nw);
         float *work = malloc((sl_conv2d_workspace(&d) + 1) * sizeof(float));
         float *c1 = malloc(ny * sizeof(float)), *c2 = malloc(ny * sizeof(float));
-        sl_conv2d_forward(c1, cx, cw, cb, &d, work);
-        sl_conv2d_forward_f16(c2, cx, ch, cb, &d, work);
+        sl_conv2d_forward(c1, cx, cw, cb, &d, work, NULL);
+        sl_conv2d_forward_f16(c2, cx, ch, cb, &d, work, NULL);
         CHECK(same_bits(c1, c2, ny), "conv %zu forward: binary16 == fp32 on the widened weight", g);
         float *g1 = calloc(nx, sizeof(float)), *g2 = calloc(nx, sizeof(float));
-        sl_conv2d_backward(g1, NULL, NULL, c1, cx, cw, &d, work);
-        sl_conv2d_backward_input_f16(g2, c1, ch, &d, work);
+        sl_conv2d_backward(g1, NULL, NULL, c1, cx, cw, &d, work, NULL);
+        sl_conv2d_backward_input_f16(g2, c1, ch, &d, work, NULL);
         CHECK(same_bits(g1, g2, nx), "conv %zu input gradient: binary16 == fp32", g);
         free(cx), free(cw), free(cb), free(ch), free(work), free(c1), free(c2), free(g1), free(g2);
     }

@@ -260,7 +260,7 @@ static void test_plain(void) {
     fill(x, N * NI, 23, 1.0f);
     SlLinear m = {.I = NI, .O = NO, .w = w, .b = b};
     sl_linmod_forward(&m, y1, x, N);
-    sl_linear_forward(y2, x, w, b, N, NI, NO);
+    sl_linear_forward(y2, x, w, b, N, NI, NO, NULL);
     sl_test_close("plain linear module == sl_linear_forward", y1, y2, N * NO, 0, 0);
 }
 

@@ -184,8 +184,8 @@ static void test_kernels_case(int64_t N, int64_t O, int64_t I, int dq) {
     sl_nf4_dequantize_ref(wd, &W);
     const char *tag = dq ? "+dq" : "";
     /* forward vs dequantize + dense */
-    sl_nf4_linear_forward(y, x, &W, N, work);
-    sl_sgemm(0, 1, N, O, I, 1.0f, x, I, wd, I, 0.0f, yr, O);
+    sl_nf4_linear_forward(y, x, &W, N, work, NULL);
+    sl_sgemm(0, 1, N, O, I, 1.0f, x, I, wd, I, 0.0f, yr, O, NULL);
     double sc = sl_test_scale(yr, (size_t)(N * O));
     snprintf(what, sizeof what, "nf4%s forward %lldx%lldx%lld vs dequantize+dense", tag, (long long)N, (long long)O, (long long)I);
     sl_test_close(what, y, yr, (size_t)(N * O), 1e-5 * sc, 1e-5);
@@ -196,8 +196,8 @@ static void test_kernels_case(int64_t N, int64_t O, int64_t I, int dq) {
     fill_gauss(d, N * I, 9, 0.5f);
     memcpy(dr, d, sizeof(float) * (size_t)(N * I));
     memcpy(d2, d, sizeof(float) * (size_t)(N * I));
-    sl_nf4_linear_backward_input(d, g, &W, N, work);
-    sl_sgemm(0, 0, N, I, O, 1.0f, g, O, wd, I, 1.0f, dr, I);
+    sl_nf4_linear_backward_input(d, g, &W, N, work, NULL);
+    sl_sgemm(0, 0, N, I, O, 1.0f, g, O, wd, I, 1.0f, dr, I, NULL);
     sc = sl_test_scale(dr, (size_t)(N * I));
     snprintf(what, sizeof what, "nf4%s backward-input %lldx%lldx%lld vs dequantize+dense", tag, (long long)N, (long long)O, (long long)I);
     sl_test_close(what, d, dr, (size_t)(N * I), 1e-5 * sc, 1e-5);
@@ -216,20 +216,20 @@ static void test_kernels_case(int64_t N, int64_t O, int64_t I, int dq) {
         const int64_t m = len < N * O ? len : N * O;
         snprintf(what, sizeof what, "nf4%s dequantize %s vs scalar [%lld..+%lld)", tag, sl_nf4_isa_name(isas[k]), (long long)e0, (long long)m);
         check_bits(what, y2, wd + e0, (size_t)m);
-        sl_nf4_linear_forward_isa(y2, x, &W, N, work, isas[k]);
+        sl_nf4_linear_forward_isa(y2, x, &W, N, work, isas[k], NULL);
         snprintf(what, sizeof what, "nf4%s forward %s vs auto", tag, sl_nf4_isa_name(isas[k]));
         check_bits(what, y2, y, (size_t)(N * O));
     }
     /* 1 vs 2 threads */
     const int nt = omp_get_max_threads();
     omp_set_num_threads(1);
-    sl_nf4_linear_forward(y2, x, &W, N, work);
+    sl_nf4_linear_forward(y2, x, &W, N, work, NULL);
     memcpy(d2, dr, sizeof(float) * (size_t)(N * I));
-    sl_nf4_linear_backward_input(d2, g, &W, N, work);
+    sl_nf4_linear_backward_input(d2, g, &W, N, work, NULL);
     omp_set_num_threads(2);
-    sl_nf4_linear_forward(yr, x, &W, N, work);
+    sl_nf4_linear_forward(yr, x, &W, N, work, NULL);
     memcpy(d, dr, sizeof(float) * (size_t)(N * I));
-    sl_nf4_linear_backward_input(d, g, &W, N, work);
+    sl_nf4_linear_backward_input(d, g, &W, N, work, NULL);
     omp_set_num_threads(nt);
     snprintf(what, sizeof what, "nf4%s forward 1 vs 2 threads", tag);
     check_bits(what, y2, yr, (size_t)(N * O));
@@ -627,7 +627,38 @@ static void test_train(const char *root) {
     sl_trainer_free(&tr);
 }
 
+/* sl_model_load_nf4 loads the U-Net itself, after sl_model_load: it must get the options' kernels
+ * too, and its plan stamp them on every module (the NF4 hooks run their GEMMs on them). */
+static void test_nf4_kernels(void) {
+    SlCtx ctx;
+    sl_ctx_init(&ctx);
+    char path[4096];
+    snprintf(path, sizeof path, "%s/golden/tiny-sd1", sl_test_shared());
+    const SlKernels port = {SL_GEMM_KERNEL_BLAS, SL_CONV_KERNEL_IM2COL, SL_ATT_KERNEL_ROWS};
+    SlModelOpts mo = {.skip_vae = 1, .kernels = port};
+    SlModel m;
+    if (sl_model_load_nf4(&m, path, &mo, NULL, 0, &ctx) != SL_OK) {
+        CHECK(0, "nf4 load: %s", ctx.msg);
+        return;
+    }
+    CHECK(!memcmp(&m.unet.kern, &port, sizeof port), "the NF4 U-Net takes the model options' kernels");
+    CHECK(m.clip && !memcmp(&m.clip->kern, &port, sizeof port), "the text encoder takes the model options' kernels");
+    Inputs in;
+    inputs_make(&in, &m.unet_cfg, 1, 16, 7);
+    CHECK_OK(sl_unet_plan(&m.unet, in.B, in.H, in.W, in.T, &ctx), &ctx);
+    int stamped = 0;
+    for (int i = 0; i < m.unet.n_mods; i++) {
+        const SlKernels *k = m.unet.mods[i].lin ? &m.unet.mods[i].lin->kern : &m.unet.mods[i].conv->kern;
+        stamped += !memcmp(k, &port, sizeof port);
+    }
+    CHECK(stamped == m.unet.n_mods, "every module of the NF4 U-Net runs on the plan's kernels (%d of %d)", stamped,
+          m.unet.n_mods);
+    inputs_free(&in);
+    sl_model_free(&m);
+}
+
 int main(void) {
+    test_nf4_kernels();
     test_codebook();
     test_golden();
     test_error_bound();

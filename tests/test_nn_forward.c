@@ -28,7 +28,7 @@ static void golden_forward(void) {
         float *b = nt_golden(&f, "linear.b", 3, &ctx), *ref = nt_golden(&f, "linear.out", 12, &ctx);
         if (x && w && b && ref) {
             float out[12];
-            sl_linear_forward(out, x, w, b, 4, 5, 3);
+            sl_linear_forward(out, x, w, b, 4, 5, 3, NULL);
             sl_test_close("golden linear fast", out, ref, 12, TOL_GOLD_ATOL, TOL_GOLD_RTOL);
             sl_linear_forward_ref(out, x, w, b, 4, 5, 3);
             sl_test_close("golden linear ref", out, ref, 12, TOL_GOLD_ATOL, TOL_GOLD_RTOL);
@@ -47,11 +47,11 @@ static void golden_forward(void) {
         if (x && w && b && r1 && r2) {
             float out[2 * 4 * 4 * 3];
             float *work = nt_zeros((int64_t)sl_conv2d_workspace(&d1) + (int64_t)sl_conv2d_workspace(&d2));
-            sl_conv2d_forward(out, x, w, b, &d1, work);
+            sl_conv2d_forward(out, x, w, b, &d1, work, NULL);
             sl_test_close("golden conv s2 p1 fast", out, r1, 96, TOL_GOLD_ATOL, TOL_GOLD_RTOL);
             sl_conv2d_forward_ref(out, x, w, b, &d1, work);
             sl_test_close("golden conv s2 p1 ref", out, r1, 96, TOL_GOLD_ATOL, TOL_GOLD_RTOL);
-            sl_conv2d_forward(out, x, w, b, &d2, work);
+            sl_conv2d_forward(out, x, w, b, &d2, work, NULL);
             sl_test_close("golden conv s2 asym fast", out, r2, 72, TOL_GOLD_ATOL, TOL_GOLD_RTOL);
             sl_conv2d_forward_ref(out, x, w, b, &d2, work);
             sl_test_close("golden conv s2 asym ref", out, r2, 72, TOL_GOLD_ATOL, TOL_GOLD_RTOL);
@@ -126,7 +126,7 @@ static void golden_forward(void) {
             if (q && k && v && ro && rl) {
                 float out[2 * 5 * 12], lse[2 * 2 * 5];
                 const float scale = 1.0f / sqrtf(6.0f);
-                sl_attention_forward(out, lse, q, k, v, B, Tq, Tk, NH, HD, scale, causal, work);
+                sl_attention_forward(out, lse, q, k, v, B, Tq, Tk, NH, HD, scale, causal, work, NULL);
                 snprintf(nm, sizeof nm, "golden %s out fast", pre);
                 sl_test_close(nm, out, ro, B * Tq * NH * HD, TOL_GOLD_ATOL, TOL_GOLD_RTOL);
                 snprintf(nm, sizeof nm, "golden %s lse fast", pre);
@@ -192,7 +192,7 @@ static void hand_checked(void) {
     /* attention with one key: output is that key's value, lse is its score */
     const float q1[2] = {1, 2}, k1[2] = {3, -1}, v1[2] = {5, 7};
     float o1[2], l1, *w1 = nt_zeros((int64_t)sl_attention_workspace(1, 1, 1, 1, 2));
-    sl_attention_forward(o1, &l1, q1, k1, v1, 1, 1, 1, 1, 2, 0.5f, 0, w1);
+    sl_attention_forward(o1, &l1, q1, k1, v1, 1, 1, 1, 1, 2, 0.5f, 0, w1, NULL);
     sl_free(w1);
     CHECK(fabsf(o1[0] - 5) < 1e-6f && fabsf(o1[1] - 7) < 1e-6f && fabsf(l1 - 0.5f) < 1e-6f,
           "single-key attention: %g %g lse %g", o1[0], o1[1], l1);
@@ -206,11 +206,11 @@ static void fast_vs_ref(uint64_t *seed) {
         const int64_t N = lin[c][0], I = lin[c][1], O = lin[c][2];
         float *x = nt_randn_new(N * I, seed, 0, 1), *w = nt_randn_new(O * I, seed, 0, 0.1);
         float *b = nt_randn_new(O, seed, 0, 1), *o1 = nt_zeros(N * O), *o2 = nt_zeros(N * O);
-        sl_linear_forward(o1, x, w, b, N, I, O);
+        sl_linear_forward(o1, x, w, b, N, I, O, NULL);
         sl_linear_forward_ref(o2, x, w, b, N, I, O);
         snprintf(nm, sizeof nm, "linear fast/ref N%lld I%lld O%lld", (long long)N, (long long)I, (long long)O);
         sl_test_close(nm, o1, o2, N * O, TOL_FAST_ATOL, TOL_FAST_RTOL);
-        sl_linear_forward(o1, x, w, NULL, N, I, O);
+        sl_linear_forward(o1, x, w, NULL, N, I, O, NULL);
         sl_linear_forward_ref(o2, x, w, NULL, N, I, O);
         sl_test_close("linear fast/ref no bias", o1, o2, N * O, TOL_FAST_ATOL, TOL_FAST_RTOL);
         sl_free(x); sl_free(w); sl_free(b); sl_free(o1); sl_free(o2);
@@ -229,7 +229,7 @@ static void fast_vs_ref(uint64_t *seed) {
         float *x = nt_randn_new(nin, seed, 0, 1), *w = nt_randn_new(d.Co * d.Ci * d.kh * d.kw, seed, 0, 0.2);
         float *b = nt_randn_new(d.Co, seed, 0, 1), *o1 = nt_zeros(nout), *o2 = nt_zeros(nout);
         float *work = nt_zeros((int64_t)sl_conv2d_workspace(&d));
-        sl_conv2d_forward(o1, x, w, b, &d, work);
+        sl_conv2d_forward(o1, x, w, b, &d, work, NULL);
         sl_conv2d_forward_ref(o2, x, w, b, &d, work);
         snprintf(nm, sizeof nm, "conv fast/ref B%lld Ci%lld %lldx%lld Co%lld k%lld s%lld pad %lld,%lld,%lld,%lld",
                  (long long)p[0], (long long)p[1], (long long)p[2], (long long)p[3], (long long)p[4],
@@ -303,11 +303,11 @@ static void fast_vs_ref(uint64_t *seed) {
                              {1, 8, 200, 200, 40, 0}, {1, 1, 3, 70, 64, 0}, {1, 1, 70, 45, 80, 0},
                              {2, 1, 33, 66, 130, 1}, {2, 8, 96, 77, 40, 0}, {1, 2, 48, 48, 160, 1}};
     /* every case with each forward kernel this CPU has (lanes needs AVX-512) */
-    const int att_saved = sl_attention_kernel();
     for (int c = 0; c < 2 * 12; c++) {
         const int64_t B = at[c % 12][0], NH = at[c % 12][1], Tq = at[c % 12][2], Tk = at[c % 12][3], HD = at[c % 12][4];
         const int causal = (int)at[c % 12][5], kern = c < 12 ? SL_ATT_KERNEL_ROWS : SL_ATT_KERNEL_LANES;
-        if (sl_attention_set_kernel(kern) < 0) {
+        const SlKernels kc = {0, 0, kern};
+        if (!sl_kernels_available(&kc)) {
             if (c == 12) printf("attention lanes kernel: not available on this CPU (no AVX-512), not tested\n");
             continue;
         }
@@ -317,7 +317,7 @@ static void fast_vs_ref(uint64_t *seed) {
         float *o1 = nt_zeros(B * Tq * NH * HD), *o2 = nt_zeros(B * Tq * NH * HD);
         float *l1 = nt_zeros(B * NH * Tq), *l2 = nt_zeros(B * NH * Tq);
         float *work = nt_zeros((int64_t)sl_attention_workspace(B, Tq, Tk, NH, HD));
-        sl_attention_forward(o1, l1, q, k, v, B, Tq, Tk, NH, HD, scale, causal, work);
+        sl_attention_forward(o1, l1, q, k, v, B, Tq, Tk, NH, HD, scale, causal, work, &kc);
         sl_attention_forward_ref(o2, l2, q, k, v, B, Tq, Tk, NH, HD, scale, causal, work);
         snprintf(nm, sizeof nm, "attention %s/ref B%lld NH%lld Tq%lld Tk%lld HD%lld %s out",
                  kern == SL_ATT_KERNEL_LANES ? "lanes" : "rows", (long long)B, (long long)NH, (long long)Tq,
@@ -326,7 +326,6 @@ static void fast_vs_ref(uint64_t *seed) {
         sl_test_close("  lse", l1, l2, B * NH * Tq, 2e-6, 2e-6);
         sl_free(q); sl_free(k); sl_free(v); sl_free(o1); sl_free(o2); sl_free(l1); sl_free(l2); sl_free(work);
     }
-    sl_attention_set_kernel(att_saved);
 }
 
 static void shape_helpers(uint64_t *seed) {

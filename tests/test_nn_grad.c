@@ -74,7 +74,8 @@ static void grad_linear(uint64_t *seed) {
     o.b = nt_randn_new(o.O, seed, 0, 1); o.r = nt_randn_new(o.N * o.O, seed, 0, 1); o.out = nt_zeros(o.N * o.O);
     for (int fast = 1; fast >= 0; fast--) {
         float *dx = acc_buf(o.N * o.I), *dw = acc_buf(o.O * o.I), *db = acc_buf(o.O);
-        (fast ? sl_linear_backward : sl_linear_backward_ref)(dx, dw, db, o.r, o.x, o.w, o.N, o.I, o.O);
+        if (fast) sl_linear_backward(dx, dw, db, o.r, o.x, o.w, o.N, o.I, o.O, NULL);
+        else sl_linear_backward_ref(dx, dw, db, o.r, o.x, o.w, o.N, o.I, o.O);
         fd_check(fast ? "linear dx" : "linear_ref dx", lin_loss, &o, o.x, dx, o.N * o.I, seed);
         fd_check(fast ? "linear dw" : "linear_ref dw", lin_loss, &o, o.w, dw, o.O * o.I, seed);
         fd_check(fast ? "linear db" : "linear_ref db", lin_loss, &o, o.b, db, o.O, seed);
@@ -82,8 +83,8 @@ static void grad_linear(uint64_t *seed) {
     }
     /* NULL gradients are skipped; the others are unchanged by their absence */
     float *dw1 = nt_zeros(o.O * o.I), *dw2 = nt_zeros(o.O * o.I), *dx = nt_zeros(o.N * o.I), *db = nt_zeros(o.O);
-    sl_linear_backward(dx, dw1, db, o.r, o.x, o.w, o.N, o.I, o.O);
-    sl_linear_backward(NULL, dw2, NULL, o.r, o.x, o.w, o.N, o.I, o.O);
+    sl_linear_backward(dx, dw1, db, o.r, o.x, o.w, o.N, o.I, o.O, NULL);
+    sl_linear_backward(NULL, dw2, NULL, o.r, o.x, o.w, o.N, o.I, o.O, NULL);
     sl_test_close("linear dw with NULL din/db", dw2, dw1, o.O * o.I, 0, 0);
     sl_free(dw1); sl_free(dw2); sl_free(dx); sl_free(db);
     sl_free(o.x); sl_free(o.w); sl_free(o.b); sl_free(o.r); sl_free(o.out);
@@ -110,7 +111,8 @@ static void grad_conv(uint64_t *seed) {
         o.r = nt_randn_new(ny, seed, 0, 1); o.out = nt_zeros(ny); o.work = nt_zeros((int64_t)sl_conv2d_workspace(d));
         for (int fast = 1; fast >= 0; fast--) {
             float *dx = acc_buf(nx), *dw = acc_buf(nw), *db = acc_buf(d->Co);
-            (fast ? sl_conv2d_backward : sl_conv2d_backward_ref)(dx, dw, db, o.r, o.x, o.w, d, o.work);
+            if (fast) sl_conv2d_backward(dx, dw, db, o.r, o.x, o.w, d, o.work, NULL);
+            else sl_conv2d_backward_ref(dx, dw, db, o.r, o.x, o.w, d, o.work);
             char nm[128];
             snprintf(nm, sizeof nm, "conv%s k%lld s%lld pad %lld,%lld,%lld,%lld d?", fast ? "" : "_ref", (long long)d->kh,
                      (long long)d->stride, (long long)d->pad_t, (long long)d->pad_l, (long long)d->pad_b, (long long)d->pad_r);
@@ -230,8 +232,12 @@ static void grad_attention(uint64_t *seed) {
         const int64_t nq = o.B * o.Tq * o.NH * o.HD, nk = o.B * o.Tk * o.NH * o.HD;
         for (int fast = 1; fast >= 0; fast--) {
             float *dq = acc_buf(nq), *dk = acc_buf(nk), *dv = acc_buf(nk);
-            (fast ? sl_attention_forward : sl_attention_forward_ref)(o.out, o.lse, o.q, o.k, o.v, o.B, o.Tq, o.Tk, o.NH,
-                                                                      o.HD, o.scale, o.causal, o.work);
+            if (fast)
+                sl_attention_forward(o.out, o.lse, o.q, o.k, o.v, o.B, o.Tq, o.Tk, o.NH, o.HD, o.scale, o.causal, o.work,
+                                     NULL);
+            else
+                sl_attention_forward_ref(o.out, o.lse, o.q, o.k, o.v, o.B, o.Tq, o.Tk, o.NH, o.HD, o.scale, o.causal,
+                                         o.work);
             (fast ? sl_attention_backward : sl_attention_backward_ref)(dq, dk, dv, o.r, o.q, o.k, o.v, o.out, o.lse, o.B,
                                                                         o.Tq, o.Tk, o.NH, o.HD, o.scale, o.causal, o.work);
             char nm[128];
@@ -281,7 +287,7 @@ static void backward_fast_vs_ref(uint64_t *seed) {
             float *x = nt_randn_new(nx, seed, 0, 1), *w = nt_randn_new(nw, seed, 0, 0.2), *dy = nt_randn_new(ny, seed, 0, 1);
             float *work = nt_zeros((int64_t)sl_conv2d_workspace(&d));
             float *dx1 = acc_buf(nx), *dx2 = acc_buf(nx), *dw1 = acc_buf(nw), *dw2 = acc_buf(nw), *db1 = acc_buf(d.Co), *db2 = acc_buf(d.Co);
-            sl_conv2d_backward(dx1, dw1, db1, dy, x, w, &d, work);
+            sl_conv2d_backward(dx1, dw1, db1, dy, x, w, &d, work, NULL);
             sl_conv2d_backward_ref(dx2, dw2, db2, dy, x, w, &d, work);
             snprintf(nm, sizeof nm, "conv backward fast/ref Ci%lld %lldx%lld Co%lld k%lld s%lld pad %lld,%lld,%lld,%lld",
                      (long long)d.Ci, (long long)d.H, (long long)d.W, (long long)d.Co, (long long)d.kh, (long long)d.stride,
@@ -300,7 +306,7 @@ static void backward_fast_vs_ref(uint64_t *seed) {
         const int64_t N = 77, I = 96, O = 130;
         float *x = nt_randn_new(N * I, seed, 0, 1), *w = nt_randn_new(O * I, seed, 0, 0.1), *dy = nt_randn_new(N * O, seed, 0, 1);
         float *dx1 = acc_buf(N * I), *dx2 = acc_buf(N * I), *dw1 = acc_buf(O * I), *dw2 = acc_buf(O * I), *db1 = acc_buf(O), *db2 = acc_buf(O);
-        sl_linear_backward(dx1, dw1, db1, dy, x, w, N, I, O);
+        sl_linear_backward(dx1, dw1, db1, dy, x, w, N, I, O, NULL);
         sl_linear_backward_ref(dx2, dw2, db2, dy, x, w, N, I, O);
         printf("linear backward fast/ref N77 I96 O130\n");
         sl_test_close("  dx", dx1, dx2, N * I, 2e-5, 1e-4);
@@ -343,7 +349,7 @@ static void backward_fast_vs_ref(uint64_t *seed) {
             att_make(&o, cfg[c][0], cfg[c][1], cfg[c][2], cfg[c][3], cfg[c][4], (int)cfg[c][5], seed);
             const int64_t nq = o.B * o.Tq * o.NH * o.HD, nk = o.B * o.Tk * o.NH * o.HD;
             float *dq1 = acc_buf(nq), *dq2 = acc_buf(nq), *dk1 = acc_buf(nk), *dk2 = acc_buf(nk), *dv1 = acc_buf(nk), *dv2 = acc_buf(nk);
-            sl_attention_forward(o.out, o.lse, o.q, o.k, o.v, o.B, o.Tq, o.Tk, o.NH, o.HD, o.scale, o.causal, o.work);
+            sl_attention_forward(o.out, o.lse, o.q, o.k, o.v, o.B, o.Tq, o.Tk, o.NH, o.HD, o.scale, o.causal, o.work, NULL);
             sl_attention_backward(dq1, dk1, dv1, o.r, o.q, o.k, o.v, o.out, o.lse, o.B, o.Tq, o.Tk, o.NH, o.HD, o.scale, o.causal, o.work);
             sl_attention_backward_ref(dq2, dk2, dv2, o.r, o.q, o.k, o.v, o.out, o.lse, o.B, o.Tq, o.Tk, o.NH, o.HD, o.scale, o.causal, o.work);
             printf("attention backward fast/ref B%lld Tq%lld Tk%lld NH%lld HD%lld %s\n", (long long)o.B, (long long)o.Tq,
@@ -386,7 +392,7 @@ static void golden_grads(void) {
             if (r && gx && gw && gb) {
                 float dx[252] = {0}, dw[108] = {0}, db[4] = {0};
                 float *work = nt_zeros((int64_t)sl_conv2d_workspace(&d));
-                sl_conv2d_backward(dx, dw, db, r, x, w, &d, work);
+                sl_conv2d_backward(dx, dw, db, r, x, w, &d, work, NULL);
                 snprintf(nm, sizeof nm, "golden %s dx", pre); sl_test_close(nm, dx, gx, 252, atol, rtol);
                 snprintf(nm, sizeof nm, "golden %s dw", pre); sl_test_close(nm, dw, gw, 108, atol, rtol);
                 snprintf(nm, sizeof nm, "golden %s db", pre); sl_test_close(nm, db, gb, 4, atol, rtol);
@@ -401,7 +407,7 @@ static void golden_grads(void) {
         float *gx = nt_golden(&f, "linear.dx", 20, &ctx), *gw = nt_golden(&f, "linear.dw", 15, &ctx), *gb = nt_golden(&f, "linear.db", 3, &ctx);
         if (x && w && r && gx && gw && gb) {
             float dx[20] = {0}, dw[15] = {0}, db[3] = {0};
-            sl_linear_backward(dx, dw, db, r, x, w, 4, 5, 3);
+            sl_linear_backward(dx, dw, db, r, x, w, 4, 5, 3, NULL);
             sl_test_close("golden linear dx", dx, gx, 20, atol, rtol);
             sl_test_close("golden linear dw", dw, gw, 15, atol, rtol);
             sl_test_close("golden linear db", db, gb, 3, atol, rtol);
@@ -454,7 +460,7 @@ static void golden_grads(void) {
             if (r && gq && gk && gv) {
                 float out[120], lse[20], dq[120] = {0}, dk[168] = {0}, dv[168] = {0};
                 const float scale = 1.0f / sqrtf(6.0f);
-                sl_attention_forward(out, lse, q, k, v, 2, 5, 7, 2, 6, scale, causal, work);
+                sl_attention_forward(out, lse, q, k, v, 2, 5, 7, 2, 6, scale, causal, work, NULL);
                 sl_attention_backward(dq, dk, dv, r, q, k, v, out, lse, 2, 5, 7, 2, 6, scale, causal, work);
                 snprintf(nm, sizeof nm, "golden %s dq", pre); sl_test_close(nm, dq, gq, nq, atol, rtol);
                 snprintf(nm, sizeof nm, "golden %s dk", pre); sl_test_close(nm, dk, gk, nk, atol, rtol);
@@ -478,7 +484,7 @@ static void workspace_thread_change(uint64_t *seed) {
     const int64_t nq = o.Tq * o.NH * o.HD, nk = o.Tk * o.NH * o.HD;
     float *o2 = nt_zeros(nq), *l2 = nt_zeros(o.NH * o.Tq);
     float *dq1 = nt_zeros(nq), *dk1 = nt_zeros(nk), *dv1 = nt_zeros(nk), *dq2 = nt_zeros(nq), *dk2 = nt_zeros(nk), *dv2 = nt_zeros(nk);
-    sl_attention_forward(o.out, o.lse, o.q, o.k, o.v, 1, o.Tq, o.Tk, o.NH, o.HD, o.scale, 0, o.work);
+    sl_attention_forward(o.out, o.lse, o.q, o.k, o.v, 1, o.Tq, o.Tk, o.NH, o.HD, o.scale, 0, o.work, NULL);
     sl_attention_backward(dq1, dk1, dv1, o.r, o.q, o.k, o.v, o.out, o.lse, 1, o.Tq, o.Tk, o.NH, o.HD, o.scale, 0, o.work);
     omp_set_num_threads(saved);
     sl_attention_forward_ref(o2, l2, o.q, o.k, o.v, 1, o.Tq, o.Tk, o.NH, o.HD, o.scale, 0, o.work);
@@ -512,10 +518,10 @@ static void determinism(uint64_t *seed) {
         omp_set_num_threads(counts[r]);
         float **R = res[r];
         R[0] = nt_zeros(ny); R[1] = nt_zeros(nx); R[2] = nt_zeros(nw);
-        sl_conv2d_forward(R[0], x, w, NULL, &d, work);
-        sl_conv2d_backward(R[1], R[2], NULL, dy, x, w, &d, work);
+        sl_conv2d_forward(R[0], x, w, NULL, &d, work, NULL);
+        sl_conv2d_backward(R[1], R[2], NULL, dy, x, w, &d, work, NULL);
         R[3] = nt_zeros(nq); R[4] = nt_zeros(nq); R[5] = nt_zeros(nk); R[6] = nt_zeros(nk);
-        sl_attention_forward(R[3], o.lse, o.q, o.k, o.v, 1, o.Tq, o.Tk, o.NH, o.HD, o.scale, 1, o.work);
+        sl_attention_forward(R[3], o.lse, o.q, o.k, o.v, 1, o.Tq, o.Tk, o.NH, o.HD, o.scale, 1, o.work, NULL);
         sl_attention_backward(R[4], R[5], R[6], o.r, o.q, o.k, o.v, R[3], o.lse, 1, o.Tq, o.Tk, o.NH, o.HD, o.scale, 1, o.work);
         R[7] = nt_zeros(ng); R[8] = nt_zeros(ng); R[9] = nt_zeros(C);
         float mean[32], rstd[32];
@@ -542,7 +548,8 @@ static void determinism(uint64_t *seed) {
  * same bits for 1, 2 and 3 threads, at a cross-attention-like shape (Tk = 77)
  * and a causal one; and the two kernels agree within the fast/ref tolerance. */
 static void attention_kernels(uint64_t *seed) {
-    const int saved = omp_get_max_threads(), saved_kernel = sl_attention_kernel();
+    const int saved = omp_get_max_threads();
+    const int kernels[2] = {SL_ATT_KERNEL_ROWS, SL_ATT_KERNEL_LANES};
     const int64_t cfg[2][6] = {{2, 130, 77, 4, 40, 0}, {1, 150, 150, 3, 24, 1}}; /* B Tq Tk NH HD causal */
     for (int c = 0; c < 2; c++) {
         AttOp o;
@@ -550,8 +557,9 @@ static void attention_kernels(uint64_t *seed) {
         const int64_t nq = o.B * o.Tq * o.NH * o.HD;
         float *out[2][3];
         for (int kern = 0; kern < 2; kern++) {
-            if (sl_attention_set_kernel(kern) < 0) {
-                printf("attention kernel %d: not available on this CPU, not tested\n", kern);
+            const SlKernels kc = {0, 0, kernels[kern]};
+            if (!sl_kernels_available(&kc)) {
+                printf("attention kernel %s: not available on this CPU, not tested\n", sl_kernels_name("attention", kernels[kern]));
                 for (int r = 0; r < 3; r++) out[kern][r] = NULL;
                 continue;
             }
@@ -559,13 +567,13 @@ static void attention_kernels(uint64_t *seed) {
                 omp_set_num_threads(r + 1);
                 out[kern][r] = nt_zeros(nq);
                 sl_attention_forward(out[kern][r], o.lse, o.q, o.k, o.v, o.B, o.Tq, o.Tk, o.NH, o.HD, o.scale,
-                                     o.causal, o.work);
+                                     o.causal, o.work, &kc);
             }
             omp_set_num_threads(saved);
             for (int r = 1; r < 3; r++) {
                 char nm[128];
                 snprintf(nm, sizeof nm, "attention %s Tq%lld Tk%lld %s: same bits, 1 vs %d threads",
-                         kern == SL_ATT_KERNEL_LANES ? "lanes" : "rows", (long long)o.Tq, (long long)o.Tk,
+                         sl_kernels_name("attention", kernels[kern]), (long long)o.Tq, (long long)o.Tk,
                          o.causal ? "causal" : "full", r + 1);
                 sl_test_close(nm, out[kern][r], out[kern][0], nq, 0, 0);
             }
@@ -575,7 +583,6 @@ static void attention_kernels(uint64_t *seed) {
             for (int r = 0; r < 3; r++) sl_free(out[kern][r]);
         att_free(&o);
     }
-    sl_attention_set_kernel(saved_kernel);
     omp_set_num_threads(saved);
 }
 

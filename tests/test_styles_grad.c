@@ -253,10 +253,10 @@ static void test_dora_fd(SlCtx *ctx) {
 /* A stand-in for a quantized base: the hook owns the weight (m->w stays NULL). */
 typedef struct FakeBase { SlHook hook; const float *w; } FakeBase;
 static void fake_fwd(SlHook *h, const SlLinear *m, float *y, const float *x, int64_t N) {
-    sl_linear_forward(y, x, ((FakeBase *)h->self)->w, NULL, N, m->I, m->O);
+    sl_linear_forward(y, x, ((FakeBase *)h->self)->w, NULL, N, m->I, m->O, NULL);
 }
 static void fake_bwd_in(SlHook *h, const SlLinear *m, float *din, const float *g, int64_t N) {
-    sl_linear_backward(din, NULL, NULL, g, NULL, ((FakeBase *)h->self)->w, N, m->I, m->O);
+    sl_linear_backward(din, NULL, NULL, g, NULL, ((FakeBase *)h->self)->w, N, m->I, m->O, NULL);
 }
 static const SlHookOps fake_ops = {.lin_base_forward = fake_fwd, .lin_base_backward_input = fake_bwd_in};
 

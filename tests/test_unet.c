@@ -8,8 +8,13 @@
  * 3. Config refusals: unsupported values name the key.
  *    An inference (no-grad) plan is smaller and gives the same output bits.
  * 4. The SD 1.5 config: 859,520,964 weights and known single-file names (no weights allocated).
+ * 5. Kernels per plan: a second U-Net with the same weights planned on the portable kernels
+ *    (OpenBLAS, im2col, rows) stamps them on every module; the two forwards, in turn and on
+ *    two pthreads at once, each give their own plan's bytes (which differ where the CPU has
+ *    AVX-512), so nothing of one plan's choice leaks into the other.
  */
 #include <omp.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -131,6 +136,68 @@ static void test_sd15_layout(void) {
     sl_unet_free(&u);
 }
 
+typedef struct FwdJob {
+    SlUNet *u;
+    float *out;
+    const float *sample, *ts, *ehs;
+} FwdJob;
+
+static void *fwd_job(void *arg) {
+    FwdJob *j = arg;
+    for (int rep = 0; rep < 3; rep++) sl_unet_forward(j->u, j->out, j->sample, j->ts, j->ehs);
+    return NULL;
+}
+
+/* 5. u (planned for B,H,W,T on the default kernels) against a copy planned on the portable ones. */
+static void test_kernels_per_plan(SlUNet *u, int64_t B, int64_t H, int64_t W, int64_t T, const float *sample,
+                                  const float *ts, const float *ehs, int64_t n_o) {
+    SlCtx ctx;
+    sl_ctx_init(&ctx);
+    const SlKernels port = {SL_GEMM_KERNEL_BLAS, SL_CONV_KERNEL_IM2COL, SL_ATT_KERNEL_ROWS}, def = {0};
+    SlUNet v;
+    CHECK_OK(sl_unet_init(&v, &u->cfg, &ctx), &ctx);
+    if (sl_test_failures) return;
+    memcpy(v.weights.base, u->weights.base, u->weights.used);
+    sl_unet_set_kernels(&v, &port);
+    sl_unet_set_kernels(u, &def);
+    CHECK_OK(sl_unet_plan(&v, B, H, W, T, &ctx), &ctx);
+    CHECK_OK(sl_unet_plan(u, B, H, W, T, &ctx), &ctx);
+    int stamped = 0;
+    for (int i = 0; i < v.n_mods; i++) {
+        const SlKernels *k = v.mods[i].lin ? &v.mods[i].lin->kern : &v.mods[i].conv->kern;
+        stamped += !memcmp(k, &port, sizeof *k);
+    }
+    CHECK(stamped == v.n_mods, "the plan stamps its kernels on every module (%d of %d)", stamped, v.n_mods);
+    float *alone[2], *both[2];
+    SlUNet *us[2] = {u, &v};
+    for (int i = 0; i < 2; i++) {
+        alone[i] = calloc((size_t)n_o, sizeof(float));
+        both[i] = calloc((size_t)n_o, sizeof(float));
+        sl_unet_forward(us[i], alone[i], sample, ts, ehs);
+    }
+    const SlKernels avx = {SL_GEMM_KERNEL_AVX512, 0, SL_ATT_KERNEL_LANES};
+    if (sl_kernels_available(&avx))
+        CHECK(memcmp(alone[0], alone[1], sizeof(float) * (size_t)n_o) != 0,
+              "the default (AVX-512) and the portable kernels gave the same bytes: a leak could not show");
+    else
+        printf("kernels per plan: no AVX-512 here, both plans run the same kernels\n");
+    sl_unet_forward(&v, both[1], sample, ts, ehs); /* each after the other plan's forward */
+    sl_unet_forward(u, both[0], sample, ts, ehs);
+    for (int i = 0; i < 2; i++)
+        CHECK(memcmp(both[i], alone[i], sizeof(float) * (size_t)n_o) == 0,
+              "%s plan after the other plan's forward: bytes differ from it alone", i ? "portable" : "default");
+    FwdJob jobs[2];
+    pthread_t th[2];
+    for (int i = 0; i < 2; i++) jobs[i] = (FwdJob){us[i], both[i], sample, ts, ehs};
+    for (int i = 0; i < 2; i++) pthread_create(&th[i], NULL, fwd_job, &jobs[i]);
+    for (int i = 0; i < 2; i++) pthread_join(th[i], NULL);
+    for (int i = 0; i < 2; i++)
+        CHECK(memcmp(both[i], alone[i], sizeof(float) * (size_t)n_o) == 0,
+              "%s plan on a pthread beside the other plan: bytes differ from it alone", i ? "portable" : "default");
+    for (int i = 0; i < 2; i++) free(alone[i]), free(both[i]);
+    sl_unet_free(&v);
+}
+
 int main(void) {
     omp_set_num_threads(1); /* small tensors: threads only add overhead on a shared machine */
     SlCtx ctx;
@@ -186,6 +253,7 @@ int main(void) {
         CHECK_OK(sl_unet_plan(&u, B, H, W, T, &ctx), &ctx);
         free(out2);
     }
+    test_kernels_per_plan(&u, B, H, W, T, sample, ts, ehs, n_o);
 
     /* ---- LoRA through hooks ---- */
     SlStFile lf;

@@ -413,6 +413,16 @@ static ActsPlan acts_plan(const SlClipConfig *c, int64_t B, int64_t T) {
     return p;
 }
 
+void sl_clip_set_kernels(SlClip *m, const SlKernels *k) {
+    const SlKernels none = {0};
+    m->kern = k ? *k : none;
+    for (int64_t i = 0; i < m->cfg.L; i++) {
+        SlClipLayer *ly = &m->params.layers[i];
+        SlLinear *mods[] = {&ly->q, &ly->k, &ly->v, &ly->o, &ly->fc1, &ly->fc2};
+        for (size_t j = 0; j < sizeof mods / sizeof mods[0]; j++) mods[j]->kern = m->kern;
+    }
+}
+
 SlStatus sl_clip_reserve(SlClip *m, int B, int T, SlCtx *ctx) {
     if (B < 1 || T < 1) return sl_fail(ctx, SL_ERR_ARG, "CLIP: batch %d x %d tokens is empty", B, T);
     if (B <= m->cap_B && T <= m->cap_T) return SL_OK;
@@ -469,7 +479,7 @@ static void clip_block_forward(SlClip *m, const SlClipLayer *ly, float *out, con
     sl_linmod_forward(&ly->k, a->k, a->ln, N);
     sl_linmod_forward(&ly->v, a->v, a->ln, N);
     sl_attention_forward(a->att, a->lse, a->q, a->k, a->v, B, T, T, c->NH, HD, (float)(1.0 / sqrt((double)HD)), 1,
-                         a->work);
+                         a->work, &m->kern);
     sl_linmod_forward(&ly->o, a->proj, a->att, N);
     for (int64_t i = 0; i < N * D; i++) out[i] = in[i] + a->proj[i];
     sl_layernorm_forward(a->ln, a->mean, a->rstd, out, ly->ln2_w, ly->ln2_b, N, D, c->eps);

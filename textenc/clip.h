@@ -116,6 +116,7 @@ typedef struct SlClip {
     SlClipActs acts;
     int cap_B, cap_T;     /* capacity of acts_arena */
     int n_unused;         /* tensors of the weight view never read by sl_clip_load */
+    SlKernels kern;       /* the kernels its products run on (sl_clip_set_kernels; zero: the CPU's default) */
 } SlClip;
 
 /* Reads a transformers CLIPTextConfig config.json (a diffusers text_encoder/config.json).
@@ -147,6 +148,11 @@ SlStatus sl_clip_load(SlClip **out, const SlClipConfig *cfg, SlWeights *w, SlCli
  * deviations of transformers' CLIP init (seeded Philox; same seed, same bytes). */
 SlStatus sl_clip_init_random(SlClip **out, const SlClipConfig *cfg, uint64_t seed, SlCtx *ctx);
 void sl_clip_free(SlClip *m);
+
+/* The kernels (nn/kernels.h) every product of the model runs on from now on: stamped
+ * on each layer's modules (adapter hooks read them there). NULL: the CPU's default,
+ * which a loaded model starts with. */
+void sl_clip_set_kernels(SlClip *m, const SlKernels *k);
 
 /* Plans and (re)allocates the activation arena for up to B x T tokens (only grows). */
 SlStatus sl_clip_reserve(SlClip *m, int B, int T, SlCtx *ctx);

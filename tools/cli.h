@@ -7,6 +7,7 @@
 #include <stdio.h>
 
 #include "core/status.h"
+#include "nn/kernels.h"
 
 /* One option of a subcommand. `arg` NULL means a flag. */
 typedef struct CliOpt {
@@ -34,6 +35,8 @@ void cli_usage(FILE *out, const char *cmd, const char *synopsis, const CliOpt *o
 void cli_ctx_init(SlCtx *ctx, int quiet);
 /* Prints "stylora CMD: error: <ctx->msg>" and returns exit code 1. */
 int cli_fail(const char *cmd, const SlCtx *ctx);
+/* The kernels asked for by SL_GEMM / SL_CONV / SL_ATTENTION (tools/kernels_env.c); all unset: the default. */
+SlStatus cli_kernels_from_env(SlKernels *k, SlCtx *ctx);
 /* Parses an integer/float option, exiting with a clear message if malformed. */
 long long cli_int(const char *cmd, const char *opt, const char *s, long long lo, long long hi);
 double cli_num(const char *cmd, const char *opt, const char *s);

@@ -369,6 +369,7 @@ int cmd_eval(int argc, char **argv) {
     }
     SlModel m;
     SlModelOpts mo = {0};
+    if ((st = cli_kernels_from_env(&mo.kernels, &ctx)) != SL_OK) goto done_sample;
     if ((st = sl_model_load(&m, model, &mo, &ctx)) != SL_OK) goto done_sample;
     SampleArgs sa;
     memset(&sa, 0, sizeof sa);

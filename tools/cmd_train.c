@@ -228,6 +228,10 @@ int cmd_train(int argc, char **argv) {
     for (int i = 0; i < SL_TRAIN_MAX_SAMPLE_PROMPTS && a.sample_prompt[i]; i++) c.sample_prompts[c.n_sample_prompts++] = a.sample_prompt[i];
     if (a.v[A_THREADS]) cli_threads(cli_int("train", "--threads", a.v[A_THREADS], 1, 1024));
     c.progress = a.v[A_QUIET] ? NULL : stderr;
+    if (cli_kernels_from_env(&c.kernels, &ctx) != SL_OK) {
+        sl_config_free(&jc);
+        return cli_fail("train", &ctx);
+    }
 
 #ifdef SL_WITH_MPI /* issue 13: under mpirun, the data-parallel loop of tools/train_mpi.c */
     if (train_mpi_launched()) {

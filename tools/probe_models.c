@@ -29,6 +29,7 @@ static SlStatus load(SlModel *m, const ProbeArgs *a, int text, int vae, int unet
      * pre-quantized model is NF4 without it */
     if (a->base && strcmp(a->base, "fp32") && strcmp(a->base, "nf4") && strcmp(a->base, "fp16"))
         return sl_fail(ctx, SL_ERR_ARG, "--base is fp32, fp16 or nf4, not '%s'", a->base);
+    SL_TRY(cli_kernels_from_env(&o.kernels, ctx));
     const char *dq = probe_setting(a, "nf4_dq");
     if (a->base && !strcmp(a->base, "nf4"))
         SL_TRY(sl_model_load_nf4(m, a->model, &o, probe_setting(a, "nf4_layers"), dq && strcmp(dq, "0"), ctx));

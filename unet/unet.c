@@ -481,6 +481,19 @@ double sl_unet_forward_flops(const SlUNet *u) { return u->flops; }
 
 void sl_unet_set_checkpointing(SlUNet *u, int on) { u->checkpoint = on != 0; }
 
+static void stamp_kernels(SlUNet *u) {
+    for (int i = 0; i < u->n_mods; i++) {
+        if (u->mods[i].lin) u->mods[i].lin->kern = u->kern;
+        if (u->mods[i].conv) u->mods[i].conv->kern = u->kern;
+    }
+}
+
+void sl_unet_set_kernels(SlUNet *u, const SlKernels *k) {
+    const SlKernels none = {0};
+    u->kern = k ? *k : none;
+    stamp_kernels(u); /* now too: a merge before the plan (styles/) runs on them */
+}
+
 int sl_unet_set_inference(SlUNet *u, int on) {
     const int old = u->inference;
     u->inference = on != 0;
@@ -718,6 +731,7 @@ SlStatus sl_unet_plan(SlUNet *u, int64_t B, int64_t H, int64_t W, int64_t T, SlC
         }
     }
     u->planned_inference = u->inference;
+    stamp_kernels(u); /* every product of this plan runs on its kernels */
     sl_unet_wire(u);
     /* rows per linear module (for adapters sizing their caches) */
     set_rows(u, &u->time1, B);
@@ -834,7 +848,7 @@ static void tblock_forward(SlUNet *u, SlUNetTransformer *t, SlUNetTBlock *b, flo
     sl_linmod_forward(&b->q1, b->qq1, b->n1, N);
     sl_linmod_forward(&b->k1, b->kk1, b->n1, N);
     sl_linmod_forward(&b->v1, b->vv1, b->n1, N);
-    sl_attention_forward(b->at1, b->lse1, b->qq1, b->kk1, b->vv1, B, S, S, NH, HD, scale, 0, u->work);
+    sl_attention_forward(b->at1, b->lse1, b->qq1, b->kk1, b->vv1, B, S, S, NH, HD, scale, 0, u->work, &u->kern);
     sl_linmod_forward(&b->o1, tmp, b->at1, N);
     for (int64_t i = 0; i < N * C; i++) b->xa[i] = b->x[i] + tmp[i];
     /* cross attention */
@@ -842,7 +856,7 @@ static void tblock_forward(SlUNet *u, SlUNetTransformer *t, SlUNetTBlock *b, flo
     sl_linmod_forward(&b->q2, b->qq2, b->n2, N);
     sl_linmod_forward(&b->k2, b->kk2, u->ehs, B * T);
     sl_linmod_forward(&b->v2, b->vv2, u->ehs, B * T);
-    sl_attention_forward(b->at2, b->lse2, b->qq2, b->kk2, b->vv2, B, S, T, NH, HD, scale, 0, u->work);
+    sl_attention_forward(b->at2, b->lse2, b->qq2, b->kk2, b->vv2, B, S, T, NH, HD, scale, 0, u->work, &u->kern);
     sl_linmod_forward(&b->o2, tmp, b->at2, N);
     for (int64_t i = 0; i < N * C; i++) b->xb[i] = b->xa[i] + tmp[i];
     /* feed-forward */

@@ -15,6 +15,7 @@
  *   sl_unet_enable_grads(u, ctx)                  (full fine-tuning) dw/db for every weight
  *   sl_unet_set_checkpointing(u, 1)               (optional) recompute module caches in backward
  *   sl_unet_set_inference(u, 1)                   (optional) forward only: no backward caches
+ *   sl_unet_set_kernels(u, &k)                    (optional) kernels other than the CPU's default
  *   sl_unet_plan(u, B, H, W, T, ctx)              allocates activations for these sizes
  *   sl_unet_forward(u, out, sample, t, ehs)       no allocation
  *   sl_unet_backward(u, dsample, dout)            reverse walk; grads accumulate (caller zeroes)
@@ -185,6 +186,7 @@ typedef struct SlUNet {
     int checkpoint;            /* gradient checkpointing (set with sl_unet_set_checkpointing) */
     int inference;             /* next plan is forward-only (set with sl_unet_set_inference) */
     int planned_inference;     /* the current plan is forward-only: backward refuses to run */
+    SlKernels kern;            /* kernels of the next plan (sl_unet_set_kernels; zero: the CPU's default) */
     /* planned sizes */
     int64_t B, H, W, T;
     SlArena acts;
@@ -228,6 +230,10 @@ void sl_unet_set_checkpointing(SlUNet *u, int on);
  * plan's. sl_unet_backward must not follow such a plan (it returns at once).
  * Call before sl_unet_plan; returns the previous setting. */
 int sl_unet_set_inference(SlUNet *u, int on);
+/* The kernels (nn/kernels.h) every product of the next plan runs on: sl_unet_plan
+ * stamps them on each module (hooks read them there) and passes them to attention.
+ * Call before sl_unet_plan (after init); NULL: the CPU's default. */
+void sl_unet_set_kernels(SlUNet *u, const SlKernels *k);
 /* Plans and allocates activations for sample [B,Cin,H,W] and ehs [B,T,D].
  * H and W must be divisible by 2^(n_blocks-1). */
 SlStatus sl_unet_plan(SlUNet *u, int64_t B, int64_t H, int64_t W, int64_t T, SlCtx *ctx);

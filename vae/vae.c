@@ -53,7 +53,7 @@ static void op_conv(VaeRun *r, float *out, const float *in, const float *w, cons
         return;
     }
     if (R == Ho) {
-        sl_conv2d_forward(out, in, w, b, &d, r->plan->work);
+        sl_conv2d_forward(out, in, w, b, &d, r->plan->work, &r->plan->kern);
         return;
     }
     for (int64_t bi = 0; bi < B; bi++) {
@@ -72,7 +72,7 @@ static void op_conv(VaeRun *r, float *out, const float *in, const float *w, cons
             float *yb = xin + Ci * Hb * W;                 /* [Co,o1-o0,Wo] */
             for (int64_t c = 0; c < Ci; c++)
                 memcpy(xin + c * Hb * W, x + (c * H + iy0) * W, (size_t)(Hb * W) * sizeof(float));
-            sl_conv2d_forward(yb, xin, w, b, &db, col);
+            sl_conv2d_forward(yb, xin, w, b, &db, col, &r->plan->kern);
             for (int64_t c = 0; c < Co; c++)
                 memcpy(y + (c * Ho + o0) * Wo, yb + c * (o1 - o0) * Wo, (size_t)((o1 - o0) * Wo) * sizeof(float));
         }
@@ -148,12 +148,12 @@ static float *block_attn(VaeRun *r, const float *x, float *t1, float *t2, const 
     }
     const VaePlan *pl = r->plan;
     sl_transpose_cs_sc(t2, t1, B, C, T);  /* [B,T,C] */
-    sl_linear_forward(pl->q, t2, p->q_w, p->q_b, B * T, C, C);
-    sl_linear_forward(pl->k, t2, p->k_w, p->k_b, B * T, C, C);
-    sl_linear_forward(pl->v, t2, p->v_w, p->v_b, B * T, C, C);
+    sl_linear_forward(pl->q, t2, p->q_w, p->q_b, B * T, C, C, &pl->kern);
+    sl_linear_forward(pl->k, t2, p->k_w, p->k_b, B * T, C, C, &pl->kern);
+    sl_linear_forward(pl->v, t2, p->v_w, p->v_b, B * T, C, C, &pl->kern);
     sl_attention_forward(pl->o, pl->lse, pl->q, pl->k, pl->v, B, T, T, 1, C, 1.0f / sqrtf((float)C), 0,
-                         pl->attn_work);
-    sl_linear_forward(t1, pl->o, p->o_w, p->o_b, B * T, C, C);
+                         pl->attn_work, &pl->kern);
+    sl_linear_forward(t1, pl->o, p->o_w, p->o_b, B * T, C, C, &pl->kern);
     sl_transpose_sc_cs(t2, t1, B, C, T);
     op_add(r, t2, x, B * C * T);
     return t2;
@@ -266,8 +266,8 @@ static size_t plan_bytes(const VaeRun *r) {
            2 * sl_align_up(r->max_gn * f) + sl_align_up(r->max_work * f) + sl_align_up(r->max_attn_work * f);
 }
 
-static SlStatus plan_make(VaePlan *pl, const VaeRun *r, int64_t B, int64_t H, int64_t W, const char *role,
-                          SlCtx *ctx) {
+static SlStatus plan_make(VaePlan *pl, const VaeRun *r, int64_t B, int64_t H, int64_t W, const SlKernels *kern,
+                          const char *role, SlCtx *ctx) {
     sl_arena_free(&pl->arena);
     memset(pl, 0, sizeof *pl);
     SL_TRY(sl_arena_init(&pl->arena, plan_bytes(r), role, ctx));
@@ -284,6 +284,7 @@ static SlStatus plan_make(VaePlan *pl, const VaeRun *r, int64_t B, int64_t H, in
     pl->B = B;
     pl->H = H;
     pl->W = W;
+    pl->kern = *kern;
     pl->valid = 1;
     return SL_OK;
 }
@@ -320,7 +321,7 @@ SlStatus sl_vae_encode(SlVae *vae, const float *image, int64_t B, int64_t H, int
         run_init(&r, vae->work_budget);
         r.planning = 1;
         vae_encoder_walk(&r, &vae->cfg, &vae->p, NULL, B, H, W, &mom, &h, &w);
-        SL_TRY(plan_make(pl, &r, B, H, W, "VAE encoder activations", ctx));
+        SL_TRY(plan_make(pl, &r, B, H, W, &vae->kern, "VAE encoder activations", ctx));
     }
     run_init(&r, vae->work_budget);
     r.plan = pl;
@@ -350,7 +351,7 @@ SlStatus sl_vae_decode(SlVae *vae, const float *latent, int64_t B, int64_t h, in
         run_init(&r, vae->work_budget);
         r.planning = 1;
         vae_decoder_walk(&r, &vae->cfg, &vae->p, NULL, B, h, w, NULL);
-        SL_TRY(plan_make(pl, &r, B, h, w, "VAE decoder activations", ctx));
+        SL_TRY(plan_make(pl, &r, B, h, w, &vae->kern, "VAE decoder activations", ctx));
     }
     run_init(&r, vae->work_budget);
     r.plan = pl;

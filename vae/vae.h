@@ -62,6 +62,7 @@
 #include "core/status.h"
 #include "core/tensor.h"
 #include "core/weights.h"
+#include "nn/kernels.h"
 
 #define SL_VAE_MAX_BLOCKS 8
 #define SL_VAE_MAX_LAYERS 8   /* layers_per_block bound (decoder uses +1) */
@@ -176,6 +177,9 @@ float *sl_vae_weight_data(SlVae *vae, int64_t *n_floats);
 /* Caps the conv im2col workspace (floats; default 1<<24 = 64 MiB). Convs that
  * need more run in bands of output rows. Takes effect at the next re-plan. */
 void sl_vae_set_work_budget(SlVae *vae, size_t floats);
+/* The kernels (nn/kernels.h) every product runs on from the next plan on (NULL: the
+ * CPU's default, which a new VAE starts with). Takes effect at the next re-plan. */
+void sl_vae_set_kernels(SlVae *vae, const SlKernels *k);
 /* Frees the activation arenas (e.g. after encoding a dataset); the next call re-plans. */
 void sl_vae_release_activations(SlVae *vae);
 /* Bytes held by the activation arenas right now (for benchmarks). */

@@ -22,6 +22,7 @@ typedef struct VaePlan {
     float *gn_mean, *gn_rstd;   /* [max_gn] */
     float *work;                /* [max_work] conv im2col (+ band copies) */
     float *attn_work;           /* [max_attn_work] */
+    SlKernels kern;             /* the kernels every product of this plan runs on (SlVae.kern when planned) */
 } VaePlan;
 
 /* State threaded through the forward walk. */
@@ -39,6 +40,7 @@ struct SlVae {
     SlVaeParams p;
     SlArena weights;            /* every parameter */
     size_t work_budget;
+    SlKernels kern;             /* kernels of the next plans (sl_vae_set_kernels; zero: the CPU's default) */
     VaePlan enc, dec;
 };
 

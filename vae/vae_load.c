@@ -476,6 +476,11 @@ void sl_vae_set_work_budget(SlVae *vae, size_t floats) {
     vae->work_budget = floats;
     vae->enc.valid = vae->dec.valid = 0;
 }
+void sl_vae_set_kernels(SlVae *vae, const SlKernels *k) {
+    const SlKernels none = {0};
+    vae->kern = k ? *k : none;
+    vae->enc.valid = vae->dec.valid = 0;
+}
 void sl_vae_release_activations(SlVae *vae) {
     sl_arena_free(&vae->enc.arena);
     sl_arena_free(&vae->dec.arena);

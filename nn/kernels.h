@@ -1,0 +1,59 @@
+/* kernels.h - which compute kernels a model runs: an explicit configuration, no globals.
+ *
+ * A plan (U-Net, VAE, text encoder; the trainer and sampler through their model
+ * options) carries one SlKernels and hands it to every GEMM, convolution and
+ * attention call it makes (nn/module.h's modules hold a copy, stamped at plan
+ * time). Two plans with different configurations can run in the same process,
+ * on different threads at once, each getting its own kernels' bits.
+ *
+ * Every field's 0 is AUTO: the fastest kernel this CPU runs (AVX-512 where it
+ * has it), so a zero-initialised SlKernels is the default. A kernel that needs
+ * AVX-512 on a CPU without it falls back to the portable one (check with
+ * sl_kernels_available first when that should be an error). Bits differ between
+ * kernels, never between thread counts.
+ *
+ * Environment variables (SL_GEMM, SL_CONV, SL_ATTENTION) are read only by tools/
+ * and bench/, which pass the parsed values here (sl_kernels_parse).
+ */
+#ifndef SL_NN_KERNELS_H
+#define SL_NN_KERNELS_H
+
+#include "core/status.h"
+
+/* gemm: the tile kernel of nn/gemm.h */
+enum { SL_GEMM_KERNEL_AUTO = 0, SL_GEMM_KERNEL_BLAS = 1, SL_GEMM_KERNEL_AVX512 = 2 };
+/* conv: the forward's column matrix (nn/conv2d.c): gathered while packing when the GEMM
+ * runs the AVX-512 kernel (AUTO), or always an explicit im2col buffer (same bits) */
+enum { SL_CONV_KERNEL_AUTO = 0, SL_CONV_KERNEL_IM2COL = 1 };
+/* attention: the forward kernel (nn/nn.h): lanes (AVX-512) or rows (AVX2 / scalar) */
+enum { SL_ATT_KERNEL_AUTO = 0, SL_ATT_KERNEL_ROWS = 1, SL_ATT_KERNEL_LANES = 2 };
+
+typedef struct SlKernels {
+    int gemm;      /* SL_GEMM_KERNEL_* */
+    int conv;      /* SL_CONV_KERNEL_* */
+    int attention; /* SL_ATT_KERNEL_* */
+} SlKernels;
+
+/* The default for this CPU: AVX-512 GEMM and lanes attention when the CPU has AVX-512F,
+ * else OpenBLAS and rows; conv AUTO (implicit wherever the GEMM runs AVX-512). */
+SlKernels sl_kernels_default(void);
+
+/* The kernel each call really runs under k (NULL or AUTO fields: the default;
+ * an AVX-512 kernel on a CPU without it: the portable one). */
+int sl_kernels_gemm(const SlKernels *k);         /* SL_GEMM_KERNEL_BLAS or _AVX512 */
+int sl_kernels_attention(const SlKernels *k);    /* SL_ATT_KERNEL_ROWS or _LANES */
+int sl_kernels_conv_implicit(const SlKernels *k); /* 1: gathered im2col (needs the AVX-512 GEMM) */
+
+/* 1 when every kernel k asks for explicitly runs on this CPU, else 0. */
+int sl_kernels_available(const SlKernels *k);
+
+/* Sets k's field `what` ("gemm", "conv" or "attention") from its name
+ * (gemm: auto|blas|avx512; conv: auto|implicit|im2col; attention: auto|rows|lanes).
+ * An unknown name, or an AVX-512 kernel on a CPU without AVX-512, fails with
+ * SL_ERR_ARG naming `source` (e.g. the environment variable) and the valid names. */
+SlStatus sl_kernels_parse(SlKernels *k, const char *what, const char *name, const char *source, SlCtx *ctx);
+
+/* "blas", "avx512", "implicit", "im2col", "rows", "lanes" or "auto": a field's name, for logs. */
+const char *sl_kernels_name(const char *what, int value);
+
+#endif
