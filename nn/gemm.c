@@ -32,7 +32,10 @@
  * operands and gathers are first widened / gathered (the tile's rows of op(A),
  * its [K, nb] block of op(B)) into a per-thread scratch that grows but is never
  * freed before the thread exits (thread_scratch), so the call, and its bits, are
- * the same as on fp32 operands.
+ * those of fp32 operands in the same layout. A gathered op(B) is untransposed:
+ * OpenBLAS may sum it in another order than the same B stored transposed (its
+ * SkylakeX small-matrix kernels do), so its bits match sl_sgemm on op(B) stored
+ * untransposed, not on a transposed B.
  *
  * Dimension letters: M, N, K as gemm.h; mb/nb a tile, kc a K block,
  * mr/nr a micro-tile (<= 12 x 32).
