@@ -414,10 +414,34 @@ static void test_bmp_tga(void) {
         CHECK(img.c == 4 && img.data && memcmp(img.data, rgba, (size_t)w * h * 4) == 0, "%s: pixels differ (c=%d)", names[k], img.c);
         sl_image_free(&img);
     }
-    /* Truncated by one byte: stb_image alone would pad with zeros. */
+    /* Its top-down twin (negative height, rows stored first to last) is the same
+     * image: it was refused as "no pixels" (issue 21, item 4). */
     SlStatus st;
     size_t n = 0;
     uint8_t *b = read_bytes(tpath("p.bmp"), &n);
+    {
+        uint32_t off = b[10] | (uint32_t)b[11] << 8 | (uint32_t)b[12] << 16 | (uint32_t)b[13] << 24;
+        int32_t hh = (int32_t)(b[22] | (uint32_t)b[23] << 8 | (uint32_t)b[24] << 16 | (uint32_t)b[25] << 24);
+        int bpp = b[28] | b[29] << 8;
+        size_t stride = (size_t)((w * bpp + 31) / 32) * 4;
+        CHECK(hh == h && off + stride * h <= n, "p.bmp: unexpected header (height %d, %d bpp)", (int)hh, bpp);
+        if (hh != h || off + stride * h > n) exit(1);
+        uint8_t *td = malloc(n);
+        memcpy(td, b, n);
+        uint32_t neg = (uint32_t)-h;
+        for (int k = 0; k < 4; k++) td[22 + k] = (uint8_t)(neg >> (8 * k));
+        for (int y = 0; y < h; y++) memcpy(td + off + stride * y, b + off + stride * (h - 1 - y), stride);
+        write_bytes(tpath("topdown.bmp"), td, n);
+        free(td);
+        int pw = 0, ph = 0, pc = 0;
+        CHECK_OK(sl_image_probe(tpath("topdown.bmp"), &pw, &ph, &pc, &ctx), &ctx);
+        CHECK(pw == w && ph == h, "top-down BMP probed as %dx%d, want %dx%d", pw, ph, w, h);
+        CHECK_OK(sl_image_read(&img, tpath("topdown.bmp"), NULL, &ctx), &ctx);
+        CHECK(img.w == w && img.h == h && img.c == 4 && img.data && memcmp(img.data, rgba, (size_t)w * h * 4) == 0,
+              "top-down BMP: %dx%dx%d, pixels differ from its bottom-up twin", img.w, img.h, img.c);
+        sl_image_free(&img);
+    }
+    /* Truncated by one byte: stb_image alone would pad with zeros. */
     write_bytes(tpath("trunc.bmp"), b, n - 1);
     free(b);
     st = sl_image_read(&img, tpath("trunc.bmp"), NULL, &ctx);
