@@ -11,6 +11,8 @@
  */
 #include "image.h"
 
+#include "file.h"
+
 #include <errno.h>
 #include <limits.h>
 #include <math.h>
@@ -56,37 +58,12 @@
 
 /* ---------------------------------------------------------------- files */
 
+/* The file's bytes, through the one whole-file reader (core/file.h). */
 static SlStatus read_whole_file(const char *path, uint8_t **buf, size_t *len, SlCtx *ctx) {
-    *buf = NULL;
-    *len = 0;
-    FILE *f = fopen(path, "rb");
-    if (!f) return sl_fail(ctx, SL_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
-    struct stat sb;
-    if (fstat(fileno(f), &sb) != 0 || !S_ISREG(sb.st_mode)) {
-        fclose(f);
-        return sl_fail(ctx, SL_ERR_IO, "%s: not a regular file", path);
-    }
-    if ((uint64_t)sb.st_size > SL_IMAGE_MAX_FILE_BYTES) {
-        fclose(f);
-        return sl_fail(ctx, SL_ERR_NOMEM, "%s: file of %lld bytes is too large for an image",
-                       path, (long long)sb.st_size);
-    }
-    size_t n = (size_t)sb.st_size;
-    uint8_t *b = malloc(n ? n : 1);
-    if (!b) {
-        fclose(f);
-        return sl_fail(ctx, SL_ERR_NOMEM, "%s: cannot allocate %zu bytes", path, n);
-    }
-    size_t got = fread(b, 1, n, f);
-    int err = ferror(f);
-    fclose(f);
-    if (err || got != n) {
-        free(b);
-        return sl_fail(ctx, SL_ERR_IO, "%s: read failed (%zu of %zu bytes)", path, got, n);
-    }
-    *buf = b;
-    *len = n;
-    return SL_OK;
+    char *text;
+    SlStatus st = sl_read_file(path, SL_IMAGE_MAX_FILE_BYTES, &text, len, ctx);
+    *buf = (uint8_t *)text;
+    return st;
 }
 
 /* ---------------------------------------------------------------- text */

@@ -10,6 +10,7 @@
 #include <sys/stat.h>
 
 #include "core/config.h"
+#include "core/file.h"
 #include "core/image.h"
 #include "core/weights.h"
 
@@ -180,19 +181,10 @@ SlStatus sl_data_prepare_image(float *chw, const char *path, int R, float crop_u
     return st;
 }
 
-uint64_t sl_hash_bytes(const void *data, size_t n, uint64_t h) {
-    const uint8_t *p = data;
-    for (size_t i = 0; i < n; i++) {
-        h ^= p[i];
-        h *= 0x100000001b3ull;
-    }
-    return h;
-}
-
 SlStatus sl_file_hash(const char *path, uint64_t salt, uint64_t *out, SlCtx *ctx) {
     FILE *f = fopen(path, "rb");
     if (!f) return sl_fail(ctx, SL_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
-    uint64_t h = sl_hash_bytes(&salt, sizeof salt, 0xcbf29ce484222325ull);
+    uint64_t h = sl_hash_bytes(&salt, sizeof salt, SL_FNV1A64_OFFSET);
     uint8_t buf[65536];
     size_t k;
     while ((k = fread(buf, 1, sizeof buf, f)) > 0) h = sl_hash_bytes(buf, k, h);

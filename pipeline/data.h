@@ -18,6 +18,7 @@
 
 #include <stdint.h>
 
+#include "core/hash.h" /* sl_hash_bytes, for the callers of sl_file_hash */
 #include "core/status.h"
 
 typedef struct SlDataOpts {
@@ -52,8 +53,7 @@ int sl_dataset_item_of_sample(const SlDataset *d, int64_t s);
 SlStatus sl_data_prepare_image(float *chw, const char *path, int R, float crop_u, int flip, int64_t max_pixels,
                                SlCtx *ctx);
 
-/* 64-bit FNV-1a of a file's bytes, mixed with `salt` (cache keys). */
+/* 64-bit FNV-1a (core/hash.h) of a file's bytes, mixed with `salt` (cache keys). */
 SlStatus sl_file_hash(const char *path, uint64_t salt, uint64_t *out, SlCtx *ctx);
-uint64_t sl_hash_bytes(const void *data, size_t n, uint64_t h);
 
 #endif

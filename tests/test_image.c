@@ -1,6 +1,7 @@
 /* test_image.c - core/image.c: PNG round trips with text, the PNG colour
  * types libpng must convert, JPEG/BMP/TGA through stb_image, refusal of
- * broken, truncated and oversized files, and the pixel helpers. Files go to
+ * broken, truncated and oversized files, the pixel helpers, and the whole-file
+ * reader (core/file.h) every image, config and caption goes through. Files go to
  * $SL_BINARY_DIR/test_image_files/. */
 #include <errno.h>
 #include <png.h>
@@ -18,6 +19,7 @@
 #include <stb_image_write.h>
 #pragma GCC diagnostic pop
 
+#include "core/file.h"
 #include "core/image.h"
 #include "core/status.h"
 #include "test_util.h"
@@ -639,6 +641,33 @@ static void test_pixels(void) {
     free(in.data);
 }
 
+/* sl_read_file: bytes (NULs included) plus a terminator, and errors that name
+ * the file: missing, a folder, over the caller's limit. */
+static void test_read_file(void) {
+    SlCtx ctx;
+    sl_ctx_init(&ctx);
+    const char bytes[6] = {'a', 'b', '\0', 'c', '\n', 'd'};
+    write_bytes(tpath("six.bin"), bytes, sizeof bytes);
+    char *text = NULL;
+    size_t len = 0;
+    CHECK_OK(sl_read_file(tpath("six.bin"), 6, &text, &len, &ctx), &ctx);
+    CHECK(text && len == 6 && memcmp(text, bytes, 6) == 0 && text[6] == '\0', "six.bin: len %zu", len);
+    free(text);
+    write_bytes(tpath("empty.bin"), NULL, 0);
+    CHECK_OK(sl_read_file(tpath("empty.bin"), 0, &text, NULL, &ctx), &ctx);
+    CHECK(text && text[0] == '\0', "empty.bin: not an empty string");
+    free(text);
+    SlStatus st = sl_read_file(tpath("six.bin"), 5, &text, &len, &ctx);
+    check_fails(st, SL_ERR_FORMAT, &ctx, tpath("six.bin"), "file over the limit");
+    CHECK(text == NULL && strstr(ctx.msg, "6 bytes") && strstr(ctx.msg, "5-byte limit"), "limit message: %s", ctx.msg);
+    st = sl_read_file(tpath("no-such-file"), 100, &text, &len, &ctx);
+    check_fails(st, SL_ERR_IO, &ctx, tpath("no-such-file"), "missing file");
+    CHECK(strstr(ctx.msg, "cannot open") != NULL, "missing file message: %s", ctx.msg);
+    st = sl_read_file(g_dir, 100, &text, &len, &ctx);
+    check_fails(st, SL_ERR_IO, &ctx, g_dir, "a folder");
+    CHECK(text == NULL && strstr(ctx.msg, "not a regular file") != NULL, "folder message: %s", ctx.msg);
+}
+
 int main(void) {
     snprintf(g_dir, sizeof g_dir, "%s/test_image_files", sl_test_binary());
     if (mkdir(g_dir, 0755) != 0 && errno != EEXIST) {
@@ -652,5 +681,6 @@ int main(void) {
     test_bmp_tga();
     test_bad_files();
     test_pixels();
+    test_read_file();
     return sl_test_finish("test_image");
 }

@@ -127,8 +127,9 @@ static void test_golden(const SlTokenizer *tok) {
     cJSON_Delete(root);
 }
 
-/* Writes CLIP's .txt.gz format from the folder's merges.txt: header line, then the merges. */
-static int write_clip_gz(const char *merges_path, const char *gz_path) {
+/* Writes CLIP's .txt.gz format from the folder's merges.txt: header line, then the merges
+ * (as a second gzip member if two_members: `cat a.gz b.gz` is a valid .gz). */
+static int write_clip_gz(const char *merges_path, const char *gz_path, int two_members) {
     size_t len;
     char *text = slurp(merges_path, &len);
     if (!text) return 0;
@@ -136,6 +137,11 @@ static int write_clip_gz(const char *merges_path, const char *gz_path) {
     if (!g) { free(text); return 0; }
     char *body = strchr(text, '\n');
     gzputs(g, "\"bpe_simple_vocab_16e6.txt#version: 0.2\n");
+    if (two_members) {
+        gzclose(g);
+        g = gzopen(gz_path, "ab");
+        if (!g) { free(text); return 0; }
+    }
     int ok = body && gzwrite(g, body + 1, (unsigned)(len - (size_t)(body + 1 - text))) > 0;
     gzclose(g);
     free(text);
@@ -148,8 +154,21 @@ static void test_clip_gz(const SlTokenizer *folder_tok, const cJSON *cases, cons
     sl_ctx_init(&ctx);
     snprintf(merges, sizeof merges, "%s/sd15/tokenizer/merges.txt", sl_test_shared());
     snprintf(gz, sizeof gz, "%s/bpe_simple_vocab_test.txt.gz", tmp);
-    CHECK(write_clip_gz(merges, gz), "cannot write %s", gz);
+    /* a truncated .gz names the file and says so (it is inflated in memory, not by gzread) */
+    CHECK(write_clip_gz(merges, gz, 0), "cannot write %s", gz);
+    size_t n = 0;
+    char *bytes = slurp(gz, &n);
+    char cut[2048];
+    snprintf(cut, sizeof cut, "%s/bpe_truncated.txt.gz", tmp);
+    FILE *f = fopen(cut, "wb");
+    CHECK(bytes && f && fwrite(bytes, 1, n / 2, f) == n / 2, "cannot write %s", cut);
+    if (f) fclose(f);
+    free(bytes);
     SlTokenizer *tok = NULL;
+    SlStatus st = sl_tokenizer_load(&tok, cut, &ctx);
+    CHECK(st == SL_ERR_FORMAT && tok == NULL && strstr(ctx.msg, cut) && strstr(ctx.msg, "truncated"),
+          "truncated .gz: %s: %s", sl_status_name(st), ctx.msg);
+    CHECK(write_clip_gz(merges, gz, 1), "cannot write %s", gz);
     CHECK_OK(sl_tokenizer_load(&tok, gz, &ctx), &ctx);
     if (!tok) return;
     CHECK(sl_tokenizer_vocab_size(tok) == sl_tokenizer_vocab_size(folder_tok), "gz vocab %d vs folder %d",

@@ -24,6 +24,7 @@
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <pcre2.h>
 
+#include "core/file.h"
 #include "textenc/unicode_norm.h"
 
 #define SL_TOK_MAX_MERGES (49152 - 256 - 2)  /* merges[1 : 49152-256-2+1] in both readers */
@@ -235,67 +236,71 @@ static SlStatus intern_byte_symbols(SlTokenizer *t, SlCtx *ctx) {
 
 /* ---- files ---- */
 
-static SlStatus read_file(const char *path, int gz, char **out, size_t *len, SlCtx *ctx) {
-    *out = NULL;
-    *len = 0;
+/* gzip data (one or more members) inflated into a new NUL-terminated buffer,
+ * at most SL_TOK_MAX_FILE_BYTES of it (a small .gz can inflate to gigabytes). */
+static SlStatus gunzip(const char *path, const uint8_t *src, size_t n_src, char **out, size_t *len, SlCtx *ctx) {
     size_t cap = 1 << 16, n = 0;
     char *buf = malloc(cap + 1);
     if (!buf) return sl_fail(ctx, SL_ERR_NOMEM, "%s: out of memory", path);
-    if (gz) {
-        gzFile f = gzopen(path, "rb");
-        if (!f) { free(buf); return sl_fail(ctx, SL_ERR_IO, "cannot open %s: %s", path, strerror(errno)); }
-        for (;;) {
-            if (n == cap) {
-                if (cap >= SL_TOK_MAX_FILE_BYTES) {
-                    gzclose(f);
-                    free(buf);
-                    return sl_fail(ctx, SL_ERR_NOMEM, "%s: larger than %zu MiB", path, SL_TOK_MAX_FILE_BYTES >> 20);
-                }
-                char *p = realloc(buf, cap * 2 + 1);
-                if (!p) { gzclose(f); free(buf); return sl_fail(ctx, SL_ERR_NOMEM, "%s: out of memory", path); }
-                buf = p;
-                cap *= 2;
+    z_stream z;
+    memset(&z, 0, sizeof z);
+    if (inflateInit2(&z, 16 + MAX_WBITS) != Z_OK) { free(buf); return sl_fail(ctx, SL_ERR_NOMEM, "%s: out of memory", path); }
+    z.next_in = (Bytef *)src;
+    SlStatus st = SL_OK;
+    size_t left = n_src;
+    for (;;) {
+        if (n == cap) {
+            if (cap >= SL_TOK_MAX_FILE_BYTES) {
+                st = sl_fail(ctx, SL_ERR_NOMEM, "%s: larger than %zu MiB", path, SL_TOK_MAX_FILE_BYTES >> 20);
+                break;
             }
-            int got = gzread(f, buf + n, (unsigned)(cap - n > (1u << 30) ? (1u << 30) : cap - n));
-            if (got < 0) {
-                int zerr;
-                const char *m = gzerror(f, &zerr);
-                SlStatus st = sl_fail(ctx, SL_ERR_FORMAT, "%s: gzip read failed: %s", path, m);
-                gzclose(f);
-                free(buf);
-                return st;
-            }
-            if (got == 0) break;
-            n += (size_t)got;
+            char *p = realloc(buf, cap * 2 + 1);
+            if (!p) { st = sl_fail(ctx, SL_ERR_NOMEM, "%s: out of memory", path); break; }
+            buf = p;
+            cap *= 2;
         }
-        gzclose(f);
-    } else {
-        FILE *f = fopen(path, "rb");
-        if (!f) { free(buf); return sl_fail(ctx, SL_ERR_IO, "cannot open %s: %s", path, strerror(errno)); }
-        for (;;) {
-            if (n == cap) {
-                if (cap >= SL_TOK_MAX_FILE_BYTES) {
-                    fclose(f);
-                    free(buf);
-                    return sl_fail(ctx, SL_ERR_NOMEM, "%s: larger than %zu MiB", path, SL_TOK_MAX_FILE_BYTES >> 20);
-                }
-                char *p = realloc(buf, cap * 2 + 1);
-                if (!p) { fclose(f); free(buf); return sl_fail(ctx, SL_ERR_NOMEM, "%s: out of memory", path); }
-                buf = p;
-                cap *= 2;
-            }
-            size_t got = fread(buf + n, 1, cap - n, f);
-            n += got;
-            if (got == 0) break;
+        uInt in_chunk = left > (1u << 30) ? (1u << 30) : (uInt)left;
+        z.avail_in = in_chunk;
+        z.next_out = (Bytef *)buf + n;
+        z.avail_out = (uInt)(cap - n > (1u << 30) ? (1u << 30) : cap - n);
+        uInt out_before = z.avail_out;
+        int zr = inflate(&z, Z_NO_FLUSH);
+        n += out_before - z.avail_out;
+        left -= in_chunk - z.avail_in;
+        if (zr == Z_STREAM_END) {
+            /* another member of a concatenated .gz; other trailing bytes are ignored, as gzread did */
+            if (left < 2 || z.next_in[0] != 0x1f || z.next_in[1] != 0x8b) break;
+            inflateReset(&z);
+            continue;
         }
-        int bad = ferror(f);
-        fclose(f);
-        if (bad) { free(buf); return sl_fail(ctx, SL_ERR_IO, "%s: read failed", path); }
+        if (zr == Z_BUF_ERROR && left == 0) {
+            st = sl_fail(ctx, SL_ERR_FORMAT, "%s: gzip read failed: truncated file", path);
+            break;
+        }
+        if (zr != Z_OK && zr != Z_BUF_ERROR) {
+            st = sl_fail(ctx, SL_ERR_FORMAT, "%s: gzip read failed: %s", path, z.msg ? z.msg : "corrupt data");
+            break;
+        }
     }
+    inflateEnd(&z);
+    if (st) { free(buf); return st; }
     buf[n] = '\0';
     *out = buf;
     *len = n;
     return SL_OK;
+}
+
+/* A vocabulary or merges file, inflated if gz and it starts as gzip does
+ * (gzread read plain files through unchanged, and so do we). */
+static SlStatus read_file(const char *path, int gz, char **out, size_t *len, SlCtx *ctx) {
+    SL_TRY(sl_read_file(path, SL_TOK_MAX_FILE_BYTES, out, len, ctx));
+    const uint8_t *b = (const uint8_t *)*out;
+    if (!gz || *len < 2 || b[0] != 0x1f || b[1] != 0x8b) return SL_OK;
+    char *raw = *out;
+    SlStatus st = gunzip(path, b, *len, out, len, ctx);
+    free(raw);
+    if (st) { *out = NULL; *len = 0; }
+    return st;
 }
 
 /* Parses JSON text; on a syntax error names the file, line and column. */
