@@ -90,7 +90,17 @@ static SlStatus read_caption(const char *img_path, const SlDataOpts *o, char **o
     static const char *exts[] = {".txt", ".caption"};
     for (int i = 0; i < 2 && !text; i++) {
         snprintf(dot, sizeof p - (size_t)(dot - p), "%s", exts[i]);
-        if (sl_path_is_file(p)) SL_TRY(sl_read_file(p, 1u << 20, &text, NULL, ctx));
+        if (!sl_path_is_file(p)) continue;
+        size_t len = 0;
+        SL_TRY(sl_read_file(p, 1u << 20, &text, &len, ctx));
+        /* the text would end there silently: a NUL has no place in a caption (hostile or corrupt file) */
+        const char *nul = memchr(text, '\0', len);
+        if (nul) {
+            size_t at = (size_t)(nul - text);
+            free(text);
+            return sl_fail(ctx, SL_ERR_FORMAT, "%s: caption file has a NUL byte at byte offset %zu; captions are text",
+                           p, at);
+        }
     }
     if (!text) text = strdup(o->default_caption ? o->default_caption : "");
     if (!text) return sl_fail(ctx, SL_ERR_NOMEM, "out of memory");
@@ -130,7 +140,17 @@ SlStatus sl_dataset_scan(SlDataset *d, const char *dir, const SlDataOpts *opts, 
         }
         d->n = f.n;
         qsort(d->items, (size_t)d->n, sizeof(SlDataItem), cmp_item);
-        for (int i = 0; !st && i < d->n; i++) st = read_caption(d->items[i].path, o, &d->items[i].caption, ctx);
+        int captioned = 0;
+        for (int i = 0; !st && i < d->n; i++) {
+            st = read_caption(d->items[i].path, o, &d->items[i].caption, ctx);
+            captioned += !st && d->items[i].caption[0];
+        }
+        if (!st && captioned == 0)
+            sl_log(ctx, SL_LOG_WARN,
+                   "%s: none of the %d images has a caption, so training uses empty captions; give each image "
+                   "a NAME.txt or NAME.caption beside it (kohya's --caption_extension), or one caption for all "
+                   "with --caption, or a trigger word with --trigger",
+                   dir, d->n);
     }
     for (int i = 0; i < f.n; i++) free(f.paths[i]);
     free(f.paths);

@@ -41,7 +41,9 @@ typedef struct SlDataset {
 } SlDataset;
 
 /* Scans dir recursively. An empty folder (no image files) is SL_ERR_MISSING;
- * an unreadable caption file is an error naming it. */
+ * an unreadable caption file, or one holding a NUL byte, is an error naming it.
+ * Warns (ctx log) when every caption is empty: no caption files, no default
+ * caption, no trigger. */
 SlStatus sl_dataset_scan(SlDataset *d, const char *dir, const SlDataOpts *opts, SlCtx *ctx);
 void sl_dataset_free(SlDataset *d);
 /* Index of the item behind epoch sample s (0 <= s < n_samples, in item order). */

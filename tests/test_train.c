@@ -3,7 +3,8 @@
  * adapter bytes with 1 and 2 threads; a run stopped and resumed ends with the
  * same bytes as one never stopped (also with --micro-batch and grad-accum);
  * caches hit on a second run; an empty
- * folder, unreadable images and a read-only output folder give clear errors. */
+ * folder, unreadable images and a read-only output folder give clear errors;
+ * captions with a NUL byte are refused and a folder with none warns. */
 #include <math.h>
 #include <omp.h>
 #include <stdlib.h>
@@ -13,6 +14,7 @@
 
 #include "core/config.h"
 #include "fixture_tiny.h"
+#include "pipeline/data.h"
 #include "pipeline/train.h"
 #include "test_util.h"
 
@@ -252,6 +254,55 @@ static void test_micro_batch(void) {
     sl_trainer_free(&tr);
 }
 
+/* Captions read by sl_dataset_scan: a NUL byte in a caption file is refused with
+ * the file and offset (it cut the caption silently); a folder where no image
+ * has a caption, with no --caption or --trigger, warns once naming the folder
+ * (it trained on empty captions silently). */
+typedef struct LogLines { int n_warn; char last[2048]; } LogLines;
+static void log_collect(void *user, SlLogLevel level, const char *msg) {
+    LogLines *l = user;
+    if (level == SL_LOG_WARN) { l->n_warn++; snprintf(l->last, sizeof l->last, "%s", msg); }
+}
+
+static void test_captions(void) {
+    SlCtx ctx;
+    sl_ctx_init(&ctx);
+    LogLines lines = {0};
+    ctx.log = log_collect;
+    ctx.log_user = &lines;
+    char dir[4096], p[4200];
+    snprintf(dir, sizeof dir, "%s/captions", g_root);
+    CHECK(fixture_images(dir, 2, 8), "cannot write %s", dir);
+    SlDataset d;
+    CHECK_OK(sl_dataset_scan(&d, dir, NULL, &ctx), &ctx);
+    CHECK(d.n == 2 && strcmp(d.items[1].caption, "a red square 1") == 0 && lines.n_warn == 0,
+          "captioned folder: %d items, '%s', %d warnings", d.n, d.n == 2 ? d.items[1].caption : "", lines.n_warn);
+    sl_dataset_free(&d);
+    snprintf(p, sizeof p, "%s/img01.txt", dir);
+    FILE *f = fopen(p, "wb");
+    fwrite("a red\0 square", 1, 14, f);
+    fclose(f);
+    SlStatus st = sl_dataset_scan(&d, dir, NULL, &ctx);
+    CHECK(st == SL_ERR_FORMAT && strstr(ctx.msg, p) && strstr(ctx.msg, "NUL byte at byte offset 5"), "NUL: %s: %s",
+          sl_status_name(st), ctx.msg);
+    for (int i = 0; i < 2; i++) {
+        snprintf(p, sizeof p, "%s/img%02d.txt", dir, i);
+        remove(p);
+    }
+    CHECK_OK(sl_dataset_scan(&d, dir, NULL, &ctx), &ctx);
+    CHECK(lines.n_warn == 1 && strstr(lines.last, dir) && strstr(lines.last, "--caption") &&
+              strstr(lines.last, ".txt") && strstr(lines.last, "--trigger"),
+          "uncaptioned folder: %d warnings, last: %s", lines.n_warn, lines.last);
+    sl_dataset_free(&d);
+    SlDataOpts o = {.default_caption = "a square"};
+    CHECK_OK(sl_dataset_scan(&d, dir, &o, &ctx), &ctx);
+    sl_dataset_free(&d);
+    SlDataOpts t = {.trigger = "sks"};
+    CHECK_OK(sl_dataset_scan(&d, dir, &t, &ctx), &ctx);
+    sl_dataset_free(&d);
+    CHECK(lines.n_warn == 1, "--caption or --trigger given: %d warnings (%s)", lines.n_warn, lines.last);
+}
+
 int main(void) {
     snprintf(g_root, sizeof g_root, "%s/tmp_test_train", sl_test_binary());
     mkdir(g_root, 0755);
@@ -267,5 +318,6 @@ int main(void) {
     test_micro_batch();
     test_caches();
     test_bad_input();
+    test_captions();
     return sl_test_finish("test_train");
 }
