@@ -240,6 +240,35 @@ static void test_truncation_and_decode(const SlTokenizer *tok) {
     n = sl_tokenizer_decode_token(tok, 320, buf, 2); /* truncated output, full length returned */
     CHECK(n == 2 && strcmp(buf, "a") == 0, "decode into a small buffer");
     CHECK(sl_tokenizer_token_id(tok, "cat</w>") == 2368, "token_id(cat</w>) = %d", sl_tokenizer_token_id(tok, "cat</w>"));
+
+    /* What the cut drops (A1111's "N tokens over the limit of 75"): "cat" x 80 keeps 75 and
+     * drops 5; exactly 75 drops none; a small buffer ends in "..." on a character boundary. */
+    char text[1024] = "", dropped[64];
+    for (int i = 0; i < 80; i++) strcat(text, i ? " cat" : "cat");
+    int n_dropped = -1;
+    CHECK_OK(sl_tokenizer_encode_dropped(tok, text, ids, T77, &n_real, &n_dropped, dropped, sizeof dropped, &ctx), &ctx);
+    CHECK(n_real == T77 && n_dropped == 5 && strcmp(dropped, "cat cat cat cat cat") == 0,
+          "80 x cat: n_real %d, dropped %d '%s'", n_real, n_dropped, dropped);
+    int32_t plain[T77];
+    CHECK_OK(sl_tokenizer_encode(tok, text, plain, T77, NULL, &ctx), &ctx);
+    int d = -1;
+    CHECK(ids_equal(ids, plain, T77, &d), "encode_dropped ids differ from encode at %d", d);
+    text[75 * 4 - 1] = '\0'; /* 75 cats */
+    CHECK_OK(sl_tokenizer_encode_dropped(tok, text, ids, T77, &n_real, &n_dropped, dropped, sizeof dropped, &ctx), &ctx);
+    CHECK(n_real == T77 && n_dropped == 0 && dropped[0] == '\0', "75 x cat: dropped %d '%s'", n_dropped, dropped);
+    CHECK_OK(sl_tokenizer_encode_dropped(tok, "a cat", ids, T77, &n_real, &n_dropped, dropped, sizeof dropped, &ctx), &ctx);
+    CHECK(n_real == 4 && n_dropped == 0 && dropped[0] == '\0', "a cat: dropped %d", n_dropped);
+    /* 2 kept of "one two ... eleven" (max_len 4): 9 dropped, shown in 12 bytes then "..." */
+    CHECK_OK(sl_tokenizer_encode_dropped(tok, "one two three four five six seven eight nine ten eleven", ids, 4,
+                                         &n_real, &n_dropped, dropped, 16, &ctx), &ctx);
+    CHECK(n_dropped == 9 && strcmp(dropped, "three four f...") == 0, "max_len 4: dropped %d '%s'", n_dropped, dropped);
+    /* "é" x 100 is ASCII-free: a cut must not leave half a character before "..." */
+    char e100[256] = "";
+    for (int i = 0; i < 100; i++) strcat(e100, "\xc3\xa9 ");
+    CHECK_OK(sl_tokenizer_encode_dropped(tok, e100, ids, T77, &n_real, &n_dropped, dropped, 8, &ctx), &ctx);
+    size_t dl = strlen(dropped);
+    CHECK(n_dropped == 25 && dl >= 3 && strcmp(dropped + dl - 3, "...") == 0 && (dl - 3) % 3 == 0,
+          "100 x e-acute: dropped %d '%s'", n_dropped, dropped);
 }
 
 /* A folder with the real vocab.json/merges.txt copied in, plus the given config texts. */

@@ -15,6 +15,7 @@
 #include "core/config.h"
 #include "fixture_tiny.h"
 #include "pipeline/data.h"
+#include "textenc/tokenizer.h"
 #include "pipeline/train.h"
 #include "test_util.h"
 
@@ -301,6 +302,31 @@ static void test_captions(void) {
     CHECK_OK(sl_dataset_scan(&d, dir, &t, &ctx), &ctx);
     sl_dataset_free(&d);
     CHECK(lines.n_warn == 1, "--caption or --trigger given: %d warnings (%s)", lines.n_warn, lines.last);
+    /* two captions of 80 words: the trainer says once how many tokens were dropped (A1111's
+     * wording), the count its tokenizer gives; it cut them silently */
+    for (int i = 0; i < 2; i++) {
+        snprintf(p, sizeof p, "%s/img%02d.txt", dir, i);
+        f = fopen(p, "w");
+        for (int k = 0; k < 80; k++) fprintf(f, k ? " %s" : "%s", k == 79 && i ? "dog" : "cat");
+        fclose(f);
+    }
+    char out[4096];
+    snprintf(out, sizeof out, "%s/captions.safetensors", g_root);
+    SlTrainConfig c;
+    base_config(&c, out);
+    c.data = dir;
+    lines.n_warn = 0;
+    SlTrainer tr;
+    CHECK_OK(sl_trainer_init(&tr, &c, &ctx), &ctx);
+    char want[128] = "(no tokenizer)";
+    int32_t ids[77];
+    int n_dropped = 0;
+    if (tr.model.tok && sl_tokenizer_encode_dropped(tr.model.tok, tr.data.items[0].caption, ids, 77, NULL, &n_dropped,
+                                                    NULL, 0, &ctx) == SL_OK)
+        snprintf(want, sizeof want, "%d tokens over the limit of 75 were dropped: 'c", n_dropped);
+    sl_trainer_free(&tr);
+    CHECK(n_dropped > 5 && lines.n_warn == 1 && strstr(lines.last, want),
+          "long captions: %d warnings (want '%s'), last: %s", lines.n_warn, want, lines.last);
 }
 
 int main(void) {

@@ -868,6 +868,66 @@ SlStatus sl_tokenizer_encode(const SlTokenizer *t, const char *utf8, int32_t *id
     return sl_tokenizer_encode_n(t, utf8, utf8 ? strlen(utf8) : 0, ids, max_len, n_real, ctx);
 }
 
+/* The length of s[0..n) without a last character cut short (a lead byte whose
+ * continuation bytes are missing). */
+static size_t utf8_whole_prefix(const char *s, size_t n) {
+    size_t j = n;
+    while (j > 0 && n - j < 3 && ((uint8_t)s[j - 1] & 0xC0) == 0x80) j--;
+    if (j == 0) return n;
+    uint8_t c = (uint8_t)s[j - 1];
+    size_t need = c < 0xC0 ? 1 : c < 0xE0 ? 2 : c < 0xF0 ? 3 : 4;
+    return n - (j - 1) >= need ? n : j - 1;
+}
+
+/* Room for counting the tokens of a text that overflowed: 16 MiB of ids at most. */
+#define SL_TOK_MAX_COUNT ((size_t)1 << 22)
+
+SlStatus sl_tokenizer_encode_dropped(const SlTokenizer *t, const char *utf8, int32_t *ids, int max_len,
+                                     int *n_real, int *n_dropped, char *dropped, size_t cap, SlCtx *ctx) {
+    *n_dropped = 0;
+    if (dropped && cap) dropped[0] = '\0';
+    size_t len = utf8 ? strlen(utf8) : 0;
+    int nr = 0;
+    SL_TRY(sl_tokenizer_encode_n(t, utf8, len, ids, max_len, &nr, ctx));
+    if (n_real) *n_real = nr;
+    if (nr < max_len) return SL_OK; /* room to spare: nothing was cut */
+    /* Full: encode again with room for every token. A token holds at least one byte of
+     * the cleaned text, which NFC and lowercasing grow by well under 4x. */
+    size_t big = 4 * len + 4;
+    if (big > SL_TOK_MAX_COUNT) big = SL_TOK_MAX_COUNT;
+    if (big < (size_t)max_len) big = (size_t)max_len;
+    int32_t *all = malloc(big * sizeof *all);
+    if (!all) return sl_fail(ctx, SL_ERR_NOMEM, "tokenizer encode: out of memory counting dropped tokens");
+    int na = 0;
+    SlStatus st = sl_tokenizer_encode_n(t, utf8, len, all, (int)big, &na, ctx);
+    if (st == SL_OK) {
+        const int kept = max_len - 2, first = 1 + kept, end = na - 1; /* all[first..end) were dropped */
+        *n_dropped = end - first;
+        if (dropped && cap >= 4) {
+            size_t o = 0, room = cap - 4; /* leaves "..." and the NUL */
+            int i = first;
+            for (; i < end && o < room; i++) {
+                size_t k = sl_tokenizer_decode_token(t, all[i], dropped + o, room + 1 - o);
+                if (k > room - o) { o = room; break; }
+                o += k;
+            }
+            o = utf8_whole_prefix(dropped, o);
+            if (i < end) {
+                memcpy(dropped + o, "...", 4);
+            } else {
+                while (o > 0 && dropped[o - 1] == ' ') o--; /* the last word's "</w>" */
+                dropped[o] = '\0';
+            }
+            /* byte-level BPE may have split a character between the kept and dropped tokens */
+            size_t skip = 0;
+            while (skip < 3 && ((uint8_t)dropped[skip] & 0xC0) == 0x80) skip++;
+            memmove(dropped, dropped + skip, strlen(dropped + skip) + 1);
+        }
+    }
+    free(all);
+    return st;
+}
+
 /* ---- accessors ---- */
 
 int32_t sl_tokenizer_bos(const SlTokenizer *t) { return t->bos; }
