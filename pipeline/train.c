@@ -209,7 +209,7 @@ static SlStatus cache_latents(SlTrainer *tr, SlCtx *ctx) {
         int hit = 0;
         SlStatus fst = latent_of(tr, tr->data.items[i].path, salt, mean, std, img, logvar, &hit, &fctx, ctx);
         if (fst) {
-            if (c->stop_on_bad_image) { *ctx = fctx; st = fst; break; }
+            if (c->stop_on_bad_image || fst == SL_ERR_NUMERIC) { *ctx = fctx; st = fst; break; } /* NUMERIC: the VAE */
             sl_log(ctx, SL_LOG_WARN, "skipping image: %s", fctx.msg);
             continue;
         }

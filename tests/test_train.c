@@ -329,6 +329,32 @@ static void test_captions(void) {
           "long captions: %d warnings (want '%s'), last: %s", lines.n_warn, want, lines.last);
 }
 
+/* A VAE encoder that overflows at run time (finite weights of 3e38) stops set-up at
+ * the first image with the VAE encoder named (not image by image as unreadable); the
+ * NaN latents went on to fail as "the loss is not finite (the U-Net output went bad)". */
+static void test_vae_overflow(void) {
+    SlCtx ctx;
+    sl_ctx_init(&ctx);
+    char model[4096], vae[4200], out[4096];
+    snprintf(model, sizeof model, "%s/model_bad_vae", g_root);
+    snprintf(vae, sizeof vae, "%s/vae", model);
+    snprintf(out, sizeof out, "%s/bad_vae.safetensors", g_root);
+    char cmd[4200];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", model); /* vae/ is a folder after an earlier run */
+    int ok = system(cmd) == 0 && fixture_tiny_model(model, sl_test_shared()) && unlink(vae) == 0 &&
+             fixture_bad_vae(vae, sl_test_shared(), "encoder.conv_out.weight", 3e38f, 0);
+    CHECK(ok, "cannot build %s", model);
+    if (!ok) return;
+    SlTrainConfig c;
+    base_config(&c, out);
+    c.model = model;
+    SlTrainer tr;
+    SlStatus st = sl_trainer_init(&tr, &c, &ctx);
+    CHECK(st == SL_ERR_NUMERIC && strstr(ctx.msg, "VAE encoder: its output latent has"),
+          "VAE encoder overflow: %s: %s", sl_status_name(st), ctx.msg);
+    sl_trainer_free(&tr);
+}
+
 int main(void) {
     snprintf(g_root, sizeof g_root, "%s/tmp_test_train", sl_test_binary());
     mkdir(g_root, 0755);
@@ -345,5 +371,6 @@ int main(void) {
     test_caches();
     test_bad_input();
     test_captions();
+    test_vae_overflow();
     return sl_test_finish("test_train");
 }
