@@ -1,6 +1,6 @@
 /* fixture_tiny.h - test fixtures: the shared tiny golden model made usable for
  * prompts (a tokenizer whose ids fit its 1000-token text encoder), and small
- * folders of training images, and copies of its VAE with a bad weight.
+ * folders of training images, and copies of its parts with a bad weight.
  *
  * The golden tiny-sd1 ships no tokenizer/ folder and its text encoder has a
  * vocabulary of 1000 with BOS 998 / EOS 999. The tokenizer made here is a
@@ -137,12 +137,14 @@ static inline int fixture_copy(const char *src, const char *dst) {
     return ok;
 }
 
-/* Writes the golden tiny VAE folder (config and weights) into dir with every
- * element of tensor `key` set to `all` (if not NaN), or only element `at` set
- * to NaN. Returns 1 on success. */
-static inline int fixture_bad_vae(const char *dir, const char *shared, const char *key, float all, size_t at) {
+/* Writes the golden tiny model's `part` folder ("vae", "unet" or "text_encoder":
+ * config and weights) into dir with every element of tensor `key` set to `all`
+ * (if not NaN), or only element `at` set to NaN. Returns 1 on success. */
+static inline int fixture_bad_part(const char *dir, const char *shared, const char *part, const char *key, float all,
+                                   size_t at) {
     char src[8400], dst[8400];
-    snprintf(src, sizeof src, "%s/golden/tiny-sd1/vae/diffusion_pytorch_model.safetensors", shared);
+    const char *file = strcmp(part, "text_encoder") == 0 ? "model.safetensors" : "diffusion_pytorch_model.safetensors";
+    snprintf(src, sizeof src, "%s/golden/tiny-sd1/%s/%s", shared, part, file);
     SlCtx ctx;
     sl_ctx_init(&ctx);
     SlStFile f;
@@ -160,10 +162,10 @@ static inline int fixture_bad_vae(const char *dir, const char *shared, const cha
             else if (i == at) memcpy(x + 4 * i, &v, 4);
         }
         mkdir(dir, 0755);
-        snprintf(src, sizeof src, "%s/golden/tiny-sd1/vae/config.json", shared);
+        snprintf(src, sizeof src, "%s/golden/tiny-sd1/%s/config.json", shared, part);
         snprintf(dst, sizeof dst, "%s/config.json", dir);
         ok = fixture_copy(src, dst);
-        snprintf(dst, sizeof dst, "%s/diffusion_pytorch_model.safetensors", dir);
+        snprintf(dst, sizeof dst, "%s/%s", dir, file);
         FILE *o = ok ? fopen(dst, "wb") : NULL;
         ok = o && fwrite(bytes, 1, f.map_size, o) == f.map_size;
         if (o) ok &= fclose(o) == 0;

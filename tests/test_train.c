@@ -329,30 +329,47 @@ static void test_captions(void) {
           "long captions: %d warnings (want '%s'), last: %s", lines.n_warn, want, lines.last);
 }
 
-/* A VAE encoder that overflows at run time (finite weights of 3e38) stops set-up at
- * the first image with the VAE encoder named (not image by image as unreadable); the
- * NaN latents went on to fail as "the loss is not finite (the U-Net output went bad)". */
-static void test_vae_overflow(void) {
+/* Bad weights through the whole model loader. A NaN is refused at load with one
+ * message naming the component, the tensor, the file and the element, for every
+ * component (only the U-Net and text encoder were checked). A VAE encoder that
+ * overflows at run time (finite weights of 3e38) stops set-up at the first image
+ * with the VAE encoder named (not image by image as unreadable); its NaN latents
+ * went on to fail as "the loss is not finite (the U-Net output went bad)". */
+static void test_bad_weights(void) {
+    static const struct { const char *part, *key, *component; float all; } cases[] = {
+        {"unet", "conv_in.weight", "U-Net", NAN},
+        {"text_encoder", "text_model.encoder.layers.0.mlp.fc1.weight", "text encoder", NAN},
+        {"vae", "decoder.up_blocks.0.resnets.0.conv2.weight", "VAE decoder", NAN},
+        {"vae", "encoder.conv_out.weight", "VAE encoder", 3e38f},
+    };
     SlCtx ctx;
     sl_ctx_init(&ctx);
-    char model[4096], vae[4200], out[4096];
-    snprintf(model, sizeof model, "%s/model_bad_vae", g_root);
-    snprintf(vae, sizeof vae, "%s/vae", model);
-    snprintf(out, sizeof out, "%s/bad_vae.safetensors", g_root);
-    char cmd[4200];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", model); /* vae/ is a folder after an earlier run */
-    int ok = system(cmd) == 0 && fixture_tiny_model(model, sl_test_shared()) && unlink(vae) == 0 &&
-             fixture_bad_vae(vae, sl_test_shared(), "encoder.conv_out.weight", 3e38f, 0);
-    CHECK(ok, "cannot build %s", model);
-    if (!ok) return;
-    SlTrainConfig c;
-    base_config(&c, out);
-    c.model = model;
-    SlTrainer tr;
-    SlStatus st = sl_trainer_init(&tr, &c, &ctx);
-    CHECK(st == SL_ERR_NUMERIC && strstr(ctx.msg, "VAE encoder: its output latent has"),
-          "VAE encoder overflow: %s: %s", sl_status_name(st), ctx.msg);
-    sl_trainer_free(&tr);
+    char model[4096], part[4200], out[4096], cmd[4200];
+    snprintf(model, sizeof model, "%s/model_bad", g_root);
+    snprintf(out, sizeof out, "%s/bad_weights.safetensors", g_root);
+    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+        snprintf(part, sizeof part, "%s/%s", model, cases[k].part);
+        snprintf(cmd, sizeof cmd, "rm -rf '%s'", model); /* the part is a folder after an earlier run */
+        int ok = system(cmd) == 0 && fixture_tiny_model(model, sl_test_shared()) && unlink(part) == 0 &&
+                 fixture_bad_part(part, sl_test_shared(), cases[k].part, cases[k].key, cases[k].all, 7);
+        CHECK(ok, "cannot build %s", model);
+        if (!ok) continue;
+        SlTrainConfig c;
+        base_config(&c, out);
+        c.model = model;
+        SlTrainer tr;
+        SlStatus st = sl_trainer_init(&tr, &c, &ctx);
+        char want[4400];
+        if (isnan(cases[k].all))
+            snprintf(want, sizeof want, "%s: weight '%s' in %s/%s has 1 NaN/Inf value (the first at element 7)",
+                     cases[k].component, cases[k].key, part,
+                     strcmp(cases[k].part, "text_encoder") ? "diffusion_pytorch_model.safetensors" : "model.safetensors");
+        else
+            snprintf(want, sizeof want, "%s: its output latent has", cases[k].component);
+        CHECK(st == SL_ERR_NUMERIC && strstr(ctx.msg, want), "%s in %s: %s: %s (want \"%s\")",
+              isnan(cases[k].all) ? "NaN" : "3e38", cases[k].key, sl_status_name(st), ctx.msg, want);
+        sl_trainer_free(&tr);
+    }
 }
 
 int main(void) {
@@ -371,6 +388,6 @@ int main(void) {
     test_caches();
     test_bad_input();
     test_captions();
-    test_vae_overflow();
+    test_bad_weights();
     return sl_test_finish("test_train");
 }

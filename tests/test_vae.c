@@ -519,7 +519,7 @@ static void test_nonfinite(SlCtx *ctx) {
     for (size_t k = 0; k < sizeof nan_cases / sizeof nan_cases[0]; k++) {
         snprintf(dir, sizeof dir, "%s/tmp_vae_nan%zu", sl_test_binary(), k);
         snprintf(file, sizeof file, "%s/diffusion_pytorch_model.safetensors", dir);
-        if (!fixture_bad_vae(dir, sl_test_shared(), nan_cases[k].key, NAN, 3)) {
+        if (!fixture_bad_part(dir, sl_test_shared(), "vae", nan_cases[k].key, NAN, 3)) {
             CHECK(0, "cannot write %s with a NaN in %s", dir, nan_cases[k].key);
             continue;
         }
@@ -542,7 +542,7 @@ static void test_nonfinite(SlCtx *ctx) {
     };
     for (size_t k = 0; k < 2; k++) {
         snprintf(dir, sizeof dir, "%s/tmp_vae_big%zu", sl_test_binary(), k);
-        if (!fixture_bad_vae(dir, sl_test_shared(), big_cases[k].key, 3e38f, 0)) {
+        if (!fixture_bad_part(dir, sl_test_shared(), "vae", big_cases[k].key, 3e38f, 0)) {
             CHECK(0, "cannot write %s", dir);
             continue;
         }
