@@ -147,10 +147,10 @@ SlStatus sl_dataset_scan(SlDataset *d, const char *dir, const SlDataOpts *opts, 
         }
         if (!st && captioned == 0)
             sl_log(ctx, SL_LOG_WARN,
-                   "%s: none of the %d images has a caption, so training uses empty captions; give each image "
+                   "%s: no image has a caption (%d image%s), so training uses empty captions; give each image "
                    "a NAME.txt or NAME.caption beside it (kohya's --caption_extension), or one caption for all "
                    "with --caption, or a trigger word with --trigger",
-                   dir, d->n);
+                   dir, d->n, d->n == 1 ? "" : "s");
     }
     for (int i = 0; i < f.n; i++) free(f.paths[i]);
     free(f.paths);
