@@ -15,6 +15,7 @@
 #include "core/config.h"
 #include "fixture_tiny.h"
 #include "pipeline/data.h"
+#include "pipeline/quant.h"
 #include "textenc/tokenizer.h"
 #include "pipeline/train.h"
 #include "test_util.h"
@@ -369,6 +370,25 @@ static void test_bad_weights(void) {
         CHECK(st == SL_ERR_NUMERIC && strstr(ctx.msg, want), "%s in %s: %s: %s (want \"%s\")",
               isnan(cases[k].all) ? "NaN" : "3e38", cases[k].key, sl_status_name(st), ctx.msg, want);
         sl_trainer_free(&tr);
+    }
+    /* the same check on the U-Net's fp16 and NF4 loaders, which read in chunks: the
+     * element is counted from the tensor's start */
+    const char *q = "down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q.weight";
+    snprintf(part, sizeof part, "%s/unet", model);
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", model);
+    int ok = system(cmd) == 0 && fixture_tiny_model(model, sl_test_shared()) && unlink(part) == 0 &&
+             fixture_bad_part(part, sl_test_shared(), "unet", q, NAN, 70);
+    CHECK(ok, "cannot build %s", model);
+    char want[4400];
+    snprintf(want, sizeof want, "U-Net: weight '%s' in %s/diffusion_pytorch_model.safetensors has 1 NaN/Inf value "
+             "(the first at element 70)", q, part);
+    for (int k = 0; ok && k < 2; k++) {
+        SlModel m;
+        SlModelOpts mo = {.unet_half = k == 0};
+        SlStatus st = k == 0 ? sl_model_load(&m, model, &mo, &ctx) : sl_model_load_nf4(&m, model, &mo, NULL, 1, &ctx);
+        CHECK(st == SL_ERR_NUMERIC && strstr(ctx.msg, want), "NaN in %s, %s: %s: %s", q, k ? "nf4" : "fp16",
+              sl_status_name(st), ctx.msg);
+        if (st == SL_OK) sl_model_free(&m);
     }
 }
 
