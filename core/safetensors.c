@@ -66,12 +66,8 @@ static int looks_like_pickle(const uint8_t *b, size_t n) {
 static SlStatus st_parse(SlStFile *f, SlCtx *ctx) {
     const char *label = f->path;
     if (looks_like_pickle(f->map, f->map_size))
-        return sl_fail(ctx, SL_ERR_FORMAT,
-                       "%s is a PyTorch pickle/zip checkpoint, not safetensors; convert it (e.g. in Python: "
-                       "safetensors.torch.save_file(torch.load(path, weights_only=True), out); for a whole "
-                       "Stable Diffusion .ckpt, diffusers' scripts/convert_original_stable_diffusion_to_diffusers.py "
-                       "--to_safetensors). Pickles can run code when loaded, so stylora never reads them",
-                       label);
+        return sl_fail(ctx, SL_ERR_UNSUPPORTED, "%s is a PyTorch pickle/zip checkpoint, not safetensors; %s", label,
+                       SL_ST_PICKLE_HINT);
     if (f->map_size < 8)
         return sl_fail(ctx, SL_ERR_FORMAT, "%s: file is %zu bytes, too short for a safetensors header", label, f->map_size);
     uint64_t hlen = 0;

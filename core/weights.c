@@ -36,9 +36,7 @@ static int is_pickle_name(const char *s) {
     return ends_with(s, ".ckpt") || ends_with(s, ".pt") || ends_with(s, ".pth") || ends_with(s, ".bin");
 }
 
-#define PICKLE_HINT                                                                                       \
-    "pickle checkpoints are never loaded, since loading one can run code; convert it to .safetensors " \
-    "first (e.g. in Python: safetensors.torch.save_file(torch.load(f, weights_only=True), out))"
+#define PICKLE_HINT SL_ST_PICKLE_HINT
 
 static SlStatus weights_alloc(SlWeights *w, int n, const char *label, SlCtx *ctx) {
     memset(w, 0, sizeof *w);
