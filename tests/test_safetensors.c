@@ -170,7 +170,8 @@ static void test_bad_files(void) {
      * protocol-2 pickle were reported as "header length ... exceeds the limit" */
     static const struct { const char *name; uint8_t b[16]; } pk[] = {
         {"zip_ckpt.safetensors", {'P', 'K', 3, 4, 0, 0, 8, 8, 0, 0, 0, 0, 0, 0, 0, 0}},
-        {"pickle_ckpt.safetensors", {0x80, 2, 0x8a, 0x0a, 0x6c, 0xfc, 0x9c, 0x46, 0xf9, 0x20, 0x6a, 0xa8, 0x50, 0x19, '.', 0}},
+        {"pickle_ckpt.safetensors",
+         {0x80, 2, 0x8a, 0x0a, 0x6c, 0xfc, 0x9c, 0x46, 0xf9, 0x20, 0x6a, 0xa8, 0x50, 0x19, '.', 0}},
         {"pickle5.safetensors", {0x80, 5, 0x95, 0x30, 0, 0, 0, 0, 0, 0, 0, '}', 0x94, '(', '.', 0}},
     };
     for (size_t i = 0; i < sizeof pk / sizeof pk[0]; i++) {

@@ -246,7 +246,8 @@ static void test_truncation_and_decode(const SlTokenizer *tok) {
     char text[1024] = "", dropped[64];
     for (int i = 0; i < 80; i++) strcat(text, i ? " cat" : "cat");
     int n_dropped = -1;
-    CHECK_OK(sl_tokenizer_encode_dropped(tok, text, ids, T77, &n_real, &n_dropped, dropped, sizeof dropped, &ctx), &ctx);
+    CHECK_OK(sl_tokenizer_encode_dropped(tok, text, ids, T77, &n_real, &n_dropped, dropped, sizeof dropped, &ctx),
+             &ctx);
     CHECK(n_real == T77 && n_dropped == 5 && strcmp(dropped, "cat cat cat cat cat") == 0,
           "80 x cat: n_real %d, dropped %d '%s'", n_real, n_dropped, dropped);
     int32_t plain[T77];
@@ -254,9 +255,11 @@ static void test_truncation_and_decode(const SlTokenizer *tok) {
     int d = -1;
     CHECK(ids_equal(ids, plain, T77, &d), "encode_dropped ids differ from encode at %d", d);
     text[75 * 4 - 1] = '\0'; /* 75 cats */
-    CHECK_OK(sl_tokenizer_encode_dropped(tok, text, ids, T77, &n_real, &n_dropped, dropped, sizeof dropped, &ctx), &ctx);
+    CHECK_OK(sl_tokenizer_encode_dropped(tok, text, ids, T77, &n_real, &n_dropped, dropped, sizeof dropped, &ctx),
+             &ctx);
     CHECK(n_real == T77 && n_dropped == 0 && dropped[0] == '\0', "75 x cat: dropped %d '%s'", n_dropped, dropped);
-    CHECK_OK(sl_tokenizer_encode_dropped(tok, "a cat", ids, T77, &n_real, &n_dropped, dropped, sizeof dropped, &ctx), &ctx);
+    CHECK_OK(sl_tokenizer_encode_dropped(tok, "a cat", ids, T77, &n_real, &n_dropped, dropped, sizeof dropped, &ctx),
+             &ctx);
     CHECK(n_real == 4 && n_dropped == 0 && dropped[0] == '\0', "a cat: dropped %d", n_dropped);
     /* 2 kept of "one two ... eleven" (max_len 4): 9 dropped, shown in 12 bytes then "..." */
     CHECK_OK(sl_tokenizer_encode_dropped(tok, "one two three four five six seven eight nine ten eleven", ids, 4,

@@ -364,7 +364,8 @@ static void test_bad_weights(void) {
         if (isnan(cases[k].all))
             snprintf(want, sizeof want, "%s: weight '%s' in %s/%s has 1 NaN/Inf value (the first at element 7)",
                      cases[k].component, cases[k].key, part,
-                     strcmp(cases[k].part, "text_encoder") ? "diffusion_pytorch_model.safetensors" : "model.safetensors");
+                     strcmp(cases[k].part, "text_encoder") ? "diffusion_pytorch_model.safetensors"
+                                                           : "model.safetensors");
         else
             snprintf(want, sizeof want, "%s: its output latent has", cases[k].component);
         CHECK(st == SL_ERR_NUMERIC && strstr(ctx.msg, want), "%s in %s: %s: %s (want \"%s\")",

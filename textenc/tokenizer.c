@@ -244,7 +244,10 @@ static SlStatus gunzip(const char *path, const uint8_t *src, size_t n_src, char 
     if (!buf) return sl_fail(ctx, SL_ERR_NOMEM, "%s: out of memory", path);
     z_stream z;
     memset(&z, 0, sizeof z);
-    if (inflateInit2(&z, 16 + MAX_WBITS) != Z_OK) { free(buf); return sl_fail(ctx, SL_ERR_NOMEM, "%s: out of memory", path); }
+    if (inflateInit2(&z, 16 + MAX_WBITS) != Z_OK) {
+        free(buf);
+        return sl_fail(ctx, SL_ERR_NOMEM, "%s: out of memory", path);
+    }
     z.next_in = (Bytef *)src;
     SlStatus st = SL_OK;
     size_t left = n_src;

@@ -344,7 +344,8 @@ SlStatus sl_vae_encode(SlVae *vae, const float *image, int64_t B, int64_t H, int
     const int64_t lc = vae->cfg.latent_channels, plane = lc * h * w;
     /* before the clamp, which would hide an Inf logvar; left alone, a NaN here surfaced
      * in training as "the U-Net output went bad" */
-    SL_TRY(check_output(mom, B * 2 * plane, image, B * vae->cfg.in_channels * H * W, "encoder", "latent", "image", ctx));
+    SL_TRY(check_output(mom, B * 2 * plane, image, B * vae->cfg.in_channels * H * W, "encoder", "latent", "image",
+                        ctx));
     for (int64_t bi = 0; bi < B; bi++) {
         const float *m = mom + bi * 2 * plane;
         if (mean) memcpy(mean + bi * plane, m, (size_t)plane * sizeof(float));
