@@ -8,32 +8,6 @@
 #include <string.h>
 #include <sys/stat.h>
 
-SlStatus sl_read_file(const char *path, size_t max_bytes, char **out, size_t *len, SlCtx *ctx) {
-    *out = NULL;
-    FILE *f = fopen(path, "rb");
-    if (!f) return sl_fail(ctx, SL_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
-    struct stat sb;
-    if (fstat(fileno(f), &sb) != 0 || !S_ISREG(sb.st_mode)) {
-        fclose(f);
-        return sl_fail(ctx, SL_ERR_IO, "%s: not a regular file", path);
-    }
-    if ((size_t)sb.st_size > max_bytes) {
-        fclose(f);
-        return sl_fail(ctx, SL_ERR_FORMAT, "%s: %lld bytes is over the %zu-byte limit for this kind of file", path,
-                       (long long)sb.st_size, max_bytes);
-    }
-    size_t n = (size_t)sb.st_size;
-    char *buf = malloc(n + 1);
-    if (!buf) { fclose(f); return sl_fail(ctx, SL_ERR_NOMEM, "%s: out of memory", path); }
-    size_t got = fread(buf, 1, n, f);
-    fclose(f);
-    if (got != n) { free(buf); return sl_fail(ctx, SL_ERR_IO, "%s: short read", path); }
-    buf[n] = '\0';
-    *out = buf;
-    if (len) *len = n;
-    return SL_OK;
-}
-
 SlStatus sl_config_parse(SlConfig *cfg, const char *text, const char *label, SlCtx *ctx) {
     memset(cfg, 0, sizeof *cfg);
     snprintf(cfg->path, sizeof cfg->path, "%s", label ? label : "<config>");

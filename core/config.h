@@ -12,6 +12,7 @@
 #include <cJSON.h>
 #include <stdint.h>
 
+#include "file.h" /* sl_read_file, which config files are read with */
 #include "status.h"
 
 /* Upper bound on a config file's size (configs are a few KiB). */
@@ -43,8 +44,5 @@ SlStatus sl_config_int_list(const SlConfig *cfg, const char *key, int64_t lo, in
 /* A list of strings: out[i] points into cfg. */
 SlStatus sl_config_str_list(const SlConfig *cfg, const char *key, const char **out, int cap, int *n,
                             SlCtx *ctx);
-
-/* Reads a whole small file into a NUL-terminated malloc'd buffer (max bytes). */
-SlStatus sl_read_file(const char *path, size_t max_bytes, char **out, size_t *len, SlCtx *ctx);
 
 #endif

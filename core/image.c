@@ -11,6 +11,8 @@
  */
 #include "image.h"
 
+#include "file.h"
+
 #include <errno.h>
 #include <limits.h>
 #include <math.h>
@@ -56,37 +58,12 @@
 
 /* ---------------------------------------------------------------- files */
 
+/* The file's bytes, through the one whole-file reader (core/file.h). */
 static SlStatus read_whole_file(const char *path, uint8_t **buf, size_t *len, SlCtx *ctx) {
-    *buf = NULL;
-    *len = 0;
-    FILE *f = fopen(path, "rb");
-    if (!f) return sl_fail(ctx, SL_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
-    struct stat sb;
-    if (fstat(fileno(f), &sb) != 0 || !S_ISREG(sb.st_mode)) {
-        fclose(f);
-        return sl_fail(ctx, SL_ERR_IO, "%s: not a regular file", path);
-    }
-    if ((uint64_t)sb.st_size > SL_IMAGE_MAX_FILE_BYTES) {
-        fclose(f);
-        return sl_fail(ctx, SL_ERR_NOMEM, "%s: file of %lld bytes is too large for an image",
-                       path, (long long)sb.st_size);
-    }
-    size_t n = (size_t)sb.st_size;
-    uint8_t *b = malloc(n ? n : 1);
-    if (!b) {
-        fclose(f);
-        return sl_fail(ctx, SL_ERR_NOMEM, "%s: cannot allocate %zu bytes", path, n);
-    }
-    size_t got = fread(b, 1, n, f);
-    int err = ferror(f);
-    fclose(f);
-    if (err || got != n) {
-        free(b);
-        return sl_fail(ctx, SL_ERR_IO, "%s: read failed (%zu of %zu bytes)", path, got, n);
-    }
-    *buf = b;
-    *len = n;
-    return SL_OK;
+    char *text;
+    SlStatus st = sl_read_file(path, SL_IMAGE_MAX_FILE_BYTES, &text, len, ctx);
+    *buf = (uint8_t *)text;
+    return st;
 }
 
 /* ---------------------------------------------------------------- text */
@@ -504,6 +481,14 @@ static SlStatus image_fit_channels(SlImage *img, int want, const char *name, SlC
     return sl_fail(ctx, SL_ERR_ARG, "%s: cannot convert %d channels to %d", name, img->c, want);
 }
 
+/* stbi_info_from_memory, except that a top-down BMP (negative height in its
+ * header, which stb decodes fine) reports its height as positive. */
+static int stb_info(const uint8_t *buf, size_t len, int *w, int *h, int *comp) {
+    if (!stbi_info_from_memory(buf, (int)len, w, h, comp)) return 0;
+    if (len >= 2 && buf[0] == 'B' && buf[1] == 'M' && *h < 0 && *h != INT_MIN) *h = -*h;
+    return 1;
+}
+
 SlStatus sl_image_read_memory(SlImage *out, const uint8_t *buf, size_t len, const char *name,
                               const SlImageReadOpts *opts, SlCtx *ctx) {
     memset(out, 0, sizeof *out);
@@ -528,7 +513,7 @@ SlStatus sl_image_read_memory(SlImage *out, const uint8_t *buf, size_t len, cons
         int is_jpeg = jpeg_soi_end(buf, len) != 0;
         if (is_jpeg && !jpeg_walk(buf, len, &why, 1)) /* before stb parses any table */
             return sl_fail(ctx, SL_ERR_FORMAT, "%s: bad JPEG: %s", name, why);
-        if (!stbi_info_from_memory(buf, (int)len, &w, &h, &comp))
+        if (!stb_info(buf, len, &w, &h, &comp))
             return sl_fail(ctx, SL_ERR_FORMAT, "%s: not a readable PNG, JPEG, BMP, TGA or GIF image (%s)",
                            name, stbi_failure_reason());
         /* a GIF may declare a 0-pixel screen and stb still "decodes" it (found by fuzz_image) */
@@ -597,7 +582,7 @@ SlStatus sl_image_probe(const char *path, int *w, int *h, int *c, SlCtx *ctx) {
         const char *why = NULL;
         if (jpeg_soi_end(buf, len) && !jpeg_walk(buf, len, &why, 1))
             st = sl_fail(ctx, SL_ERR_FORMAT, "%s: bad JPEG: %s", path, why); /* stb would overflow */
-        else if (!stbi_info_from_memory(buf, (int)len, &img.w, &img.h, &comp))
+        else if (!stb_info(buf, len, &img.w, &img.h, &comp))
             st = sl_fail(ctx, SL_ERR_FORMAT, "%s: not a readable PNG, JPEG, BMP, TGA or GIF image (%s)",
                          path, stbi_failure_reason());
         img.c = (comp == 2 || comp == 4) ? 4 : 3;

@@ -53,8 +53,21 @@ static void st_free_fields(SlStFile *f) {
     free(f->path);
 }
 
+/* 1 if the bytes are a PyTorch checkpoint (.ckpt/.pt/.bin) rather than safetensors:
+ * a zip archive (torch.save since 1.6) or a raw pickle (protocol 2-5). A real
+ * safetensors file can start with the same bytes (a header of 640 bytes is
+ * 80 02 00..), but its JSON header then starts with '{' at byte 8. */
+static int looks_like_pickle(const uint8_t *b, size_t n) {
+    if (n >= 9 && b[8] == '{') return 0;
+    if (n >= 4 && memcmp(b, "PK\x03\x04", 4) == 0) return 1;
+    return n >= 2 && b[0] == 0x80 && b[1] >= 2 && b[1] <= 5;
+}
+
 static SlStatus st_parse(SlStFile *f, SlCtx *ctx) {
     const char *label = f->path;
+    if (looks_like_pickle(f->map, f->map_size))
+        return sl_fail(ctx, SL_ERR_UNSUPPORTED, "%s is a PyTorch pickle/zip checkpoint, not safetensors; %s", label,
+                       SL_ST_PICKLE_HINT);
     if (f->map_size < 8)
         return sl_fail(ctx, SL_ERR_FORMAT, "%s: file is %zu bytes, too short for a safetensors header", label, f->map_size);
     uint64_t hlen = 0;

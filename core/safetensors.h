@@ -24,6 +24,11 @@
 /* Upper bound on the JSON header (safetensors' own reference uses 100 MB). */
 #define SL_ST_MAX_HEADER (100u * 1024u * 1024u)
 
+/* What to tell someone who gave us a PyTorch pickle (.ckpt/.pt/.bin, or one renamed). */
+#define SL_ST_PICKLE_HINT                                                                                  \
+    "pickle checkpoints are never loaded, since loading one can run code; convert it to .safetensors " \
+    "first (e.g. in Python: safetensors.torch.save_file(torch.load(f, weights_only=True), out))"
+
 typedef struct SlStEntry {
     char *name;
     SlDType dtype;

@@ -2,6 +2,7 @@
 #include "weights.h"
 
 #include <dirent.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -35,9 +36,7 @@ static int is_pickle_name(const char *s) {
     return ends_with(s, ".ckpt") || ends_with(s, ".pt") || ends_with(s, ".pth") || ends_with(s, ".bin");
 }
 
-#define PICKLE_HINT                                                                                       \
-    "pickle checkpoints are never loaded, since loading one can run code; convert it to .safetensors " \
-    "first (e.g. in Python: safetensors.torch.save_file(torch.load(f, weights_only=True), out))"
+#define PICKLE_HINT SL_ST_PICKLE_HINT
 
 static SlStatus weights_alloc(SlWeights *w, int n, const char *label, SlCtx *ctx) {
     memset(w, 0, sizeof *w);
@@ -281,6 +280,22 @@ SlStatus sl_weights_load(SlWeights *w, const char *name, int ndim, const int64_t
 SlStatus sl_weights_load_opt(SlWeights *w, const char *name, int ndim, const int64_t *shape, float *dst, int *found,
                              SlCtx *ctx) {
     return load_impl(w, name, ndim, shape, dst, found, ctx);
+}
+
+SlStatus sl_weights_check_finite(SlWeights *w, const char *component, const char *name, const float *x, size_t n,
+                                 size_t offset, SlCtx *ctx) {
+    size_t bad = 0, first = 0;
+    for (size_t i = 0; i < n; i++)
+        if (!isfinite(x[i]) && bad++ == 0) first = i;
+    if (!bad) return SL_OK;
+    const SlStFile *f = NULL;
+    const SlStEntry *e = sl_weights_find(w, name, &f);
+    const char *key = e && strcmp(e->name, name) != 0 ? e->name : NULL;
+    return sl_fail(ctx, SL_ERR_NUMERIC,
+                   "%s: weight '%s'%s%s%s in %s has %zu NaN/Inf value%s (the first at element %zu); the file is "
+                   "damaged, or was saved from a run that diverged",
+                   component, name, key ? " (key '" : "", key ? key : "", key ? "')" : "", f ? f->path : w->label, bad,
+                   bad == 1 ? "" : "s", offset + first);
 }
 
 int sl_weights_report_unused(const SlWeights *w, int max_list, SlCtx *ctx) {

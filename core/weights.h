@@ -67,6 +67,13 @@ SlStatus sl_weights_load_opt(SlWeights *w, const char *name, int ndim, const int
 const SlStEntry *sl_weights_find_shaped(SlWeights *w, const char *name, int ndim, const int64_t *shape,
                                         const SlStFile **file, SlCtx *ctx);
 
+/* Every model loader's check of the weights it read (U-Net, text encoder, VAE
+ * encoder and decoder): SL_ERR_NUMERIC if x[0..n) holds a NaN or Inf, naming the
+ * component, the tensor (and its key in the file when mapped), the file, the count
+ * and the first bad element (offset + i, for a tensor checked in chunks). */
+SlStatus sl_weights_check_finite(SlWeights *w, const char *component, const char *name, const float *x, size_t n,
+                                 size_t offset, SlCtx *ctx);
+
 /* Counts tensors under this view's prefix that were never read; logs up to
  * `max_list` of their names at WARN level. Returns the count. */
 int sl_weights_report_unused(const SlWeights *w, int max_list, SlCtx *ctx);

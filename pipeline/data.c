@@ -10,6 +10,7 @@
 #include <sys/stat.h>
 
 #include "core/config.h"
+#include "core/file.h"
 #include "core/image.h"
 #include "core/weights.h"
 
@@ -89,7 +90,17 @@ static SlStatus read_caption(const char *img_path, const SlDataOpts *o, char **o
     static const char *exts[] = {".txt", ".caption"};
     for (int i = 0; i < 2 && !text; i++) {
         snprintf(dot, sizeof p - (size_t)(dot - p), "%s", exts[i]);
-        if (sl_path_is_file(p)) SL_TRY(sl_read_file(p, 1u << 20, &text, NULL, ctx));
+        if (!sl_path_is_file(p)) continue;
+        size_t len = 0;
+        SL_TRY(sl_read_file(p, 1u << 20, &text, &len, ctx));
+        /* the text would end there silently: a NUL has no place in a caption (hostile or corrupt file) */
+        const char *nul = memchr(text, '\0', len);
+        if (nul) {
+            size_t at = (size_t)(nul - text);
+            free(text);
+            return sl_fail(ctx, SL_ERR_FORMAT, "%s: caption file has a NUL byte at byte offset %zu; captions are text",
+                           p, at);
+        }
     }
     if (!text) text = strdup(o->default_caption ? o->default_caption : "");
     if (!text) return sl_fail(ctx, SL_ERR_NOMEM, "out of memory");
@@ -129,7 +140,17 @@ SlStatus sl_dataset_scan(SlDataset *d, const char *dir, const SlDataOpts *opts, 
         }
         d->n = f.n;
         qsort(d->items, (size_t)d->n, sizeof(SlDataItem), cmp_item);
-        for (int i = 0; !st && i < d->n; i++) st = read_caption(d->items[i].path, o, &d->items[i].caption, ctx);
+        int captioned = 0;
+        for (int i = 0; !st && i < d->n; i++) {
+            st = read_caption(d->items[i].path, o, &d->items[i].caption, ctx);
+            captioned += !st && d->items[i].caption[0];
+        }
+        if (!st && captioned == 0)
+            sl_log(ctx, SL_LOG_WARN,
+                   "%s: no image has a caption (%d image%s), so training uses empty captions; give each image "
+                   "a NAME.txt or NAME.caption beside it (kohya's --caption_extension), or one caption for all "
+                   "with --caption, or a trigger word with --trigger",
+                   dir, d->n, d->n == 1 ? "" : "s");
     }
     for (int i = 0; i < f.n; i++) free(f.paths[i]);
     free(f.paths);
@@ -180,19 +201,10 @@ SlStatus sl_data_prepare_image(float *chw, const char *path, int R, float crop_u
     return st;
 }
 
-uint64_t sl_hash_bytes(const void *data, size_t n, uint64_t h) {
-    const uint8_t *p = data;
-    for (size_t i = 0; i < n; i++) {
-        h ^= p[i];
-        h *= 0x100000001b3ull;
-    }
-    return h;
-}
-
 SlStatus sl_file_hash(const char *path, uint64_t salt, uint64_t *out, SlCtx *ctx) {
     FILE *f = fopen(path, "rb");
     if (!f) return sl_fail(ctx, SL_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
-    uint64_t h = sl_hash_bytes(&salt, sizeof salt, 0xcbf29ce484222325ull);
+    uint64_t h = sl_hash_bytes(&salt, sizeof salt, SL_FNV1A64_OFFSET);
     uint8_t buf[65536];
     size_t k;
     while ((k = fread(buf, 1, sizeof buf, f)) > 0) h = sl_hash_bytes(buf, k, h);

@@ -18,6 +18,7 @@
 
 #include <stdint.h>
 
+#include "core/hash.h" /* sl_hash_bytes, for the callers of sl_file_hash */
 #include "core/status.h"
 
 typedef struct SlDataOpts {
@@ -40,7 +41,9 @@ typedef struct SlDataset {
 } SlDataset;
 
 /* Scans dir recursively. An empty folder (no image files) is SL_ERR_MISSING;
- * an unreadable caption file is an error naming it. */
+ * an unreadable caption file, or one holding a NUL byte, is an error naming it.
+ * Warns (ctx log) when every caption is empty: no caption files, no default
+ * caption, no trigger. */
 SlStatus sl_dataset_scan(SlDataset *d, const char *dir, const SlDataOpts *opts, SlCtx *ctx);
 void sl_dataset_free(SlDataset *d);
 /* Index of the item behind epoch sample s (0 <= s < n_samples, in item order). */
@@ -52,8 +55,7 @@ int sl_dataset_item_of_sample(const SlDataset *d, int64_t s);
 SlStatus sl_data_prepare_image(float *chw, const char *path, int R, float crop_u, int flip, int64_t max_pixels,
                                SlCtx *ctx);
 
-/* 64-bit FNV-1a of a file's bytes, mixed with `salt` (cache keys). */
+/* 64-bit FNV-1a (core/hash.h) of a file's bytes, mixed with `salt` (cache keys). */
 SlStatus sl_file_hash(const char *path, uint64_t salt, uint64_t *out, SlCtx *ctx);
-uint64_t sl_hash_bytes(const void *data, size_t n, uint64_t h);
 
 #endif

@@ -217,16 +217,14 @@ static SlStatus load_one_half(SlWeights *w, const SlUNetParam *p, uint16_t *h, f
     const uint8_t *src = sl_st_data(f, e);
     if (e->dtype == SL_F16) {
         memcpy(h, src, (size_t)total * sizeof(uint16_t));
-        if (half_nonfinite(h, (size_t)total))
-            return sl_fail(ctx, SL_ERR_NUMERIC, "unet: weight %s in %s has NaN/Inf values", p->name, f->path);
-        return SL_OK;
+        if (!half_nonfinite(h, (size_t)total)) return SL_OK;
     }
+    /* F16 found bad is converted below only for the shared check's message */
     const size_t es = sl_dtype_size(e->dtype);
     for (int64_t e0 = 0; e0 < total; e0 += HALF_STREAM_CHUNK) {
         const int64_t n = total - e0 < HALF_STREAM_CHUNK ? total - e0 : HALF_STREAM_CHUNK;
         SL_TRY(sl_convert_to_f32(buf, src + (size_t)e0 * es, e->dtype, (size_t)n, ctx));
-        if (sl_count_nonfinite(buf, (size_t)n))
-            return sl_fail(ctx, SL_ERR_NUMERIC, "unet: weight %s in %s has NaN/Inf values", p->name, f->path);
+        SL_TRY(sl_weights_check_finite(w, "U-Net", p->name, buf, (size_t)n, (size_t)e0, ctx));
         SL_TRY(round_half(h + e0, buf, (size_t)n, p->name, rounded, ctx));
     }
     return SL_OK;
@@ -247,9 +245,8 @@ SlStatus sl_unet_load_half(SlUNet *u, SlWeights *w, SlHalfStats *stats, SlCtx *c
         if (!pl.half[i]) {
             p->init_w = *p->w = sl_arena_take_f32(&u->weights, n);
             st = sl_weights_load(w, p->name, p->ndim, p->shape, p->init_w, ctx);
-            if (st == SL_OK && sl_count_nonfinite(p->init_w, (size_t)n))
-                st = sl_fail(ctx, SL_ERR_NUMERIC, "unet: weight %s in %s has NaN/Inf values", p->name, w->label);
             if (st != SL_OK) sl_fail_prefix(ctx, "unet");
+            else st = sl_weights_check_finite(w, "U-Net", p->name, p->init_w, (size_t)n, 0, ctx);
             continue;
         }
         uint16_t *h = sl_arena_take(&u->weights, (size_t)n * sizeof(uint16_t));

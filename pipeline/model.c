@@ -229,8 +229,18 @@ SlStatus sl_model_encode_prompts(SlModel *m, const char *const *prompts, int B, 
     SlStatus st = SL_OK;
     if (!ids || (clip_skip > 1 && !hs)) st = sl_fail(ctx, SL_ERR_NOMEM, "out of memory encoding prompts");
     for (int b = 0; !st && b < B; b++) {
-        st = sl_tokenizer_encode(m->tok, prompts[b], ids + (size_t)b * T, T, NULL, ctx);
+        int n_dropped = 0;
+        char dropped[160];
+        st = sl_tokenizer_encode_dropped(m->tok, prompts[b], ids + (size_t)b * T, T, NULL, &n_dropped, dropped,
+                                         sizeof dropped, ctx);
         if (st) sl_fail_prefix(ctx, "prompt %d", b + 1);
+        if (!st && n_dropped > 0 && !m->warned_dropped) { /* silent truncation surprised users */
+            m->warned_dropped = 1;
+            sl_log(ctx, SL_LOG_WARN,
+                   "%d tokens over the limit of %d were dropped: '%s' (from \"%.60s%s\"; other texts over the "
+                   "limit are cut the same way without this warning)",
+                   n_dropped, T - 2, dropped, prompts[b], strlen(prompts[b]) > 60 ? "..." : "");
+        }
     }
     if (!st) st = sl_clip_forward(m->clip, ids, B, T, cond, hs, NULL, ctx);
     if (!st && clip_skip > 1) /* hidden state L+1-clip_skip through the final LayerNorm */

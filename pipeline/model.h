@@ -59,6 +59,7 @@ typedef struct SlModel {
     SlSchedConfig sched_cfg;
     SlSchedule sched;
     int has_sched;
+    int warned_dropped;      /* a text over the token limit was reported (once per run) */
 } SlModel;
 
 /* Loads path (diffusers folder or single-file .safetensors). Missing parts,
@@ -73,7 +74,9 @@ void sl_model_set_kernels(SlModel *m, const SlKernels *k);
 /* Tokenizes and encodes B prompts into cond [B,T,D] with T = the tokenizer's
  * model_max_length (77). clip_skip follows A1111: 1 = the last layer (no skip),
  * 2 = the penultimate hidden state through the final LayerNorm (diffusers'
- * clip_skip=1), ... ids (may be NULL) receives the token ids [B,T]. */
+ * clip_skip=1), ... ids (may be NULL) receives the token ids [B,T]. The first
+ * prompt (or caption) longer than T-2 tokens is reported at WARN, as A1111 does:
+ * "N tokens over the limit of 75 were dropped: '...'"; later ones are cut silently. */
 SlStatus sl_model_encode_prompts(SlModel *m, const char *const *prompts, int B, int clip_skip, float *cond,
                                  int32_t *ids, SlCtx *ctx);
 /* Tokens per prompt (the tokenizer's model_max_length, or the text encoder's

@@ -350,8 +350,7 @@ static SlStatus load_streaming(SlWeights *w, const SlUNetParam *p, SlNf4Weight *
     for (int64_t e0 = 0; e0 < total; e0 += NF4_STREAM_CHUNK) {
         const int64_t n = total - e0 < NF4_STREAM_CHUNK ? total - e0 : NF4_STREAM_CHUNK;
         SL_TRY(sl_convert_to_f32(buf, src + (size_t)e0 * es, e->dtype, (size_t)n, ctx));
-        if (sl_count_nonfinite(buf, (size_t)n))
-            return sl_fail(ctx, SL_ERR_NUMERIC, "unet: weight %s in %s has NaN/Inf values", p->name, w->label);
+        SL_TRY(sl_weights_check_finite(w, "U-Net", p->name, buf, (size_t)n, (size_t)e0, ctx));
         sl_nf4_quantize_range(W, absmax, buf, e0, n);
     }
     if (W->dq) sl_nf4_compress_absmax(W, am);
@@ -383,9 +382,9 @@ static SlStatus load_nf4(SlUNet *u, SlWeights *w, const char *which, int dq, SlN
         if (!pl.lin[i]) {
             p->init_w = *p->w = sl_arena_take_f32(&u->weights, sl_shape_numel(p->ndim, p->shape));
             st = sl_weights_load(w, p->name, p->ndim, p->shape, p->init_w, ctx);
-            if (st == SL_OK && sl_count_nonfinite(p->init_w, (size_t)sl_shape_numel(p->ndim, p->shape)))
-                st = sl_fail(ctx, SL_ERR_NUMERIC, "unet: weight %s in %s has NaN/Inf values", p->name, w->label);
             if (st != SL_OK) sl_fail_prefix(ctx, "unet");
+            else st = sl_weights_check_finite(w, "U-Net", p->name, p->init_w,
+                                              (size_t)sl_shape_numel(p->ndim, p->shape), 0, ctx);
             continue;
         }
         SlLinear *m = pl.lin[i];

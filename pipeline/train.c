@@ -178,7 +178,7 @@ static SlStatus cache_latents(SlTrainer *tr, SlCtx *ctx) {
     const size_t nl = (size_t)(tr->C * tr->h * tr->w), ni = (size_t)(3 * tr->R * tr->R);
     int64_t nvae;
     float *vw = sl_vae_weight_data(tr->model.vae, &nvae);
-    uint64_t salt = hash_floats(vw, (size_t)nvae, 0xcbf29ce484222325ull);
+    uint64_t salt = hash_floats(vw, (size_t)nvae, SL_FNV1A64_OFFSET);
     salt = sl_hash_bytes(&tr->R, sizeof tr->R, salt);
     tr->valid = malloc((size_t)tr->data.n * sizeof(int));
     tr->lat_mean = sl_alloc((size_t)tr->data.n * nf * nl * sizeof(float));
@@ -211,7 +211,7 @@ static SlStatus cache_latents(SlTrainer *tr, SlCtx *ctx) {
         int hit = 0;
         SlStatus fst = latent_of(tr, tr->data.items[i].path, salt, mean, std, img, logvar, &hit, &fctx, ctx);
         if (fst) {
-            if (c->stop_on_bad_image) { *ctx = fctx; st = fst; break; }
+            if (c->stop_on_bad_image || fst == SL_ERR_NUMERIC) { *ctx = fctx; st = fst; break; } /* NUMERIC: the VAE */
             sl_log(ctx, SL_LOG_WARN, "skipping image: %s", fctx.msg);
             continue;
         }
@@ -235,7 +235,7 @@ static SlStatus cache_text(SlTrainer *tr, SlCtx *ctx) {
     if (!tr->text) return sl_fail(ctx, SL_ERR_NOMEM, "out of memory for the text cache");
     const SlClip *clip = tr->model.clip;
     int64_t nw = 0;
-    uint64_t salt = 0xcbf29ce484222325ull;
+    uint64_t salt = SL_FNV1A64_OFFSET;
     for (int64_t l = 0; l < clip->cfg.L; l++) { /* a cheap fingerprint of the text encoder */
         nw = clip->cfg.D * clip->cfg.D;
         salt = hash_floats(clip->params.layers[l].q.w, (size_t)nw, salt);

@@ -1,6 +1,6 @@
 /* fixture_tiny.h - test fixtures: the shared tiny golden model made usable for
  * prompts (a tokenizer whose ids fit its 1000-token text encoder), and small
- * folders of training images.
+ * folders of training images, and copies of its parts with a bad weight.
  *
  * The golden tiny-sd1 ships no tokenizer/ folder and its text encoder has a
  * vocabulary of 1000 with BOS 998 / EOS 999. The tokenizer made here is a
@@ -10,12 +10,15 @@
 #ifndef SL_FIXTURE_TINY_H
 #define SL_FIXTURE_TINY_H
 
+#include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include "core/image.h"
+#include "core/safetensors.h"
 #include "core/status.h"
 
 /* CLIP's bytes_to_unicode: printable bytes map to themselves, the others to 256+n. */
@@ -125,6 +128,56 @@ static inline int fixture_images(const char *dir, int n, int w) {
         fclose(f);
     }
     return 1;
+}
+
+/* Copies file src to dst; 1 on success. */
+static inline int fixture_copy(const char *src, const char *dst) {
+    FILE *a = fopen(src, "rb"), *b = a ? fopen(dst, "wb") : NULL;
+    char buf[65536];
+    size_t n;
+    int ok = a && b;
+    while (ok && (n = fread(buf, 1, sizeof buf, a)) > 0) ok = fwrite(buf, 1, n, b) == n;
+    if (a) { ok &= !ferror(a); fclose(a); }
+    if (b) ok &= fclose(b) == 0;
+    return ok;
+}
+
+/* Writes the golden tiny model's `part` folder ("vae", "unet" or "text_encoder":
+ * config and weights) into dir with every element of tensor `key` set to `all`
+ * (if not NaN), or only element `at` set to NaN. Returns 1 on success. */
+static inline int fixture_bad_part(const char *dir, const char *shared, const char *part, const char *key, float all,
+                                   size_t at) {
+    char src[8400], dst[8400];
+    const char *file = strcmp(part, "text_encoder") == 0 ? "model.safetensors" : "diffusion_pytorch_model.safetensors";
+    snprintf(src, sizeof src, "%s/golden/tiny-sd1/%s/%s", shared, part, file);
+    SlCtx ctx;
+    sl_ctx_init(&ctx);
+    SlStFile f;
+    if (sl_st_open(&f, src, &ctx) != SL_OK) return 0;
+    const SlStEntry *e = sl_st_find(&f, key);
+    int ok = e && e->dtype == SL_F32;
+    uint8_t *bytes = ok ? malloc(f.map_size) : NULL;
+    if (bytes) {
+        memcpy(bytes, f.map, f.map_size);
+        uint8_t *x = bytes + ((const uint8_t *)sl_st_data(&f, e) - f.map); /* maybe not float-aligned */
+        const size_t n = e->nbytes / sizeof(float);
+        for (size_t i = 0; i < n; i++) {
+            const float v = NAN;
+            if (!isnan(all)) memcpy(x + 4 * i, &all, 4);
+            else if (i == at) memcpy(x + 4 * i, &v, 4);
+        }
+        mkdir(dir, 0755);
+        snprintf(src, sizeof src, "%s/golden/tiny-sd1/%s/config.json", shared, part);
+        snprintf(dst, sizeof dst, "%s/config.json", dir);
+        ok = fixture_copy(src, dst);
+        snprintf(dst, sizeof dst, "%s/%s", dir, file);
+        FILE *o = ok ? fopen(dst, "wb") : NULL;
+        ok = o && fwrite(bytes, 1, f.map_size, o) == f.map_size;
+        if (o) ok &= fclose(o) == 0;
+    }
+    free(bytes);
+    sl_st_close(&f);
+    return ok;
 }
 
 #endif

@@ -1,6 +1,7 @@
 /* test_image.c - core/image.c: PNG round trips with text, the PNG colour
  * types libpng must convert, JPEG/BMP/TGA through stb_image, refusal of
- * broken, truncated and oversized files, and the pixel helpers. Files go to
+ * broken, truncated and oversized files, the pixel helpers, and the whole-file
+ * reader (core/file.h) every image, config and caption goes through. Files go to
  * $SL_BINARY_DIR/test_image_files/. */
 #include <errno.h>
 #include <png.h>
@@ -18,6 +19,7 @@
 #include <stb_image_write.h>
 #pragma GCC diagnostic pop
 
+#include "core/file.h"
 #include "core/image.h"
 #include "core/status.h"
 #include "test_util.h"
@@ -414,10 +416,34 @@ static void test_bmp_tga(void) {
         CHECK(img.c == 4 && img.data && memcmp(img.data, rgba, (size_t)w * h * 4) == 0, "%s: pixels differ (c=%d)", names[k], img.c);
         sl_image_free(&img);
     }
-    /* Truncated by one byte: stb_image alone would pad with zeros. */
+    /* Its top-down twin (negative height, rows stored first to last) is the same
+     * image: it was refused as "no pixels" (issue 21, item 4). */
     SlStatus st;
     size_t n = 0;
     uint8_t *b = read_bytes(tpath("p.bmp"), &n);
+    {
+        uint32_t off = b[10] | (uint32_t)b[11] << 8 | (uint32_t)b[12] << 16 | (uint32_t)b[13] << 24;
+        int32_t hh = (int32_t)(b[22] | (uint32_t)b[23] << 8 | (uint32_t)b[24] << 16 | (uint32_t)b[25] << 24);
+        int bpp = b[28] | b[29] << 8;
+        size_t stride = (size_t)((w * bpp + 31) / 32) * 4;
+        CHECK(hh == h && off + stride * h <= n, "p.bmp: unexpected header (height %d, %d bpp)", (int)hh, bpp);
+        if (hh != h || off + stride * h > n) exit(1);
+        uint8_t *td = malloc(n);
+        memcpy(td, b, n);
+        uint32_t neg = (uint32_t)-h;
+        for (int k = 0; k < 4; k++) td[22 + k] = (uint8_t)(neg >> (8 * k));
+        for (int y = 0; y < h; y++) memcpy(td + off + stride * y, b + off + stride * (h - 1 - y), stride);
+        write_bytes(tpath("topdown.bmp"), td, n);
+        free(td);
+        int pw = 0, ph = 0, pc = 0;
+        CHECK_OK(sl_image_probe(tpath("topdown.bmp"), &pw, &ph, &pc, &ctx), &ctx);
+        CHECK(pw == w && ph == h, "top-down BMP probed as %dx%d, want %dx%d", pw, ph, w, h);
+        CHECK_OK(sl_image_read(&img, tpath("topdown.bmp"), NULL, &ctx), &ctx);
+        CHECK(img.w == w && img.h == h && img.c == 4 && img.data && memcmp(img.data, rgba, (size_t)w * h * 4) == 0,
+              "top-down BMP: %dx%dx%d, pixels differ from its bottom-up twin", img.w, img.h, img.c);
+        sl_image_free(&img);
+    }
+    /* Truncated by one byte: stb_image alone would pad with zeros. */
     write_bytes(tpath("trunc.bmp"), b, n - 1);
     free(b);
     st = sl_image_read(&img, tpath("trunc.bmp"), NULL, &ctx);
@@ -615,6 +641,33 @@ static void test_pixels(void) {
     free(in.data);
 }
 
+/* sl_read_file: bytes (NULs included) plus a terminator, and errors that name
+ * the file: missing, a folder, over the caller's limit. */
+static void test_read_file(void) {
+    SlCtx ctx;
+    sl_ctx_init(&ctx);
+    const char bytes[6] = {'a', 'b', '\0', 'c', '\n', 'd'};
+    write_bytes(tpath("six.bin"), bytes, sizeof bytes);
+    char *text = NULL;
+    size_t len = 0;
+    CHECK_OK(sl_read_file(tpath("six.bin"), 6, &text, &len, &ctx), &ctx);
+    CHECK(text && len == 6 && memcmp(text, bytes, 6) == 0 && text[6] == '\0', "six.bin: len %zu", len);
+    free(text);
+    write_bytes(tpath("empty.bin"), NULL, 0);
+    CHECK_OK(sl_read_file(tpath("empty.bin"), 0, &text, NULL, &ctx), &ctx);
+    CHECK(text && text[0] == '\0', "empty.bin: not an empty string");
+    free(text);
+    SlStatus st = sl_read_file(tpath("six.bin"), 5, &text, &len, &ctx);
+    check_fails(st, SL_ERR_FORMAT, &ctx, tpath("six.bin"), "file over the limit");
+    CHECK(text == NULL && strstr(ctx.msg, "6 bytes") && strstr(ctx.msg, "5-byte limit"), "limit message: %s", ctx.msg);
+    st = sl_read_file(tpath("no-such-file"), 100, &text, &len, &ctx);
+    check_fails(st, SL_ERR_IO, &ctx, tpath("no-such-file"), "missing file");
+    CHECK(strstr(ctx.msg, "cannot open") != NULL, "missing file message: %s", ctx.msg);
+    st = sl_read_file(g_dir, 100, &text, &len, &ctx);
+    check_fails(st, SL_ERR_IO, &ctx, g_dir, "a folder");
+    CHECK(text == NULL && strstr(ctx.msg, "not a regular file") != NULL, "folder message: %s", ctx.msg);
+}
+
 int main(void) {
     snprintf(g_dir, sizeof g_dir, "%s/test_image_files", sl_test_binary());
     if (mkdir(g_dir, 0755) != 0 && errno != EEXIST) {
@@ -628,5 +681,6 @@ int main(void) {
     test_bmp_tga();
     test_bad_files();
     test_pixels();
+    test_read_file();
     return sl_test_finish("test_image");
 }

@@ -1,9 +1,12 @@
 /* test_rng.c - Philox known answers, golden stream values, statistics and
- * determinism across chunking and thread counts for core/rng.c. */
+ * determinism across chunking and thread counts for core/rng.c; FNV-1a known
+ * answers for core/hash.h (cache keys and image seeds depend on its bits). */
 #include <inttypes.h>
 #include <omp.h>
 #include <stdint.h>
+#include <string.h>
 
+#include "core/hash.h"
 #include "core/rng.h"
 #include "core/status.h"
 #include "test_util.h"
@@ -167,11 +170,26 @@ static void test_threads(void) {
     free(x1); free(x2); free(u1); free(u2);
 }
 
+/* FNV-1a 64 reference vectors (Fowler/Noll/Vo test suite), and chaining: one
+ * call over "foobar" equals "foo" then "bar". */
+static void test_fnv1a(void) {
+    static const struct { const char *s; uint64_t h; } v[] = {
+        {"", 0xcbf29ce484222325ull}, {"a", 0xaf63dc4c8601ec8cull}, {"foobar", 0x85944171f73967e8ull},
+    };
+    for (size_t i = 0; i < sizeof v / sizeof v[0]; i++) {
+        uint64_t h = sl_hash_bytes(v[i].s, strlen(v[i].s), SL_FNV1A64_OFFSET);
+        CHECK(h == v[i].h, "fnv1a64(\"%s\") = %016" PRIx64 ", want %016" PRIx64, v[i].s, h, v[i].h);
+    }
+    uint64_t h = sl_hash_bytes("bar", 3, sl_hash_bytes("foo", 3, SL_FNV1A64_OFFSET));
+    CHECK(h == 0x85944171f73967e8ull, "chained fnv1a64(foo, bar) = %016" PRIx64, h);
+}
+
 int main(void) {
     test_kat();
     test_golden();
     test_stats();
     test_chunking_and_state();
     test_threads();
+    test_fnv1a();
     return sl_test_finish("test_rng");
 }

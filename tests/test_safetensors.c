@@ -166,6 +166,28 @@ static void test_bad_files(void) {
     uint8_t huge[16] = {0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, '{', '}'};
     write_bytes(tpath(p, "huge_header.safetensors"), huge, 16);
     CHECK(sl_st_open(&f, p, &ctx) == SL_ERR_FORMAT && strstr(ctx.msg, "limit"), "huge header: %s", ctx.msg);
+    /* PyTorch checkpoints renamed .safetensors: a zip (torch.save >= 1.6) and a raw
+     * protocol-2 pickle were reported as "header length ... exceeds the limit" */
+    static const struct { const char *name; uint8_t b[16]; } pk[] = {
+        {"zip_ckpt.safetensors", {'P', 'K', 3, 4, 0, 0, 8, 8, 0, 0, 0, 0, 0, 0, 0, 0}},
+        {"pickle_ckpt.safetensors",
+         {0x80, 2, 0x8a, 0x0a, 0x6c, 0xfc, 0x9c, 0x46, 0xf9, 0x20, 0x6a, 0xa8, 0x50, 0x19, '.', 0}},
+        {"pickle5.safetensors", {0x80, 5, 0x95, 0x30, 0, 0, 0, 0, 0, 0, 0, '}', 0x94, '(', '.', 0}},
+    };
+    for (size_t i = 0; i < sizeof pk / sizeof pk[0]; i++) {
+        write_bytes(tpath(p, pk[i].name), pk[i].b, 16);
+        CHECK(sl_st_open(&f, p, &ctx) == SL_ERR_UNSUPPORTED && strstr(ctx.msg, pk[i].name) &&
+                  strstr(ctx.msg, "PyTorch pickle/zip checkpoint, not safetensors") && strstr(ctx.msg, "convert"),
+              "%s: %s", pk[i].name, ctx.msg);
+    }
+    /* ... but a real file whose 640-byte header length starts with the same 80 02 opens */
+    char h640[641];
+    int k = snprintf(h640, sizeof h640, "{\"__metadata__\":{\"k\":\"v\"}}");
+    memset(h640 + k, ' ', sizeof h640 - 1 - (size_t)k);
+    h640[640] = '\0';
+    write_raw(tpath(p, "h640.safetensors"), h640, 0);
+    CHECK(sl_st_open(&f, p, &ctx) == SL_OK, "640-byte header (starts 80 02 like a pickle): %s", ctx.msg);
+    sl_st_close(&f);
     /* header longer than the file */
     uint8_t trunc[12] = {100, 0, 0, 0, 0, 0, 0, 0, '{', '}', ' ', ' '};
     write_bytes(tpath(p, "trunc_header.safetensors"), trunc, 12);

@@ -127,8 +127,9 @@ static void test_golden(const SlTokenizer *tok) {
     cJSON_Delete(root);
 }
 
-/* Writes CLIP's .txt.gz format from the folder's merges.txt: header line, then the merges. */
-static int write_clip_gz(const char *merges_path, const char *gz_path) {
+/* Writes CLIP's .txt.gz format from the folder's merges.txt: header line, then the merges
+ * (as a second gzip member if two_members: `cat a.gz b.gz` is a valid .gz). */
+static int write_clip_gz(const char *merges_path, const char *gz_path, int two_members) {
     size_t len;
     char *text = slurp(merges_path, &len);
     if (!text) return 0;
@@ -136,6 +137,11 @@ static int write_clip_gz(const char *merges_path, const char *gz_path) {
     if (!g) { free(text); return 0; }
     char *body = strchr(text, '\n');
     gzputs(g, "\"bpe_simple_vocab_16e6.txt#version: 0.2\n");
+    if (two_members) {
+        gzclose(g);
+        g = gzopen(gz_path, "ab");
+        if (!g) { free(text); return 0; }
+    }
     int ok = body && gzwrite(g, body + 1, (unsigned)(len - (size_t)(body + 1 - text))) > 0;
     gzclose(g);
     free(text);
@@ -148,8 +154,21 @@ static void test_clip_gz(const SlTokenizer *folder_tok, const cJSON *cases, cons
     sl_ctx_init(&ctx);
     snprintf(merges, sizeof merges, "%s/sd15/tokenizer/merges.txt", sl_test_shared());
     snprintf(gz, sizeof gz, "%s/bpe_simple_vocab_test.txt.gz", tmp);
-    CHECK(write_clip_gz(merges, gz), "cannot write %s", gz);
+    /* a truncated .gz names the file and says so (it is inflated in memory, not by gzread) */
+    CHECK(write_clip_gz(merges, gz, 0), "cannot write %s", gz);
+    size_t n = 0;
+    char *bytes = slurp(gz, &n);
+    char cut[2048];
+    snprintf(cut, sizeof cut, "%s/bpe_truncated.txt.gz", tmp);
+    FILE *f = fopen(cut, "wb");
+    CHECK(bytes && f && fwrite(bytes, 1, n / 2, f) == n / 2, "cannot write %s", cut);
+    if (f) fclose(f);
+    free(bytes);
     SlTokenizer *tok = NULL;
+    SlStatus st = sl_tokenizer_load(&tok, cut, &ctx);
+    CHECK(st == SL_ERR_FORMAT && tok == NULL && strstr(ctx.msg, cut) && strstr(ctx.msg, "truncated"),
+          "truncated .gz: %s: %s", sl_status_name(st), ctx.msg);
+    CHECK(write_clip_gz(merges, gz, 1), "cannot write %s", gz);
     CHECK_OK(sl_tokenizer_load(&tok, gz, &ctx), &ctx);
     if (!tok) return;
     CHECK(sl_tokenizer_vocab_size(tok) == sl_tokenizer_vocab_size(folder_tok), "gz vocab %d vs folder %d",
@@ -221,6 +240,38 @@ static void test_truncation_and_decode(const SlTokenizer *tok) {
     n = sl_tokenizer_decode_token(tok, 320, buf, 2); /* truncated output, full length returned */
     CHECK(n == 2 && strcmp(buf, "a") == 0, "decode into a small buffer");
     CHECK(sl_tokenizer_token_id(tok, "cat</w>") == 2368, "token_id(cat</w>) = %d", sl_tokenizer_token_id(tok, "cat</w>"));
+
+    /* What the cut drops (A1111's "N tokens over the limit of 75"): "cat" x 80 keeps 75 and
+     * drops 5; exactly 75 drops none; a small buffer ends in "..." on a character boundary. */
+    char text[1024] = "", dropped[64];
+    for (int i = 0; i < 80; i++) strcat(text, i ? " cat" : "cat");
+    int n_dropped = -1;
+    CHECK_OK(sl_tokenizer_encode_dropped(tok, text, ids, T77, &n_real, &n_dropped, dropped, sizeof dropped, &ctx),
+             &ctx);
+    CHECK(n_real == T77 && n_dropped == 5 && strcmp(dropped, "cat cat cat cat cat") == 0,
+          "80 x cat: n_real %d, dropped %d '%s'", n_real, n_dropped, dropped);
+    int32_t plain[T77];
+    CHECK_OK(sl_tokenizer_encode(tok, text, plain, T77, NULL, &ctx), &ctx);
+    int d = -1;
+    CHECK(ids_equal(ids, plain, T77, &d), "encode_dropped ids differ from encode at %d", d);
+    text[75 * 4 - 1] = '\0'; /* 75 cats */
+    CHECK_OK(sl_tokenizer_encode_dropped(tok, text, ids, T77, &n_real, &n_dropped, dropped, sizeof dropped, &ctx),
+             &ctx);
+    CHECK(n_real == T77 && n_dropped == 0 && dropped[0] == '\0', "75 x cat: dropped %d '%s'", n_dropped, dropped);
+    CHECK_OK(sl_tokenizer_encode_dropped(tok, "a cat", ids, T77, &n_real, &n_dropped, dropped, sizeof dropped, &ctx),
+             &ctx);
+    CHECK(n_real == 4 && n_dropped == 0 && dropped[0] == '\0', "a cat: dropped %d", n_dropped);
+    /* 2 kept of "one two ... eleven" (max_len 4): 9 dropped, shown in 12 bytes then "..." */
+    CHECK_OK(sl_tokenizer_encode_dropped(tok, "one two three four five six seven eight nine ten eleven", ids, 4,
+                                         &n_real, &n_dropped, dropped, 16, &ctx), &ctx);
+    CHECK(n_dropped == 9 && strcmp(dropped, "three four f...") == 0, "max_len 4: dropped %d '%s'", n_dropped, dropped);
+    /* "é " x 100: a cut must not leave half of a two-byte character before "..." */
+    char e100[512] = "";
+    for (int i = 0; i < 100; i++) strcat(e100, "\xc3\xa9 ");
+    CHECK_OK(sl_tokenizer_encode_dropped(tok, e100, ids, T77, &n_real, &n_dropped, dropped, 8, &ctx), &ctx);
+    size_t dl = strlen(dropped);
+    CHECK(n_dropped == 25 && dl >= 3 && strcmp(dropped + dl - 3, "...") == 0 && (dl - 3) % 3 == 0,
+          "100 x e-acute: dropped %d '%s'", n_dropped, dropped);
 }
 
 /* A folder with the real vocab.json/merges.txt copied in, plus the given config texts. */

@@ -8,7 +8,9 @@
  * sl_trainer_run stopped and resumed writes the uninterrupted run's CSV log
  * (steps a killed run logged past its checkpoint are dropped); a resume with
  * another data folder or base model is refused, and allowed with resume_anyway;
- * temp files of dead processes are removed at set-up, a live one's kept. */
+ * temp files of dead processes are removed at set-up, a live one's kept;
+ * captions with a NUL byte are refused and a folder with none warns; NaN/Inf
+ * weights in any component are refused at load. */
 #include <math.h>
 #include <omp.h>
 #include <signal.h>
@@ -20,7 +22,10 @@
 
 #include "core/config.h"
 #include "fixture_tiny.h"
+#include "pipeline/data.h"
+#include "pipeline/quant.h"
 #include "pipeline/train.h"
+#include "textenc/tokenizer.h"
 #include "test_util.h"
 
 static char g_root[2048], g_model[2200], g_data[2200];
@@ -444,6 +449,143 @@ static void test_stale_tmp(void) {
     }
 }
 
+/* Captions read by sl_dataset_scan: a NUL byte in a caption file is refused with
+ * the file and offset (it cut the caption silently); a folder where no image
+ * has a caption, with no --caption or --trigger, warns once naming the folder
+ * (it trained on empty captions silently). */
+typedef struct LogLines { int n_warn; char last[2048]; } LogLines;
+static void log_collect(void *user, SlLogLevel level, const char *msg) {
+    LogLines *l = user;
+    if (level == SL_LOG_WARN) { l->n_warn++; snprintf(l->last, sizeof l->last, "%s", msg); }
+}
+
+static void test_captions(void) {
+    SlCtx ctx;
+    sl_ctx_init(&ctx);
+    LogLines lines = {0};
+    ctx.log = log_collect;
+    ctx.log_user = &lines;
+    char dir[4096], p[4200];
+    snprintf(dir, sizeof dir, "%s/captions", g_root);
+    CHECK(fixture_images(dir, 2, 8), "cannot write %s", dir);
+    SlDataset d;
+    CHECK_OK(sl_dataset_scan(&d, dir, NULL, &ctx), &ctx);
+    CHECK(d.n == 2 && strcmp(d.items[1].caption, "a red square 1") == 0 && lines.n_warn == 0,
+          "captioned folder: %d items, '%s', %d warnings", d.n, d.n == 2 ? d.items[1].caption : "", lines.n_warn);
+    sl_dataset_free(&d);
+    snprintf(p, sizeof p, "%s/img01.txt", dir);
+    FILE *f = fopen(p, "wb");
+    fwrite("a red\0 square", 1, 14, f);
+    fclose(f);
+    SlStatus st = sl_dataset_scan(&d, dir, NULL, &ctx);
+    CHECK(st == SL_ERR_FORMAT && strstr(ctx.msg, p) && strstr(ctx.msg, "NUL byte at byte offset 5"), "NUL: %s: %s",
+          sl_status_name(st), ctx.msg);
+    for (int i = 0; i < 2; i++) {
+        snprintf(p, sizeof p, "%s/img%02d.txt", dir, i);
+        remove(p);
+    }
+    CHECK_OK(sl_dataset_scan(&d, dir, NULL, &ctx), &ctx);
+    CHECK(lines.n_warn == 1 && strstr(lines.last, dir) && strstr(lines.last, "--caption") &&
+              strstr(lines.last, ".txt") && strstr(lines.last, "--trigger"),
+          "uncaptioned folder: %d warnings, last: %s", lines.n_warn, lines.last);
+    sl_dataset_free(&d);
+    SlDataOpts o = {.default_caption = "a square"};
+    CHECK_OK(sl_dataset_scan(&d, dir, &o, &ctx), &ctx);
+    sl_dataset_free(&d);
+    SlDataOpts t = {.trigger = "sks"};
+    CHECK_OK(sl_dataset_scan(&d, dir, &t, &ctx), &ctx);
+    sl_dataset_free(&d);
+    CHECK(lines.n_warn == 1, "--caption or --trigger given: %d warnings (%s)", lines.n_warn, lines.last);
+    /* two captions of 80 words: the trainer says once how many tokens were dropped (A1111's
+     * wording), the count its tokenizer gives; it cut them silently */
+    for (int i = 0; i < 2; i++) {
+        snprintf(p, sizeof p, "%s/img%02d.txt", dir, i);
+        f = fopen(p, "w");
+        for (int k = 0; k < 80; k++) fprintf(f, k ? " %s" : "%s", k == 79 && i ? "dog" : "cat");
+        fclose(f);
+    }
+    char out[4096];
+    snprintf(out, sizeof out, "%s/captions.safetensors", g_root);
+    SlTrainConfig c;
+    base_config(&c, out);
+    c.data = dir;
+    lines.n_warn = 0;
+    SlTrainer tr;
+    CHECK_OK(sl_trainer_init(&tr, &c, &ctx), &ctx);
+    char want[128] = "(no tokenizer)";
+    int32_t ids[77];
+    int n_dropped = 0;
+    if (tr.model.tok && sl_tokenizer_encode_dropped(tr.model.tok, tr.data.items[0].caption, ids, 77, NULL, &n_dropped,
+                                                    NULL, 0, &ctx) == SL_OK)
+        snprintf(want, sizeof want, "%d tokens over the limit of 75 were dropped: 'c", n_dropped);
+    sl_trainer_free(&tr);
+    CHECK(n_dropped > 5 && lines.n_warn == 1 && strstr(lines.last, want),
+          "long captions: %d warnings (want '%s'), last: %s", lines.n_warn, want, lines.last);
+}
+
+/* Bad weights through the whole model loader. A NaN is refused at load with one
+ * message naming the component, the tensor, the file and the element, for every
+ * component (only the U-Net and text encoder were checked). A VAE encoder that
+ * overflows at run time (finite weights of 3e38) stops set-up at the first image
+ * with the VAE encoder named (not image by image as unreadable); its NaN latents
+ * went on to fail as "the loss is not finite (the U-Net output went bad)". */
+static void test_bad_weights(void) {
+    static const struct { const char *part, *key, *component; float all; } cases[] = {
+        {"unet", "conv_in.weight", "U-Net", NAN},
+        {"text_encoder", "text_model.encoder.layers.0.mlp.fc1.weight", "text encoder", NAN},
+        {"vae", "decoder.up_blocks.0.resnets.0.conv2.weight", "VAE decoder", NAN},
+        {"vae", "encoder.conv_out.weight", "VAE encoder", 3e38f},
+    };
+    SlCtx ctx;
+    sl_ctx_init(&ctx);
+    char model[4096], part[4200], out[4096], cmd[4200];
+    snprintf(model, sizeof model, "%s/model_bad", g_root);
+    snprintf(out, sizeof out, "%s/bad_weights.safetensors", g_root);
+    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+        snprintf(part, sizeof part, "%s/%s", model, cases[k].part);
+        snprintf(cmd, sizeof cmd, "rm -rf '%s'", model); /* the part is a folder after an earlier run */
+        int ok = system(cmd) == 0 && fixture_tiny_model(model, sl_test_shared()) && unlink(part) == 0 &&
+                 fixture_bad_part(part, sl_test_shared(), cases[k].part, cases[k].key, cases[k].all, 7);
+        CHECK(ok, "cannot build %s", model);
+        if (!ok) continue;
+        SlTrainConfig c;
+        base_config(&c, out);
+        c.model = model;
+        SlTrainer tr;
+        SlStatus st = sl_trainer_init(&tr, &c, &ctx);
+        char want[4400];
+        if (isnan(cases[k].all))
+            snprintf(want, sizeof want, "%s: weight '%s' in %s/%s has 1 NaN/Inf value (the first at element 7)",
+                     cases[k].component, cases[k].key, part,
+                     strcmp(cases[k].part, "text_encoder") ? "diffusion_pytorch_model.safetensors"
+                                                           : "model.safetensors");
+        else
+            snprintf(want, sizeof want, "%s: its output latent has", cases[k].component);
+        CHECK(st == SL_ERR_NUMERIC && strstr(ctx.msg, want), "%s in %s: %s: %s (want \"%s\")",
+              isnan(cases[k].all) ? "NaN" : "3e38", cases[k].key, sl_status_name(st), ctx.msg, want);
+        sl_trainer_free(&tr);
+    }
+    /* the same check on the U-Net's fp16 and NF4 loaders, which read in chunks: the
+     * element is counted from the tensor's start */
+    const char *q = "down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q.weight";
+    snprintf(part, sizeof part, "%s/unet", model);
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", model);
+    int ok = system(cmd) == 0 && fixture_tiny_model(model, sl_test_shared()) && unlink(part) == 0 &&
+             fixture_bad_part(part, sl_test_shared(), "unet", q, NAN, 70);
+    CHECK(ok, "cannot build %s", model);
+    char want[4400];
+    snprintf(want, sizeof want, "U-Net: weight '%s' in %s/diffusion_pytorch_model.safetensors has 1 NaN/Inf value "
+             "(the first at element 70)", q, part);
+    for (int k = 0; ok && k < 2; k++) {
+        SlModel m;
+        SlModelOpts mo = {.unet_half = k == 0};
+        SlStatus st = k == 0 ? sl_model_load(&m, model, &mo, &ctx) : sl_model_load_nf4(&m, model, &mo, NULL, 1, &ctx);
+        CHECK(st == SL_ERR_NUMERIC && strstr(ctx.msg, want), "NaN in %s, %s: %s: %s", q, k ? "nf4" : "fp16",
+              sl_status_name(st), ctx.msg);
+        if (st == SL_OK) sl_model_free(&m);
+    }
+}
+
 int main(void) {
     snprintf(g_root, sizeof g_root, "%s/tmp_test_train", sl_test_binary());
     mkdir(g_root, 0755);
@@ -463,5 +605,7 @@ int main(void) {
     test_run_log_resume();
     test_resume_other_inputs();
     test_stale_tmp();
+    test_captions();
+    test_bad_weights();
     return sl_test_finish("test_train");
 }

@@ -13,6 +13,8 @@
  *    bound is asserted (per-tile GroupNorm makes them differ by design).
  * 5. Config errors name the offending value.
  * 6. The SD-1.5-size VAE (random weights) decodes a 32x32 latent.
+ * 7. A NaN weight in the encoder or decoder is refused at load; a huge weight that
+ *    overflows at run time fails the encode or decode, naming the half.
  */
 #include <math.h>
 #include <stdio.h>
@@ -22,6 +24,7 @@
 
 #include "core/safetensors.h"
 #include "core/weights.h"
+#include "fixture_tiny.h"
 #include "test_util.h"
 #include "vae/vae.h"
 
@@ -500,6 +503,86 @@ static void test_sd15_size(SlCtx *ctx) {
     sl_vae_free(vae);
 }
 
+static SlStatus load_vae_dir(SlVae **vae, SlWeights *w, SlVaeConfig *cfg, const char *dir, SlCtx *ctx) {
+    char path[1200];
+    memset(w, 0, sizeof *w);
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    SL_TRY(sl_vae_config_load(cfg, path, ctx));
+    SL_TRY(sl_weights_open_dir(w, dir, ctx));
+    return sl_vae_load(vae, cfg, w, ctx);
+}
+
+/* 7. Non-finite weights and outputs. A NaN weight in either half is refused at load,
+ * naming the half, the tensor, the file and the element (only the U-Net and text
+ * encoder were checked). A huge but finite weight that overflows at run time fails
+ * the decode ("a wrong image with exit 0" before) or the encode, naming that half
+ * (a NaN latent was later reported as "the U-Net output went bad"). */
+static void test_nonfinite(SlCtx *ctx) {
+    static const struct { const char *key, *part; } nan_cases[] = {
+        {"decoder.conv_in.weight", "VAE decoder"},
+        {"post_quant_conv.bias", "VAE decoder"},
+        {"encoder.down_blocks.0.resnets.0.conv1.weight", "VAE encoder"},
+        {"quant_conv.weight", "VAE encoder"},
+    };
+    char dir[1024], file[1200];
+    for (size_t k = 0; k < sizeof nan_cases / sizeof nan_cases[0]; k++) {
+        snprintf(dir, sizeof dir, "%s/tmp_vae_nan%zu", sl_test_binary(), k);
+        snprintf(file, sizeof file, "%s/diffusion_pytorch_model.safetensors", dir);
+        if (!fixture_bad_part(dir, sl_test_shared(), "vae", nan_cases[k].key, NAN, 3)) {
+            CHECK(0, "cannot write %s with a NaN in %s", dir, nan_cases[k].key);
+            continue;
+        }
+        SlWeights w;
+        SlVae *vae = (SlVae *)1;
+        SlVaeConfig cfg;
+        SlStatus st = load_vae_dir(&vae, &w, &cfg, dir, ctx);
+        char want[1600];
+        snprintf(want, sizeof want, "%s: weight '%s' in %s has 1 NaN/Inf value (the first at element 3)",
+                 nan_cases[k].part, nan_cases[k].key, file);
+        CHECK(st == SL_ERR_NUMERIC && vae == NULL && strstr(ctx->msg, want), "NaN in %s: %s: %s (want \"%s\")",
+              nan_cases[k].key, sl_status_name(st), ctx->msg, want);
+        if (st == SL_OK) sl_vae_free(vae);
+        sl_weights_close(&w);
+    }
+    /* run-time overflow: every weight of the last conv 3e38 (finite, so loading accepts it) */
+    static const struct { const char *key, *part; int enc; } big_cases[] = {
+        {"decoder.conv_out.weight", "VAE decoder: its output image has", 0},
+        {"encoder.conv_out.weight", "VAE encoder: its output latent has", 1},
+    };
+    for (size_t k = 0; k < 2; k++) {
+        snprintf(dir, sizeof dir, "%s/tmp_vae_big%zu", sl_test_binary(), k);
+        if (!fixture_bad_part(dir, sl_test_shared(), "vae", big_cases[k].key, 3e38f, 0)) {
+            CHECK(0, "cannot write %s", dir);
+            continue;
+        }
+        SlWeights w;
+        SlVae *vae = NULL;
+        SlVaeConfig cfg;
+        CHECK_OK(load_vae_dir(&vae, &w, &cfg, dir, ctx), ctx);
+        if (vae) {
+            const int64_t B = 1, H = 16, W = 16, f = sl_vae_downscale(&cfg), lc = cfg.latent_channels;
+            float *img = malloc((size_t)(B * 3 * H * W) * sizeof(float));
+            float *lat = malloc((size_t)(B * lc * (H / f) * (W / f)) * sizeof(float));
+            for (int64_t i = 0; i < B * 3 * H * W; i++) img[i] = (float)((i * 37) % 200) / 100.0f - 1.0f;
+            for (int64_t i = 0; i < B * lc * (H / f) * (W / f); i++)
+                lat[i] = (float)((i * 13) % 50) / 25.0f - 1.0f;
+            SlStatus st = big_cases[k].enc ? sl_vae_encode(vae, img, B, H, W, lat, NULL, ctx)
+                                           : sl_vae_decode(vae, lat, B, H / f, W / f, img, ctx);
+            CHECK(st == SL_ERR_NUMERIC && strstr(ctx->msg, big_cases[k].part) && strstr(ctx->msg, "overflow"),
+                  "3e38 in %s: %s: %s", big_cases[k].key, sl_status_name(st), ctx->msg);
+            /* tiled: the same error through the tile driver */
+            st = big_cases[k].enc ? sl_vae_encode_tiled(vae, img, B, H, W, 8, 4, lat, NULL, ctx)
+                                  : sl_vae_decode_tiled(vae, lat, B, H / f, W / f, 1, 0, img, ctx);
+            CHECK(st == SL_ERR_NUMERIC && strstr(ctx->msg, big_cases[k].part), "3e38 in %s, tiled: %s: %s",
+                  big_cases[k].key, sl_status_name(st), ctx->msg);
+            free(img);
+            free(lat);
+            sl_vae_free(vae);
+        }
+        sl_weights_close(&w);
+    }
+}
+
 int main(void) {
     SlCtx ctx;
     sl_ctx_init(&ctx);
@@ -512,5 +595,6 @@ int main(void) {
     test_tiled_golden(&ctx);
     test_config_errors(&ctx);
     test_sd15_size(&ctx);
+    test_nonfinite(&ctx);
     return sl_test_finish("test_vae");
 }

@@ -333,10 +333,8 @@ static SlStatus load_slot(SlClip *m, const ClipSlot *s, int index, void *user, S
         SL_TRY(load_rows_part(lc->w, name, s->key->part, s->key->nparts, ndim, shape, *s->ptr, ctx));
     else
         SL_TRY(sl_weights_load(lc->w, name, ndim, shape, *s->ptr, ctx));
-    size_t bad = sl_count_nonfinite(*s->ptr, (size_t)clip_numel(&m->cfg, s->key->shape));
-    if (bad)
-        return sl_fail(ctx, SL_ERR_NUMERIC, "%s: weight '%s' has %zu non-finite values", lc->w->label, name, bad);
-    return SL_OK;
+    return sl_weights_check_finite(lc->w, "text encoder", name, *s->ptr, (size_t)clip_numel(&m->cfg, s->key->shape), 0,
+                                   ctx);
 }
 
 /* Tensors that checkpoints of a layout carry but a text encoder does not use: marked read

@@ -24,6 +24,7 @@
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <pcre2.h>
 
+#include "core/file.h"
 #include "textenc/unicode_norm.h"
 
 #define SL_TOK_MAX_MERGES (49152 - 256 - 2)  /* merges[1 : 49152-256-2+1] in both readers */
@@ -235,67 +236,74 @@ static SlStatus intern_byte_symbols(SlTokenizer *t, SlCtx *ctx) {
 
 /* ---- files ---- */
 
-static SlStatus read_file(const char *path, int gz, char **out, size_t *len, SlCtx *ctx) {
-    *out = NULL;
-    *len = 0;
+/* gzip data (one or more members) inflated into a new NUL-terminated buffer,
+ * at most SL_TOK_MAX_FILE_BYTES of it (a small .gz can inflate to gigabytes). */
+static SlStatus gunzip(const char *path, const uint8_t *src, size_t n_src, char **out, size_t *len, SlCtx *ctx) {
     size_t cap = 1 << 16, n = 0;
     char *buf = malloc(cap + 1);
     if (!buf) return sl_fail(ctx, SL_ERR_NOMEM, "%s: out of memory", path);
-    if (gz) {
-        gzFile f = gzopen(path, "rb");
-        if (!f) { free(buf); return sl_fail(ctx, SL_ERR_IO, "cannot open %s: %s", path, strerror(errno)); }
-        for (;;) {
-            if (n == cap) {
-                if (cap >= SL_TOK_MAX_FILE_BYTES) {
-                    gzclose(f);
-                    free(buf);
-                    return sl_fail(ctx, SL_ERR_NOMEM, "%s: larger than %zu MiB", path, SL_TOK_MAX_FILE_BYTES >> 20);
-                }
-                char *p = realloc(buf, cap * 2 + 1);
-                if (!p) { gzclose(f); free(buf); return sl_fail(ctx, SL_ERR_NOMEM, "%s: out of memory", path); }
-                buf = p;
-                cap *= 2;
-            }
-            int got = gzread(f, buf + n, (unsigned)(cap - n > (1u << 30) ? (1u << 30) : cap - n));
-            if (got < 0) {
-                int zerr;
-                const char *m = gzerror(f, &zerr);
-                SlStatus st = sl_fail(ctx, SL_ERR_FORMAT, "%s: gzip read failed: %s", path, m);
-                gzclose(f);
-                free(buf);
-                return st;
-            }
-            if (got == 0) break;
-            n += (size_t)got;
-        }
-        gzclose(f);
-    } else {
-        FILE *f = fopen(path, "rb");
-        if (!f) { free(buf); return sl_fail(ctx, SL_ERR_IO, "cannot open %s: %s", path, strerror(errno)); }
-        for (;;) {
-            if (n == cap) {
-                if (cap >= SL_TOK_MAX_FILE_BYTES) {
-                    fclose(f);
-                    free(buf);
-                    return sl_fail(ctx, SL_ERR_NOMEM, "%s: larger than %zu MiB", path, SL_TOK_MAX_FILE_BYTES >> 20);
-                }
-                char *p = realloc(buf, cap * 2 + 1);
-                if (!p) { fclose(f); free(buf); return sl_fail(ctx, SL_ERR_NOMEM, "%s: out of memory", path); }
-                buf = p;
-                cap *= 2;
-            }
-            size_t got = fread(buf + n, 1, cap - n, f);
-            n += got;
-            if (got == 0) break;
-        }
-        int bad = ferror(f);
-        fclose(f);
-        if (bad) { free(buf); return sl_fail(ctx, SL_ERR_IO, "%s: read failed", path); }
+    z_stream z;
+    memset(&z, 0, sizeof z);
+    if (inflateInit2(&z, 16 + MAX_WBITS) != Z_OK) {
+        free(buf);
+        return sl_fail(ctx, SL_ERR_NOMEM, "%s: out of memory", path);
     }
+    z.next_in = (Bytef *)src;
+    SlStatus st = SL_OK;
+    size_t left = n_src;
+    for (;;) {
+        if (n == cap) {
+            if (cap >= SL_TOK_MAX_FILE_BYTES) {
+                st = sl_fail(ctx, SL_ERR_NOMEM, "%s: larger than %zu MiB", path, SL_TOK_MAX_FILE_BYTES >> 20);
+                break;
+            }
+            char *p = realloc(buf, cap * 2 + 1);
+            if (!p) { st = sl_fail(ctx, SL_ERR_NOMEM, "%s: out of memory", path); break; }
+            buf = p;
+            cap *= 2;
+        }
+        uInt in_chunk = left > (1u << 30) ? (1u << 30) : (uInt)left;
+        z.avail_in = in_chunk;
+        z.next_out = (Bytef *)buf + n;
+        z.avail_out = (uInt)(cap - n > (1u << 30) ? (1u << 30) : cap - n);
+        uInt out_before = z.avail_out;
+        int zr = inflate(&z, Z_NO_FLUSH);
+        n += out_before - z.avail_out;
+        left -= in_chunk - z.avail_in;
+        if (zr == Z_STREAM_END) {
+            /* another member of a concatenated .gz; other trailing bytes are ignored, as gzread did */
+            if (left < 2 || z.next_in[0] != 0x1f || z.next_in[1] != 0x8b) break;
+            inflateReset(&z);
+            continue;
+        }
+        if (zr == Z_BUF_ERROR && left == 0) {
+            st = sl_fail(ctx, SL_ERR_FORMAT, "%s: gzip read failed: truncated file", path);
+            break;
+        }
+        if (zr != Z_OK && zr != Z_BUF_ERROR) {
+            st = sl_fail(ctx, SL_ERR_FORMAT, "%s: gzip read failed: %s", path, z.msg ? z.msg : "corrupt data");
+            break;
+        }
+    }
+    inflateEnd(&z);
+    if (st) { free(buf); return st; }
     buf[n] = '\0';
     *out = buf;
     *len = n;
     return SL_OK;
+}
+
+/* A vocabulary or merges file, inflated if gz and it starts as gzip does
+ * (gzread read plain files through unchanged, and so do we). */
+static SlStatus read_file(const char *path, int gz, char **out, size_t *len, SlCtx *ctx) {
+    SL_TRY(sl_read_file(path, SL_TOK_MAX_FILE_BYTES, out, len, ctx));
+    const uint8_t *b = (const uint8_t *)*out;
+    if (!gz || *len < 2 || b[0] != 0x1f || b[1] != 0x8b) return SL_OK;
+    char *raw = *out;
+    SlStatus st = gunzip(path, b, *len, out, len, ctx);
+    free(raw);
+    if (st) { *out = NULL; *len = 0; }
+    return st;
 }
 
 /* Parses JSON text; on a syntax error names the file, line and column. */
@@ -861,6 +869,66 @@ done:
 SlStatus sl_tokenizer_encode(const SlTokenizer *t, const char *utf8, int32_t *ids, int max_len, int *n_real,
                              SlCtx *ctx) {
     return sl_tokenizer_encode_n(t, utf8, utf8 ? strlen(utf8) : 0, ids, max_len, n_real, ctx);
+}
+
+/* The length of s[0..n) without a last character cut short (a lead byte whose
+ * continuation bytes are missing). */
+static size_t utf8_whole_prefix(const char *s, size_t n) {
+    size_t j = n;
+    while (j > 0 && n - j < 3 && ((uint8_t)s[j - 1] & 0xC0) == 0x80) j--;
+    if (j == 0) return n;
+    uint8_t c = (uint8_t)s[j - 1];
+    size_t need = c < 0xC0 ? 1 : c < 0xE0 ? 2 : c < 0xF0 ? 3 : 4;
+    return n - (j - 1) >= need ? n : j - 1;
+}
+
+/* Room for counting the tokens of a text that overflowed: 16 MiB of ids at most. */
+#define SL_TOK_MAX_COUNT ((size_t)1 << 22)
+
+SlStatus sl_tokenizer_encode_dropped(const SlTokenizer *t, const char *utf8, int32_t *ids, int max_len,
+                                     int *n_real, int *n_dropped, char *dropped, size_t cap, SlCtx *ctx) {
+    *n_dropped = 0;
+    if (dropped && cap) dropped[0] = '\0';
+    size_t len = utf8 ? strlen(utf8) : 0;
+    int nr = 0;
+    SL_TRY(sl_tokenizer_encode_n(t, utf8, len, ids, max_len, &nr, ctx));
+    if (n_real) *n_real = nr;
+    if (nr < max_len) return SL_OK; /* room to spare: nothing was cut */
+    /* Full: encode again with room for every token. A token holds at least one byte of
+     * the cleaned text, which NFC and lowercasing grow by well under 4x. */
+    size_t big = 4 * len + 4;
+    if (big > SL_TOK_MAX_COUNT) big = SL_TOK_MAX_COUNT;
+    if (big < (size_t)max_len) big = (size_t)max_len;
+    int32_t *all = malloc(big * sizeof *all);
+    if (!all) return sl_fail(ctx, SL_ERR_NOMEM, "tokenizer encode: out of memory counting dropped tokens");
+    int na = 0;
+    SlStatus st = sl_tokenizer_encode_n(t, utf8, len, all, (int)big, &na, ctx);
+    if (st == SL_OK) {
+        const int kept = max_len - 2, first = 1 + kept, end = na - 1; /* all[first..end) were dropped */
+        *n_dropped = end - first;
+        if (dropped && cap >= 4) {
+            size_t o = 0, room = cap - 4; /* leaves "..." and the NUL */
+            int i = first;
+            for (; i < end && o < room; i++) {
+                size_t k = sl_tokenizer_decode_token(t, all[i], dropped + o, room + 1 - o);
+                if (k > room - o) { o = room; break; }
+                o += k;
+            }
+            o = utf8_whole_prefix(dropped, o);
+            if (i < end) {
+                memcpy(dropped + o, "...", 4);
+            } else {
+                while (o > 0 && dropped[o - 1] == ' ') o--; /* the last word's "</w>" */
+                dropped[o] = '\0';
+            }
+            /* byte-level BPE may have split a character between the kept and dropped tokens */
+            size_t skip = 0;
+            while (skip < 3 && ((uint8_t)dropped[skip] & 0xC0) == 0x80) skip++;
+            memmove(dropped, dropped + skip, strlen(dropped + skip) + 1);
+        }
+    }
+    free(all);
+    return st;
 }
 
 /* ---- accessors ---- */

@@ -83,6 +83,14 @@ SlStatus sl_tokenizer_encode(const SlTokenizer *tok, const char *utf8, int32_t *
 SlStatus sl_tokenizer_encode_n(const SlTokenizer *tok, const char *utf8, size_t len, int32_t *ids,
                                int max_len, int *n_real, SlCtx *ctx);
 
+/* Like sl_tokenizer_encode, and also says what did not fit: *n_dropped gets how many
+ * tokens of the text are past the max_len-2 kept (0 if none; a lower bound past 4M
+ * tokens), and dropped[0..cap) (may be NULL) their decoded text, cut with "..." if
+ * longer. For A1111's "N tokens over the limit of 75 were dropped" warning. A text
+ * that fits costs one encode; one that fills max_len is encoded twice. */
+SlStatus sl_tokenizer_encode_dropped(const SlTokenizer *tok, const char *utf8, int32_t *ids, int max_len,
+                                     int *n_real, int *n_dropped, char *dropped, size_t cap, SlCtx *ctx);
+
 int32_t sl_tokenizer_bos(const SlTokenizer *tok);
 int32_t sl_tokenizer_eos(const SlTokenizer *tok);
 int32_t sl_tokenizer_pad(const SlTokenizer *tok);

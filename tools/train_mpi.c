@@ -83,7 +83,7 @@ static int cache_sync(void *user) {
 
 /* A fingerprint of what must be equal on every rank: weights, step, samples. */
 static uint64_t trainer_fingerprint(const SlTrainer *tr) {
-    uint64_t h = 0xcbf29ce484222325ull;
+    uint64_t h = SL_FNV1A64_OFFSET;
     for (int i = 0; i < tr->n_params; i++) h = sl_hash_bytes(tr->params[i].w, (size_t)tr->params[i].n * sizeof(float), h);
     h = sl_hash_bytes(&tr->step, sizeof tr->step, h);
     h = sl_hash_bytes(&tr->n_samples, sizeof tr->n_samples, h);

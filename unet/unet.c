@@ -391,8 +391,8 @@ SlStatus sl_unet_load(SlUNet *u, SlWeights *w, SlCtx *ctx) {
             sl_fail_prefix(ctx, "unet");
             return st;
         }
-        if (sl_count_nonfinite(p->init_w, (size_t)sl_shape_numel(p->ndim, p->shape)))
-            return sl_fail(ctx, SL_ERR_NUMERIC, "unet: weight %s in %s has NaN/Inf values", p->name, w->label);
+        SL_TRY(sl_weights_check_finite(w, "U-Net", p->name, p->init_w, (size_t)sl_shape_numel(p->ndim, p->shape), 0,
+                                       ctx));
     }
     return SL_OK;
 }

@@ -310,6 +310,21 @@ void sl_vae_latent_size(const SlVaeConfig *cfg, int64_t H, int64_t W, int64_t *h
     *w = W;
 }
 
+/* SL_ERR_NUMERIC if the encoder's or decoder's output out[0..n) is not all finite,
+ * blaming the input in[0..n_in) if it was already bad, else the weights. */
+static SlStatus check_output(const float *out, int64_t n, const float *in, int64_t n_in, const char *part,
+                             const char *out_name, const char *in_name, SlCtx *ctx) {
+    const size_t bad = sl_count_nonfinite(out, (size_t)n);
+    if (!bad) return SL_OK;
+    const size_t bad_in = sl_count_nonfinite(in, (size_t)n_in);
+    if (bad_in)
+        return sl_fail(ctx, SL_ERR_NUMERIC, "VAE %s: its input %s has %zu NaN/Inf values", part, in_name, bad_in);
+    return sl_fail(ctx, SL_ERR_NUMERIC,
+                   "VAE %s: its output %s has %zu NaN/Inf values of %lld from a finite %s: its weights overflow "
+                   "float32 (a damaged or wrongly scaled VAE)",
+                   part, out_name, bad, (long long)n, in_name);
+}
+
 SlStatus sl_vae_encode(SlVae *vae, const float *image, int64_t B, int64_t H, int64_t W, float *mean,
                        float *logvar, SlCtx *ctx) {
     SL_TRY(check_dims(B, H, W, sl_vae_downscale(&vae->cfg), "encode", ctx));
@@ -328,6 +343,10 @@ SlStatus sl_vae_encode(SlVae *vae, const float *image, int64_t B, int64_t H, int
     vae_encoder_walk(&r, &vae->cfg, &vae->p, image, B, H, W, &mom, &h, &w);
     /* moments [B,2lc,h,w]: mean = first lc channels, logvar = last lc */
     const int64_t lc = vae->cfg.latent_channels, plane = lc * h * w;
+    /* before the clamp, which would hide an Inf logvar; left alone, a NaN here surfaced
+     * in training as "the U-Net output went bad" */
+    SL_TRY(check_output(mom, B * 2 * plane, image, B * vae->cfg.in_channels * H * W, "encoder", "latent", "image",
+                        ctx));
     for (int64_t bi = 0; bi < B; bi++) {
         const float *m = mom + bi * 2 * plane;
         if (mean) memcpy(mean + bi * plane, m, (size_t)plane * sizeof(float));
@@ -356,7 +375,10 @@ SlStatus sl_vae_decode(SlVae *vae, const float *latent, int64_t B, int64_t h, in
     run_init(&r, vae->work_budget);
     r.plan = pl;
     vae_decoder_walk(&r, &vae->cfg, &vae->p, latent, B, h, w, image);
-    return SL_OK;
+    /* a NaN image was written out as a wrong picture with exit status 0 */
+    const int64_t f = sl_vae_downscale(&vae->cfg);
+    return check_output(image, B * vae->cfg.out_channels * h * f * w * f, latent, B * vae->cfg.latent_channels * h * w,
+                        "decoder", "image", "latent", ctx);
 }
 
 void sl_vae_sample(float *z, const float *mean, const float *logvar, const float *noise, int64_t n) {

@@ -187,10 +187,13 @@ size_t sl_vae_activation_bytes(const SlVae *vae);
 
 /* image [B,in,H,W] in [-1,1] -> mean, logvar [B,lc,h,w] with (h,w) from
  * sl_vae_latent_size (H / 2^(n-1) when H is a multiple of it). H, W >= 2^(n-1).
- * logvar clamped to [-30,20]. Either output may be NULL. */
+ * logvar clamped to [-30,20]. Either output may be NULL. A NaN/Inf in the output
+ * (weights that overflow) is SL_ERR_NUMERIC naming the encoder, as in decode. */
 SlStatus sl_vae_encode(SlVae *vae, const float *image, int64_t B, int64_t H, int64_t W,
                        float *mean, float *logvar, SlCtx *ctx);
-/* latent [B,lc,h,w] (raw, unscaled) -> image [B,out,h*f,w*f], f = sl_vae_downscale. */
+/* latent [B,lc,h,w] (raw, unscaled) -> image [B,out,h*f,w*f], f = sl_vae_downscale.
+ * A NaN/Inf in the image is SL_ERR_NUMERIC naming the decoder (or the latent, if it
+ * held one already), never a wrong image. */
 SlStatus sl_vae_decode(SlVae *vae, const float *latent, int64_t B, int64_t h, int64_t w,
                        float *image, SlCtx *ctx);
 /* Latent size for an image size: each Downsample2D maps n -> floor((n + 1 - 3) / 2) + 1. */

@@ -418,6 +418,13 @@ SlStatus sl_vae_load(SlVae **out, const SlVaeConfig *cfg, SlWeights *w, SlCtx *c
     for (int i = 0; st == SL_OK && i < l.n; i++) {
         const VaeSpec *s = &l.v[i];
         st = s->proj ? vae_load_proj(w, s, ctx) : sl_weights_load(w, s->name, s->ndim, s->shape, *s->dst, ctx);
+        if (st == SL_OK) { /* a NaN here came out later as a wrong image, or as "the U-Net output went bad" */
+            const int dec = strncmp(s->name, "decoder.", 8) == 0 || strncmp(s->name, "post_quant_conv.", 16) == 0;
+            int64_t n = 1;
+            for (int d = 0; d < s->ndim; d++) n *= s->shape[d];
+            st = sl_weights_check_finite(w, dec ? "VAE decoder" : "VAE encoder", s->name, *s->dst, (size_t)n, 0, ctx);
+            if (st) { free(l.v); sl_vae_free(v); *out = NULL; return st; } /* already names the VAE part */
+        }
     }
     free(l.v);
     if (st != SL_OK) {
