@@ -12,10 +12,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define HASH_SEED 0xcbf29ce484222325ull /* FNV-1a offset basis */
+#include "core/hash.h"
 
 SlStatus sl_train_data_hash(const SlDataset *data, uint64_t *out, SlCtx *ctx) {
-    uint64_t h = HASH_SEED;
+    uint64_t h = SL_FNV1A64_OFFSET;
     for (int i = 0; i < data->n; i++) {
         const SlDataItem *it = &data->items[i];
         uint64_t fh = 0;
@@ -120,7 +120,7 @@ static SlStatus part_hash(const char *dir, const char *part, uint64_t *h, int *n
 }
 
 SlStatus sl_train_model_hash(const char *path, uint64_t *out, SlCtx *ctx) {
-    uint64_t h = HASH_SEED;
+    uint64_t h = SL_FNV1A64_OFFSET;
     int n = 0;
     if (sl_path_is_file(path)) { /* a single-file checkpoint */
         SL_TRY(weight_file_hash(path, &h, ctx));
