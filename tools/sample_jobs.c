@@ -26,18 +26,22 @@ void sample_args_parse(SampleArgs *a, int argc, char **argv) {
     const CliOpt opts[] = {
         {"--model", "DIR", "model: diffusers folder or single-file .safetensors (required)", &a->model, 0},
         {"--config", "DIR", "configs + tokenizer folder for a single-file checkpoint", &a->config, 0},
+        {"--model-config", "DIR", "the same as --config (train's name for it)", &a->config, 0},
         {"--prompt", "TEXT", "the prompt (may hold <lora:NAME:WEIGHT> tags)", &a->prompt, 0},
         {"--negative", "TEXT", "negative prompt (default empty)", &a->negative, 0},
-        {"--prompts", "FILE", "one job a line (plain prompt, or A1111-style --prompt/--seed/... options)", &a->prompts_file, 0},
-        {"--lora", "FILE[:WEIGHT]", "apply an adapter with a weight (default 1)", a->lora, SAMPLE_MAX_LORA},
+        {"--prompts", "FILE", "one job a line: the prompt as written, or a line starting with '--' of A1111-style options "
+                              "(--prompt \"TEXT\" --negative_prompt \"TEXT\" --seed N --steps N --cfg_scale S --eta E "
+                              "--width W --height H --sampler_name NAME --batch_size N); '#' lines are comments", &a->prompts_file, 0},
+        {"--lora", "FILE[:WEIGHT]", "apply an adapter with a weight in [-10, 10] (default 1); WEIGHT is what follows the last ':' "
+                                   "when it is a number, so a path containing ':' works", a->lora, SAMPLE_MAX_LORA},
         {"--lora-dir", "DIR", "where <lora:NAME:W> tags find NAME.safetensors (default: the prompts file's folder, or .)", &a->lora_dir, 0},
-        {"--lora-alpha", "A", "alpha for adapter files that store none (PEFT files)", &a->lora_alpha, 0},
+        {"--lora-alpha", "A", "alpha in (0, 10000] for adapter files that store none (PEFT files)", &a->lora_alpha, 0},
         {"--merge", NULL, "merge adapters into the weights (as fast as the base) instead of the runtime path", &a->merge, 0},
         {"--sampler", "NAME", "ddim | euler | euler_a | dpmpp_2m (default euler_a)", &a->sampler, 0},
         {"--schedule", "NAME", "default | karras (default: default)", &a->schedule, 0},
         {"--steps", "N", "sampling steps (default 20)", &a->steps, 0},
-        {"--cfg", "S", "classifier-free guidance scale (default 7; 1 disables)", &a->cfg, 0},
-        {"--eta", "E", "DDIM eta (default 0)", &a->eta, 0},
+        {"--cfg", "S", "classifier-free guidance scale in [0, 100] (default 7; <= 1 disables)", &a->cfg, 0},
+        {"--eta", "E", "DDIM eta in [0, 1] (default 0)", &a->eta, 0},
         {"--seed", "N", "seed of the first image (default 42); image i uses seed+i", &a->seed, 0},
         {"--width", "W", "image width (default: the VAE's sample size)", &a->width, 0},
         {"--height", "H", "image height (default: the VAE's sample size)", &a->height, 0},
@@ -64,6 +68,8 @@ void sample_args_parse(SampleArgs *a, int argc, char **argv) {
         exit(2);
     }
     if (!a->out) a->out = "out";
+    SampleRun r; /* the run's options, checked now rather than after the model loads */
+    sample_run_init(&r, a, NULL, 0);
 }
 
 const char *sample_model_name(const char *path) {
@@ -89,7 +95,9 @@ const char *sample_model_name(const char *path) {
 
 static SlStatus add_lora(SampleJob *j, const char *path, float weight, SlCtx *ctx) {
     if (j->n_lora == SAMPLE_MAX_LORA) return sl_fail(ctx, SL_ERR_ARG, "%s: more than %d adapters", j->where, SAMPLE_MAX_LORA);
-    if (!isfinite(weight)) return sl_fail(ctx, SL_ERR_ARG, "%s: adapter weight is not a number", j->where);
+    if (!(weight >= CLI_LORA_WEIGHT_MIN && weight <= CLI_LORA_WEIGHT_MAX))
+        return sl_fail(ctx, SL_ERR_ARG, "%s: adapter weight %g is not a finite number in [%g, %g]", j->where, (double)weight,
+                       CLI_LORA_WEIGHT_MIN, CLI_LORA_WEIGHT_MAX);
     size_t len = strlen(path);
     if (len >= sizeof j->lora[0].path) return sl_fail(ctx, SL_ERR_ARG, "%s: adapter path is too long", j->where);
     memcpy(j->lora[j->n_lora].path, path, len + 1);
@@ -98,28 +106,32 @@ static SlStatus add_lora(SampleJob *j, const char *path, float weight, SlCtx *ct
     return SL_OK;
 }
 
-void sample_split_lora(const char *arg, char *path, size_t n, float *weight) {
+SlStatus sample_split_lora(const char *opt, const char *arg, char *path, size_t n, float *weight, SlCtx *ctx) {
     size_t len = strlen(arg);
-    if (len >= n) len = n - 1; /* truncated like snprintf */
-    memcpy(path, arg, len);
-    path[len] = '\0';
+    if (len >= n) return sl_fail(ctx, SL_ERR_ARG, "%s %.64s...: the path is longer than %zu bytes", opt, arg, n - 1);
+    memcpy(path, arg, len + 1);
     *weight = 1.0f;
     char *colon = strrchr(path, ':');
-    if (colon) {
-        char *end;
-        errno = 0;
-        double v = strtod(colon + 1, &end);
-        if (end != colon + 1 && *end == '\0' && !errno && isfinite(v)) {
-            *weight = (float)v;
-            *colon = '\0';
-        }
-    }
+    if (!colon) return SL_OK;
+    /* Anything strtod reads whole is meant as a weight, "nan", "inf" and "1e300"
+     * included: those are refused, not taken for part of the file name. */
+    char *end;
+    errno = 0;
+    double v = strtod(colon + 1, &end);
+    if (end == colon + 1 || *end) return SL_OK; /* not a number: ':' is part of the path */
+    if (errno || !(v >= CLI_LORA_WEIGHT_MIN && v <= CLI_LORA_WEIGHT_MAX))
+        return sl_fail(ctx, SL_ERR_ARG, "%s %s: bad weight '%s': give a finite number in [%g, %g]", opt, arg, colon + 1,
+                       CLI_LORA_WEIGHT_MIN, CLI_LORA_WEIGHT_MAX);
+    if (colon == path) return sl_fail(ctx, SL_ERR_ARG, "%s %s: no file name before the weight", opt, arg);
+    *weight = (float)v;
+    *colon = '\0';
+    return SL_OK;
 }
 
 static SlStatus parse_lora_arg(SampleJob *j, const char *arg, SlCtx *ctx) {
-    char path[1024];
+    char path[sizeof j->lora[0].path];
     float weight;
-    sample_split_lora(arg, path, sizeof path, &weight);
+    SL_TRY(sample_split_lora("--lora", arg, path, sizeof path, &weight, ctx));
     return add_lora(j, path, weight, ctx);
 }
 
@@ -132,9 +144,11 @@ SlStatus sample_parse_lora_tags(SampleJob *j, char *prompt, const char *lora_dir
         char *name = p + 6, *w = strrchr(name, ':');
         float weight = 1.0f;
         if (w) {
-            char *e;
-            weight = strtof(w + 1, &e);
-            if (e == w + 1 || *e) return sl_fail(ctx, SL_ERR_ARG, "%s: bad weight in <lora:%s>", j->where, name);
+            double v;
+            if (!cli_num_ok(w + 1, CLI_LORA_WEIGHT_MIN, CLI_LORA_WEIGHT_MAX, CLI_CLOSED, &v))
+                return sl_fail(ctx, SL_ERR_ARG, "%s: bad weight in <lora:%s>: give a finite number in [%g, %g]", j->where, name,
+                               CLI_LORA_WEIGHT_MIN, CLI_LORA_WEIGHT_MAX);
+            weight = (float)v;
             *w = '\0';
         }
         if (!*name) return sl_fail(ctx, SL_ERR_ARG, "%s: empty name in a <lora:...> tag", j->where);
@@ -189,8 +203,8 @@ static int split_line(char *line, char **argv, int cap) {
 static SlStatus job_defaults(SampleJob *j, const SampleArgs *a, SlCtx *ctx) {
     memset(j, 0, sizeof *j);
     j->steps = a->steps ? (int)cli_int("sample", "--steps", a->steps, 1, 1000) : 20;
-    j->cfg = a->cfg ? (float)cli_num("sample", "--cfg", a->cfg) : 7.0f;
-    j->eta = a->eta ? (float)cli_num("sample", "--eta", a->eta) : 0.0f;
+    j->cfg = a->cfg ? (float)cli_num("sample", "--cfg", a->cfg, SAMPLE_CFG_MIN, SAMPLE_CFG_MAX, CLI_CLOSED) : 7.0f;
+    j->eta = a->eta ? (float)cli_num("sample", "--eta", a->eta, 0, 1, CLI_CLOSED) : 0.0f;
     j->seed = a->seed ? (uint64_t)cli_int("sample", "--seed", a->seed, 0, (1LL << 62)) : 42;
     j->width = a->width ? (int)cli_int("sample", "--width", a->width, 8, 8192) : 0;
     j->height = a->height ? (int)cli_int("sample", "--height", a->height, 8, 8192) : 0;
@@ -205,6 +219,7 @@ static SlStatus job_defaults(SampleJob *j, const SampleArgs *a, SlCtx *ctx) {
         else return sl_fail(ctx, SL_ERR_ARG, "unknown schedule '%s' (default, karras)", a->schedule);
     }
     snprintf(j->negative, sizeof j->negative, "%s", a->negative ? a->negative : "");
+    snprintf(j->where, sizeof j->where, "--lora");
     for (int i = 0; i < SAMPLE_MAX_LORA && a->lora[i]; i++) SL_TRY(parse_lora_arg(j, a->lora[i], ctx));
     return SL_OK;
 }
@@ -334,7 +349,7 @@ void sample_run_init(SampleRun *r, const SampleArgs *a, const SampleJob *jobs, i
     r->grid = a->grid != NULL;
     r->quiet = a->quiet != NULL;
     r->vae_tile = a->vae_tile ? (int)cli_int("sample", "--vae-tile", a->vae_tile, 8, 4096) : 0;
-    r->lora_alpha = a->lora_alpha ? (float)cli_num("sample", "--lora-alpha", a->lora_alpha) : 0.0f;
+    r->lora_alpha = a->lora_alpha ? (float)cli_num("sample", "--lora-alpha", a->lora_alpha, 0, 10000, CLI_OPEN_LO) : 0.0f;
     if (a->threads) cli_threads(cli_int("sample", "--threads", a->threads, 1, 1024));
-    for (int i = 0; i < n_jobs; i++) r->n_images += jobs[i].batch;
+    for (int i = 0; jobs && i < n_jobs; i++) r->n_images += jobs[i].batch;
 }
