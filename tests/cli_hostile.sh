@@ -163,6 +163,8 @@ expect_err_rc 2 "sample --eta 5" "--eta" "[0, 1]" -- "$bin" sample --model "$shp
 expect_err_rc 2 "sample --lora-alpha inf" "--lora-alpha" -- "$bin" sample --model "$shp" --prompt "a circle" --lora-alpha inf --out "$tmp/outs/o"
 expect_err_rc 2 "eval --cfg 1e30" "--cfg" "[0, 100]" -- "$bin" eval --model "$shp" --lora "$tmp/outs/style.safetensors" --style-dir "$neon" --cfg 1e30 --out "$tmp/outs/e"
 expect_err_rc 2 "lora convert --alpha nan" "--alpha" -- "$bin" lora convert "$tmp/outs/style.safetensors" --to peft --out "$tmp/outs/p.safetensors" --alpha nan
+printf 'a circle\n--prompt "a square" --cfg_scale 1e30\n' > "$tmp/outs/prompts.txt"
+expect_err "prompts file --cfg_scale 1e30" "prompts.txt:2" "--cfg_scale" "[0, 100]" -- "$bin" sample --model "$shp" --prompts "$tmp/outs/prompts.txt" --out "$tmp/outs/o"
 
 # ---- --lora FILE:WEIGHT (issue 21 items 6, 7): a number after the last ':' is the weight ----
 for w in nan inf 1e300 1e30 -11; do

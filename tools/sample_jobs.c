@@ -1,11 +1,13 @@
 /* sample_jobs.c - options, prompts files and <lora:...> tags of `stylora sample`.
  *
  * Prompts file: one job a line; blank lines and lines starting with '#' are
- * skipped. A line is either a plain prompt, or options in the form of A1111's
- * "prompts from file" script, quoted like a shell command line:
+ * skipped. As in A1111's "prompts from file" script, a line starting with "--"
+ * holds options, quoted like a shell command line:
  *   --prompt "a red circle <lora:outline:0.8>" --negative_prompt "blurry"
  *   --seed 7 --steps 20 --cfg_scale 7 --width 64 --height 64
  *   --sampler_name euler_a --batch_size 2
+ * and any other line is the prompt exactly as written (quotes and apostrophes
+ * included, no word limit: the tokenizer truncates long text as --prompt's).
  * Anything not given on a line comes from the command line's options.
  */
 #include "sample_jobs.h"
@@ -224,42 +226,60 @@ static SlStatus job_defaults(SampleJob *j, const SampleArgs *a, SlCtx *ctx) {
     return SL_OK;
 }
 
-/* Applies one prompts-file line's options to j. */
+/* One integer option of a prompts-file line: its names and range. */
+typedef struct LineInt {
+    const char *name, *alias;
+    long long lo, hi;
+} LineInt;
+
+/* Applies one prompts-file line to j: a line starting with "--" holds options (as
+ * A1111's script reads it), any other line is the prompt itself, already in j. */
 static SlStatus job_from_line(SampleJob *j, char *line, const char *where, SlCtx *ctx) {
-    char *argv[64];
-    int n = split_line(line, argv, 64);
+    if (strncmp(line, "--", 2) != 0) return SL_OK;
+    char *argv[128];
+    int n = split_line(line, argv, 128);
     if (n == -2) return sl_fail(ctx, SL_ERR_ARG, "%s: unbalanced quote", where);
-    if (n < 0) return sl_fail(ctx, SL_ERR_ARG, "%s: too many words", where);
-    if (n == 0 || strncmp(argv[0], "--", 2) != 0) { /* a plain prompt: the whole line */
-        return SL_OK;
-    }
+    if (n < 0) return sl_fail(ctx, SL_ERR_ARG, "%s: more than 128 words of options (quote the --prompt text)", where);
+    static const LineInt ints[] = {{"--seed", NULL, 0, 1LL << 62},   {"--steps", NULL, 1, 1000},
+                                   {"--width", NULL, 8, 8192},       {"--height", NULL, 8, 8192},
+                                   {"--batch_size", "--batch", 1, 1000}};
     j->prompt[0] = '\0';
     for (int i = 0; i < n; i++) {
         const char *k = argv[i];
         if (i + 1 >= n) return sl_fail(ctx, SL_ERR_ARG, "%s: option %s has no value", where, k);
         const char *v = argv[++i];
-        char *end;
-        errno = 0;
+        double d;
+        char r[64];
         if (strcmp(k, "--prompt") == 0) snprintf(j->prompt, sizeof j->prompt, "%s", v);
         else if (strcmp(k, "--negative_prompt") == 0 || strcmp(k, "--negative") == 0) snprintf(j->negative, sizeof j->negative, "%s", v);
         else if (strcmp(k, "--sampler_name") == 0 || strcmp(k, "--sampler") == 0) {
             if (!sl_sampler_kind_from_name(v, &j->sampler)) return sl_fail(ctx, SL_ERR_ARG, "%s: unknown sampler '%s'", where, v);
+        } else if (strcmp(k, "--cfg_scale") == 0 || strcmp(k, "--cfg") == 0) {
+            if (!cli_num_ok(v, SAMPLE_CFG_MIN, SAMPLE_CFG_MAX, CLI_CLOSED, &d))
+                return sl_fail(ctx, SL_ERR_ARG, "%s: %s expects a finite number in %s, got '%s'", where, k,
+                               cli_range_str(r, sizeof r, SAMPLE_CFG_MIN, SAMPLE_CFG_MAX, CLI_CLOSED), v);
+            j->cfg = (float)d;
+        } else if (strcmp(k, "--eta") == 0) {
+            if (!cli_num_ok(v, 0, 1, CLI_CLOSED, &d))
+                return sl_fail(ctx, SL_ERR_ARG, "%s: %s expects a finite number in [0, 1], got '%s'", where, k, v);
+            j->eta = (float)d;
         } else {
-            long long x = 0;
-            double d = 0;
-            int is_float = strcmp(k, "--cfg_scale") == 0 || strcmp(k, "--cfg") == 0 || strcmp(k, "--eta") == 0;
-            if (is_float) d = strtod(v, &end);
-            else x = strtoll(v, &end, 10);
-            if (end == v || *end || errno || (!is_float && x < 0) || (is_float && !isfinite(d)))
-                return sl_fail(ctx, SL_ERR_ARG, "%s: option %s has a bad value '%s'", where, k, v);
-            if (strcmp(k, "--seed") == 0) j->seed = (uint64_t)x;
-            else if (strcmp(k, "--steps") == 0 && x >= 1 && x <= 1000) j->steps = (int)x;
-            else if (strcmp(k, "--width") == 0 && x >= 8 && x <= 8192) j->width = (int)x;
-            else if (strcmp(k, "--height") == 0 && x >= 8 && x <= 8192) j->height = (int)x;
-            else if ((strcmp(k, "--batch_size") == 0 || strcmp(k, "--batch") == 0) && x >= 1 && x <= 1000) j->batch = (int)x;
-            else if (strcmp(k, "--cfg_scale") == 0 || strcmp(k, "--cfg") == 0) j->cfg = (float)d;
-            else if (strcmp(k, "--eta") == 0) j->eta = (float)d;
-            else return sl_fail(ctx, SL_ERR_ARG, "%s: unknown option %s or value out of range", where, k);
+            const LineInt *o = NULL;
+            for (size_t q = 0; q < sizeof ints / sizeof ints[0]; q++)
+                if (strcmp(k, ints[q].name) == 0 || (ints[q].alias && strcmp(k, ints[q].alias) == 0)) o = &ints[q];
+            if (!o)
+                return sl_fail(ctx, SL_ERR_ARG, "%s: unknown option %s (--prompt, --negative_prompt, --seed, --steps, --cfg_scale, "
+                               "--eta, --width, --height, --sampler_name, --batch_size)", where, k);
+            char *end;
+            errno = 0;
+            long long x = strtoll(v, &end, 10);
+            if (end == v || *end || errno || x < o->lo || x > o->hi)
+                return sl_fail(ctx, SL_ERR_ARG, "%s: %s expects an integer in [%lld, %lld], got '%s'", where, k, o->lo, o->hi, v);
+            if (o == &ints[0]) j->seed = (uint64_t)x;
+            else if (o == &ints[1]) j->steps = (int)x;
+            else if (o == &ints[2]) j->width = (int)x;
+            else if (o == &ints[3]) j->height = (int)x;
+            else j->batch = (int)x;
         }
     }
     if (!j->prompt[0]) return sl_fail(ctx, SL_ERR_ARG, "%s: no --prompt on this line", where);
