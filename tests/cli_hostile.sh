@@ -4,9 +4,12 @@
 # says how to convert; model folders whose U-Net / VAE / text-encoder /
 # scheduler config has a wrong type or an absurd size (one-line error naming the
 # file and the key); hostile safetensors, images and adapters from
-# tests/data/regress. Every case: exit code 1, one stderr line, no crash (no
-# sanitizer report, no signal). SL_HOSTILE_ALL=1 runs every config file of
-# tests/data/regress through `sample` (default: three per parser).
+# tests/data/regress; output paths that are FIFOs, device nodes, folders or
+# empty, refused before any work and left as they were; non-finite and absurd
+# numbers and --lora weights (exit 2 for option values); --help and hints that
+# name only flags that exist. Every case: exit code 1 (or 2), one stderr line,
+# no crash (no sanitizer report, no signal). SL_HOSTILE_ALL=1 runs every config
+# file of tests/data/regress through `sample` (default: three per parser).
 set -u
 bin=${SL_STYLORA:?}; shared=${SL_SHARED_DIR:?}; src=${SL_SOURCE_DIR:?}
 reg=$src/tests/data/regress
@@ -184,5 +187,25 @@ for arg in "a:b.safetensors" "a:b.safetensors:0.5"; do
   if "$bin" sample --model "$shp" --prompt "a circle" --lora "$tmp/outs/$arg" --steps 1 --out "$tmp/outs/colon" --quiet >/dev/null 2>&1
   then ok "sample --lora $arg (a ':' in the path)"; else bad "sample --lora $arg (a ':' in the path)"; fi
 done
+
+# ---- hints name flags that exist (issue 21) ----
+# every --flag a command's --help mentions is one of its options (prompts-file keys such
+# as --cfg_scale are file syntax, not flags, and are skipped by the trailing-'_' check)
+for c in train sample "lora convert" "lora merge" quantize probe eval inspect tokenize; do
+  h=$($bin $c --help 2>&1); opts=$(printf '%s\n' "$h" | grep -oE '^  --[a-z0-9-]+' | tr -d ' ')
+  miss=""
+  for f in $(printf '%s\n' "$h" | grep -oE -- '--[a-z0-9-]+[_]?' | grep -v '_$' | sort -u); do
+    printf '%s\n' "$opts" | grep -qx -- "$f" || miss="$miss $f"
+  done
+  if [[ -z $miss ]]; then ok "$c --help: every flag it names exists"; else bad "$c --help names$miss, not options of $c"; fi
+done
+# a library message naming a flag: the single-file hint is read by sample and train users
+hdr='{"model.diffusion_model.x":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}'
+while (( ${#hdr} % 8 )); do hdr="$hdr "; done
+{ printf "$(printf '\\x%02x' ${#hdr})\\0\\0\\0\\0\\0\\0\\0"; printf '%s' "$hdr"; printf '\0\0\0\0'; } > "$tmp/outs/single.safetensors"
+err=$("$bin" sample --model "$tmp/outs/single.safetensors" --prompt "a circle" --out "$tmp/outs/o" 2>&1 >/dev/null)
+flag=$(printf '%s\n' "$err" | grep -oE -- '--[a-z-]+ DIR' | head -1 | cut -d' ' -f1)
+if [[ -n $flag ]] && "$bin" sample --help | grep -q -- "^  $flag DIR " && "$bin" train --help | grep -q -- "^  $flag DIR "
+then ok "single-file hint names $flag, an option of sample and train"; else bad "single-file hint '${flag:-none}' ($err)"; fi
 echo "$((checks-fails)) passed, $fails failed"
 [[ $fails -eq 0 ]]
