@@ -142,19 +142,30 @@ void cli_check_out_dir(const char *cmd, const char *what, const char *path) {
     if (sl_path_check_writable_dir(what, path, &ctx) != SL_OK) exit(cli_fail(cmd, &ctx));
 }
 
+/* As cli_check_out_file/dir, saying that nothing was trained (the user may fear lost work). */
+static void train_check(const char *what, const char *path, int dir) {
+    SlCtx ctx;
+    sl_ctx_init(&ctx);
+    SlStatus st = dir ? sl_path_check_writable_dir(what, path, &ctx) : sl_path_check_writable(what, path, &ctx);
+    if (st == SL_OK) return;
+    size_t n = strlen(ctx.msg);
+    snprintf(ctx.msg + n, sizeof ctx.msg - n, " (checked before training)");
+    exit(cli_fail("train", &ctx));
+}
+
 void cli_check_train_outputs(const char *out, const char *log, const char *cache_dir) {
-    cli_check_out_file("train", "--out", out); /* first: refuses "" before "<out>.csv" means "./.csv" */
+    train_check("--out", out, 0); /* first: refuses "" before "<out>.csv" means "./.csv" */
     char p[4200];
     snprintf(p, sizeof p, "%s.state", out);
-    cli_check_out_file("train", "checkpoint of --out", p);
+    train_check("checkpoint of --out", p, 0);
     snprintf(p, sizeof p, "%s.loss.png", out);
-    cli_check_out_file("train", "loss curve of --out", p);
-    if (log) cli_check_out_file("train", "--log", log);
+    train_check("loss curve of --out", p, 0);
+    if (log) train_check("--log", log, 0);
     else {
         snprintf(p, sizeof p, "%s.csv", out);
-        cli_check_out_file("train", "CSV log of --out", p);
+        train_check("CSV log of --out", p, 0);
     }
-    if (cache_dir) cli_check_out_dir("train", "--cache-dir", cache_dir);
+    if (cache_dir) train_check("--cache-dir", cache_dir, 1);
 }
 
 void cli_threads(long long n) {
