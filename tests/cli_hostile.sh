@@ -148,6 +148,9 @@ expect_err "sample: an image name taken by a FIFO" "--out $tmp/outs/s/00000-42.p
 if [[ -p "$tmp/outs/s/00000-42.png" ]]; then ok "sample: the FIFO is still a FIFO"; else bad "sample: the FIFO was replaced"; fi
 expect_err "lora merge --out FIFO" "--out $tmp/outs/fifo" "not a folder (FIFO)" -- "$bin" lora merge --model "$shp" --lora "$tmp/outs/style.safetensors" --out "$tmp/outs/fifo" --quiet
 expect_err "quantize --out FIFO" "--out $tmp/outs/fifo" "not a folder (FIFO)" -- "$bin" quantize --model "$shp" --out "$tmp/outs/fifo" --quiet
+mkdir -p "$tmp/outs/q/vae"
+expect_err "quantize --out with a folder for a link" "--out $tmp/outs/q/vae" "folder" -- "$bin" quantize --model "$shp" --out "$tmp/outs/q" --quiet
+[[ -e "$tmp/outs/q/unet" ]] && bad "quantize --out with a folder for a link: wrote q/unet" || ok "quantize --out with a folder for a link: nothing written"
 
 # ---- numeric options (issue 21 item 6): non-finite and absurd values refused with the range ----
 for v in inf nan 1e30 0 -1; do
