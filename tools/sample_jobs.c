@@ -232,9 +232,11 @@ typedef struct LineInt {
     long long lo, hi;
 } LineInt;
 
-/* Applies one prompts-file line to j: a line starting with "--" holds options (as
- * A1111's script reads it), any other line is the prompt itself, already in j. */
-static SlStatus job_from_line(SampleJob *j, char *line, const char *where, SlCtx *ctx) {
+/* Applies one prompts-file line to j and points *prompt at its prompt text (inside line,
+ * which it may rewrite): a line starting with "--" holds options (as A1111's script
+ * reads it), any other line is the prompt itself. */
+static SlStatus job_from_line(SampleJob *j, char *line, const char *where, char **prompt, SlCtx *ctx) {
+    *prompt = line;
     if (strncmp(line, "--", 2) != 0) return SL_OK;
     char *argv[128];
     int n = split_line(line, argv, 128);
@@ -243,14 +245,14 @@ static SlStatus job_from_line(SampleJob *j, char *line, const char *where, SlCtx
     static const LineInt ints[] = {{"--seed", NULL, 0, 1LL << 62},   {"--steps", NULL, 1, 1000},
                                    {"--width", NULL, 8, 8192},       {"--height", NULL, 8, 8192},
                                    {"--batch_size", "--batch", 1, 1000}};
-    j->prompt[0] = '\0';
+    *prompt = NULL;
     for (int i = 0; i < n; i++) {
         const char *k = argv[i];
         if (i + 1 >= n) return sl_fail(ctx, SL_ERR_ARG, "%s: option %s has no value", where, k);
-        const char *v = argv[++i];
+        char *v = argv[++i];
         double d;
         char r[64];
-        if (strcmp(k, "--prompt") == 0) snprintf(j->prompt, sizeof j->prompt, "%s", v);
+        if (strcmp(k, "--prompt") == 0) *prompt = v;
         else if (strcmp(k, "--negative_prompt") == 0 || strcmp(k, "--negative") == 0) snprintf(j->negative, sizeof j->negative, "%s", v);
         else if (strcmp(k, "--sampler_name") == 0 || strcmp(k, "--sampler") == 0) {
             if (!sl_sampler_kind_from_name(v, &j->sampler)) return sl_fail(ctx, SL_ERR_ARG, "%s: unknown sampler '%s'", where, v);
@@ -282,7 +284,7 @@ static SlStatus job_from_line(SampleJob *j, char *line, const char *where, SlCtx
             else j->batch = (int)x;
         }
     }
-    if (!j->prompt[0]) return sl_fail(ctx, SL_ERR_ARG, "%s: no --prompt on this line", where);
+    if (!*prompt || !**prompt) return sl_fail(ctx, SL_ERR_ARG, "%s: no --prompt on this line", where);
     return SL_OK;
 }
 
@@ -294,8 +296,13 @@ SlStatus sample_jobs_build(const SampleArgs *a, SampleJob **jobs, int *n, SlCtx 
         if (!j) return sl_fail(ctx, SL_ERR_NOMEM, "out of memory");
         SlStatus st = job_defaults(j, a, ctx);
         snprintf(j->where, sizeof j->where, "--prompt");
-        snprintf(j->prompt, sizeof j->prompt, "%s", a->prompt);
-        if (!st) st = sample_parse_lora_tags(j, j->prompt, a->lora_dir, ctx);
+        /* tags come out of the whole text before it is cut to the job's buffer: a
+         * <lora:...> at the end of a long prompt must not vanish with the cut */
+        char *text = st ? NULL : strdup(a->prompt);
+        if (!st && !text) st = sl_fail(ctx, SL_ERR_NOMEM, "out of memory");
+        if (!st) st = sample_parse_lora_tags(j, text, a->lora_dir, ctx);
+        if (!st) snprintf(j->prompt, sizeof j->prompt, "%s", text);
+        free(text);
         if (st) { free(j); return st; }
         *jobs = j;
         *n = 1;
@@ -325,17 +332,15 @@ SlStatus sample_jobs_build(const SampleArgs *a, SampleJob **jobs, int *n, SlCtx 
         SampleJob *j = &grown[*n];
         st = job_defaults(j, a, ctx);
         snprintf(j->where, sizeof j->where, "%.50s:%d", sample_model_name(a->prompts_file), line_no);
-        snprintf(j->prompt, sizeof j->prompt, "%s", line);
-        char copy[SAMPLE_TEXT_MAX];
-        snprintf(copy, sizeof copy, "%s", line);
-        char where[2200];
+        char where[2200], *prompt = NULL;
         snprintf(where, sizeof where, "%s:%d", a->prompts_file, line_no);
-        if (!st) st = job_from_line(j, copy, where, ctx);
-        if (!st) {
+        if (!st) st = job_from_line(j, line, where, &prompt, ctx);
+        if (!st) { /* tags out of the whole text first, as for --prompt */
             snprintf(j->where, sizeof j->where, "line %d", line_no);
-            st = sample_parse_lora_tags(j, j->prompt, lora_dir, ctx);
+            st = sample_parse_lora_tags(j, prompt, lora_dir, ctx);
             if (st) sl_fail_prefix(ctx, "%s", a->prompts_file);
         }
+        if (!st) snprintf(j->prompt, sizeof j->prompt, "%s", prompt);
         if (!st) (*n)++;
     }
     free(text);
