@@ -10,6 +10,7 @@
  * whatever stb's decoder tolerates.
  */
 #include "image.h"
+#include "outpath.h"
 
 #include "file.h"
 
@@ -651,6 +652,7 @@ SlStatus sl_image_write_png(const SlImage *img, const char *path, const SlImageT
     if (!img || !img->data || img->w <= 0 || img->h <= 0 || img->c < 1 || img->c > 4)
         return sl_fail(ctx, SL_ERR_ARG, "%s: no image to write", path);
     if (n_text < 0 || (n_text > 0 && !text)) return sl_fail(ctx, SL_ERR_ARG, "%s: bad text chunk list", path);
+    SL_TRY(sl_path_check_writable(NULL, path, ctx)); /* the rename would replace a FIFO or device */
     for (int i = 0; i < n_text; i++) {
         const char *k = text[i].key;
         size_t kl = k ? strlen(k) : 0;

@@ -6,6 +6,7 @@
  * object of string values.
  */
 #include "safetensors.h"
+#include "outpath.h"
 
 #include <cJSON.h>
 #include <errno.h>
@@ -402,6 +403,7 @@ static int write_all(int fd, const void *buf, size_t n) {
 }
 
 SlStatus sl_st_writer_save(SlStWriter *w, const char *path, SlCtx *ctx) {
+    SL_TRY(sl_path_check_writable(NULL, path, ctx)); /* the rename would replace a FIFO or device */
     qsort(w->items, (size_t)w->n, sizeof *w->items, witem_cmp);
     cJSON *root = cJSON_CreateObject();
     if (!root) return sl_fail(ctx, SL_ERR_NOMEM, "%s: out of memory", path);

@@ -124,7 +124,7 @@ static SlStatus load_single(SlModel *m, const SlModelOpts *o, SlCtx *ctx) {
     if (!o->config_dir)
         return sl_fail(ctx, SL_ERR_ARG,
                        "%s: a single-file checkpoint carries no configs; give a diffusers-layout folder with the "
-                       "configs and tokenizer (--config DIR)", m->path);
+                       "configs and tokenizer (--model-config DIR)", m->path);
     SlWeights all, view;
     SL_TRY(sl_weights_open_file(&all, m->path, ctx));
     SlStatus st = SL_OK;

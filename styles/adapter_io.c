@@ -342,7 +342,7 @@ static SlStatus load_groups(SlAdapter *ad, const SlStFile *f, Group *g, int ng, 
         if (!found) {
             if (q->fmt == SL_ADAPTER_FMT_PEFT)
                 return sl_fail(ctx, SL_ERR_MISSING, "%s: alpha of %s cannot be determined: PEFT files store none; pass it "
-                               "(--alpha) or write it as metadata \"%s\"", f->path, lm->name, SL_META_ALPHA);
+                               "(--lora-alpha) or write it as metadata \"%s\"", f->path, lm->name, SL_META_ALPHA);
             lm->alpha = (float)lm->r;  /* sd-scripts / diffusers default for a file without alpha */
             n_default_alpha++;
         }

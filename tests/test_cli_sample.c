@@ -4,6 +4,8 @@
  * bytes for the same seed, adapter weight 0 equal to the base, merged images
  * within one 8-bit level of unmerged, a prompts file that swaps adapters and
  * leaves the base bit-exact for its last job, A1111 parameters in the PNG,
+ * plain prompts-file lines taken as written (apostrophes, 70 words, a <lora:...> tag),
+ * a <lora:...> tag at the end of a 5,000-byte prompt,
  * and a bad prompts line reported with its line number. The kernel overrides of the
  * environment (SL_GEMM, SL_CONV, SL_ATTENTION, read by tools/ only): a bad value is
  * refused naming the variable; the portable kernels reach the trainer (on an
@@ -138,7 +140,57 @@ int main(void) {
     CHECK(png_diff(a, b) == 0, "second job (no adapter) differs from the base");
     snprintf(b, sizeof b, "%s/jobs/00002-5.png", g_root);
     CHECK(png_diff(m, b) == 0, "third job (adapter weight 1, merged) differs from the merged run");
+    /* plain lines are prompts as written (issue 21 item 3): an apostrophe is not a quote, a
+     * 70-word line has no word cap, and a <lora:...> tag in a plain line still applies */
+    snprintf(p, sizeof p, "%s/plain.txt", g_root);
+    f = fopen(p, "w");
+    fprintf(f, "the artist's red circle\na red square <lora:style:1>\n");
+    for (int i = 0; i < 70; i++) fprintf(f, "%sword%d", i ? " " : "", i);
+    fprintf(f, "\n");
+    fclose(f);
+    rc = sh("'%s' sample --model '%s' --prompts '%s' %s --out '%s/plain'", g_bin, g_model, p, common, g_root);
+    CHECK(rc == 0, "prompts file of plain lines failed (%d)", rc);
+    const char *want[3] = {"the artist's red circle\n", "a red square\n", "word0 word1 word2"};
+    for (int k = 0; k < 3 && rc == 0; k++) {
+        snprintf(b, sizeof b, "%s/plain/%05d-5.png", g_root, k);
+        memset(&im, 0, sizeof im);
+        const char *params = NULL;
+        if (read_png(b, &im))
+            for (int i = 0; i < im.n_text; i++)
+                if (strcmp(im.text[i].key, "parameters") == 0) params = im.text[i].value;
+        CHECK(params && strncmp(params, want[k], strlen(want[k])) == 0 && (k != 1 || strstr(params, "Lora weights: \"style: 1\"")) &&
+                  (k != 2 || strstr(params, "word69\n")),
+              "plain line %d: parameters %s", k + 1, params ? params : "(none)");
+        sl_image_free(&im);
+    }
+    snprintf(b, sizeof b, "%s/plain/00001-5.png", g_root);
+    CHECK(png_diff(u, b) == 0, "plain line with <lora:style:1> differs from the --lora run");
+    /* a <lora:...> tag after 5,000 bytes of prompt still applies (it was cut with the text
+     * at the job's 4,096-byte buffer), from --prompt and from a prompts-file line */
+    static char longp[6000];
+    size_t lo = 0;
+    for (int i = 0; lo < 5000; i++) lo += (size_t)snprintf(longp + lo, sizeof longp - lo, "red%d ", i);
+    snprintf(longp + lo, sizeof longp - lo, "<lora:style:1>");
+    snprintf(p, sizeof p, "%s/long.txt", g_root);
+    f = fopen(p, "w");
+    fprintf(f, "%s\n", longp);
+    fclose(f);
+    rc = sh("'%s' sample --model '%s' --prompt '%s' --lora-dir '%s' %s --out '%s/long1'", g_bin, g_model, longp, g_root, common, g_root);
+    int rc2 = sh("'%s' sample --model '%s' --prompts '%s' %s --out '%s/long2'", g_bin, g_model, p, common, g_root);
+    CHECK(rc == 0 && rc2 == 0, "long prompts failed (%d, %d)", rc, rc2);
+    for (int k = 1; k <= 2; k++) {
+        snprintf(b, sizeof b, "%s/long%d/00000-5.png", g_root, k);
+        memset(&im, 0, sizeof im);
+        const char *params = NULL;
+        if (read_png(b, &im))
+            for (int i = 0; i < im.n_text; i++)
+                if (strcmp(im.text[i].key, "parameters") == 0) params = im.text[i].value;
+        CHECK(params && strncmp(params, "red0 red1", 9) == 0 && strstr(params, "Lora weights: \"style: 1\""),
+              "long prompt %d: the tag at its end was lost", k);
+        sl_image_free(&im);
+    }
     /* bad line: its number in the message */
+    snprintf(p, sizeof p, "%s/prompts.txt", g_root);
     f = fopen(p, "w");
     fprintf(f, "a red square\n--prompt \"unclosed\n");
     fclose(f);

@@ -121,6 +121,33 @@ static void test_round_trip(void) {
 }
 
 /* f16 conversion exhaustive round trip: every finite half survives f16->f32->f16. */
+/* The writer replaces only regular files (core/outpath.h): a FIFO or a folder at the
+ * path is refused before anything is written, and is still there afterwards. */
+static void test_write_special(void) {
+    SlCtx ctx;
+    sl_ctx_init(&ctx);
+    char fifo[4096], dir[4096];
+    tpath(fifo, "fifo.safetensors");
+    tpath(dir, "dir.safetensors");
+    unlink(fifo);
+    CHECK(mkfifo(fifo, 0644) == 0, "mkfifo failed");
+    mkdir(dir, 0755);
+    float a[2] = {1, 2};
+    int64_t sh[1] = {2};
+    SlStWriter w;
+    sl_st_writer_init(&w);
+    CHECK_OK(sl_st_writer_add(&w, "a", SL_F32, 1, sh, a, &ctx), &ctx);
+    SlStatus st = sl_st_writer_save(&w, fifo, &ctx);
+    CHECK(st == SL_ERR_IO && strstr(ctx.msg, "not a regular file (FIFO)"), "FIFO: status %d, %s", st, ctx.msg);
+    struct stat sb;
+    CHECK(stat(fifo, &sb) == 0 && S_ISFIFO(sb.st_mode), "the FIFO was replaced");
+    st = sl_st_writer_save(&w, dir, &ctx);
+    CHECK(st == SL_ERR_IO && strstr(ctx.msg, "(directory)"), "folder: status %d, %s", st, ctx.msg);
+    st = sl_st_writer_save(&w, "", &ctx);
+    CHECK(st == SL_ERR_ARG && strstr(ctx.msg, "empty path"), "empty path: status %d, %s", st, ctx.msg);
+    sl_st_writer_free(&w);
+}
+
 static void test_half_exhaustive(void) {
     int bad = 0;
     for (uint32_t h = 0; h < 65536; h++) {
@@ -335,6 +362,7 @@ int main(void) {
     snprintf(g_dir, sizeof g_dir, "%s/tmp_test_safetensors", sl_test_binary());
     mkdir(g_dir, 0755);
     test_round_trip();
+    test_write_special();
     test_half_exhaustive();
     test_bad_files();
     test_config();

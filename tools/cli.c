@@ -2,10 +2,13 @@
 #include "cli.h"
 
 #include <errno.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include <omp.h>
+
+#include "core/outpath.h"
 
 void cli_usage(FILE *out, const char *cmd, const char *synopsis, const CliOpt *opts) {
     fprintf(out, "usage: stylora %s %s\n", cmd, synopsis ? synopsis : "");
@@ -100,15 +103,69 @@ long long cli_int(const char *cmd, const char *opt, const char *s, long long lo,
     return v;
 }
 
-double cli_num(const char *cmd, const char *opt, const char *s) {
+const char *cli_range_str(char *buf, size_t n, double lo, double hi, int open) {
+    snprintf(buf, n, "%c%g, %g%c", open & CLI_OPEN_LO ? '(' : '[', lo, hi, open & CLI_OPEN_HI ? ')' : ']');
+    return buf;
+}
+
+int cli_num_ok(const char *s, double lo, double hi, int open, double *out) {
     char *end;
     errno = 0;
     double v = strtod(s, &end);
-    if (errno || end == s || *end || v != v) {
-        fprintf(stderr, "stylora %s: error: %s expects a number, got '%s'\n", cmd, opt, s);
+    /* strtod takes "inf", "nan" and overflows to HUGE_VAL with ERANGE: all refused here */
+    if (errno || end == s || *end || !isfinite(v)) return 0;
+    if (v < lo || v > hi || ((open & CLI_OPEN_LO) && v == lo) || ((open & CLI_OPEN_HI) && v == hi)) return 0;
+    *out = v;
+    return 1;
+}
+
+double cli_num(const char *cmd, const char *opt, const char *s, double lo, double hi, int open) {
+    double v;
+    if (!cli_num_ok(s, lo, hi, open, &v)) {
+        char r[64];
+        fprintf(stderr, "stylora %s: error: %s expects a finite number in %s, got '%s'\n", cmd, opt,
+                cli_range_str(r, sizeof r, lo, hi, open), s);
         exit(2);
     }
     return v;
+}
+
+void cli_check_out_file(const char *cmd, const char *what, const char *path) {
+    SlCtx ctx;
+    sl_ctx_init(&ctx);
+    if (sl_path_check_writable(what, path, &ctx) != SL_OK) exit(cli_fail(cmd, &ctx));
+}
+
+void cli_check_out_dir(const char *cmd, const char *what, const char *path) {
+    SlCtx ctx;
+    sl_ctx_init(&ctx);
+    if (sl_path_check_writable_dir(what, path, &ctx) != SL_OK) exit(cli_fail(cmd, &ctx));
+}
+
+/* As cli_check_out_file/dir, saying that nothing was trained (the user may fear lost work). */
+static void train_check(const char *what, const char *path, int dir) {
+    SlCtx ctx;
+    sl_ctx_init(&ctx);
+    SlStatus st = dir ? sl_path_check_writable_dir(what, path, &ctx) : sl_path_check_writable(what, path, &ctx);
+    if (st == SL_OK) return;
+    size_t n = strlen(ctx.msg);
+    snprintf(ctx.msg + n, sizeof ctx.msg - n, " (checked before training)");
+    exit(cli_fail("train", &ctx));
+}
+
+void cli_check_train_outputs(const char *out, const char *log, const char *cache_dir) {
+    train_check("--out", out, 0); /* first: refuses "" before "<out>.csv" means "./.csv" */
+    char p[4200];
+    snprintf(p, sizeof p, "%s.state", out);
+    train_check("checkpoint of --out", p, 0);
+    snprintf(p, sizeof p, "%s.loss.png", out);
+    train_check("loss curve of --out", p, 0);
+    if (log) train_check("--log", log, 0);
+    else {
+        snprintf(p, sizeof p, "%s.csv", out);
+        train_check("CSV log of --out", p, 0);
+    }
+    if (cache_dir) train_check("--cache-dir", cache_dir, 1);
 }
 
 void cli_threads(long long n) {

@@ -37,9 +37,29 @@ void cli_ctx_init(SlCtx *ctx, int quiet);
 int cli_fail(const char *cmd, const SlCtx *ctx);
 /* The kernels asked for by SL_GEMM / SL_CONV / SL_ATTENTION (tools/kernels_env.c); all unset: the default. */
 SlStatus cli_kernels_from_env(SlKernels *k, SlCtx *ctx);
-/* Parses an integer/float option, exiting with a clear message if malformed. */
+/* Parses an integer/float option, exiting 2 with a message naming the option and its
+ * range if malformed or out of range. A float must be finite and inside [lo, hi];
+ * `open` (CLI_OPEN_LO | CLI_OPEN_HI) excludes an end: cli_num(.., 0, 1, CLI_OPEN_LO) is (0, 1]. */
 long long cli_int(const char *cmd, const char *opt, const char *s, long long lo, long long hi);
-double cli_num(const char *cmd, const char *opt, const char *s);
+enum { CLI_CLOSED = 0, CLI_OPEN_LO = 1, CLI_OPEN_HI = 2 };
+double cli_num(const char *cmd, const char *opt, const char *s, double lo, double hi, int open);
+/* The same without exiting (prompts-file lines, <lora:...> tags): 1 and *out if s is a
+ * finite number in the range, else 0. cli_range_str writes "(0, 1]" for messages. */
+int cli_num_ok(const char *s, double lo, double hi, int open, double *out);
+const char *cli_range_str(char *buf, size_t n, double lo, double hi, int open);
+
+/* Adapter weights (--lora FILE:W, <lora:NAME:W>): kohya/A1111 users go past 1, rarely past 2. */
+#define CLI_LORA_WEIGHT_MIN (-10.0)
+#define CLI_LORA_WEIGHT_MAX 10.0
+
+/* Output paths, checked before any work (core/outpath.h): a file may only replace a
+ * regular file or be new; a folder must be a folder or new. Exits 1 with a message
+ * naming `what` (the option) and the path. */
+void cli_check_out_file(const char *cmd, const char *what, const char *path);
+void cli_check_out_dir(const char *cmd, const char *what, const char *path);
+/* Every file `stylora train` writes: the adapter (--out), <out>.state, <out>.loss.png, the
+ * CSV log (--log, or <out>.csv when log is NULL), and --cache-dir when given. */
+void cli_check_train_outputs(const char *out, const char *log, const char *cache_dir);
 
 /* Sets the thread count (n >= 1). */
 void cli_threads(long long n);

@@ -225,6 +225,27 @@ static SlStatus write_set(const char *dir, const SlImage *imgs, int n, SlCtx *ct
     return SL_OK;
 }
 
+/* Every path write_set / write_grid will write under out (n images a set), checked
+ * before sampling: a FIFO or folder in their place would fail only at the end. */
+static void check_outputs(const char *out, int n) {
+    cli_check_out_dir("eval", "--out", out);
+    if (!sl_path_is_dir(out)) return; /* created new: nothing in the way */
+    char p[4200];
+    snprintf(p, sizeof p, "%s/grid.png", out);
+    cli_check_out_file("eval", "--out", p);
+    static const char *sets[2] = {"base", "adapter"};
+    for (int s = 0; s < 2; s++) {
+        snprintf(p, sizeof p, "%s/%s", out, sets[s]);
+        cli_check_out_dir("eval", "--out", p);
+        if (!sl_path_is_dir(p)) continue;
+        for (int i = 0; i < n; i++) {
+            char f[4300];
+            snprintf(f, sizeof f, "%s/%03d.png", p, i);
+            cli_check_out_file("eval", "--out", f);
+        }
+    }
+}
+
 /* out = the VAE's reconstruction of `in` (encoder mean, then decoder) at the
  * model's image size: what the model could draw at best, so the style distance of
  * the reference's round trip is the floor no adapter on this VAE can go under. */
@@ -302,6 +323,19 @@ int cmd_eval(int argc, char **argv) {
     }
     SlCtx ctx;
     cli_ctx_init(&ctx, quiet != NULL);
+    /* the sampling options and output paths, checked before any work */
+    int n = n_s ? (int)cli_int("eval", "--n", n_s, 1, 10000) : 8;
+    uint64_t seed = seed_s ? (uint64_t)cli_int("eval", "--seed", seed_s, 0, (long long)1 << 62) : 1;
+    int steps = steps_s ? (int)cli_int("eval", "--steps", steps_s, 1, 1000) : 20;
+    float cfg = cfg_s ? (float)cli_num("eval", "--cfg", cfg_s, SAMPLE_CFG_MIN, SAMPLE_CFG_MAX, CLI_CLOSED) : 7.0f;
+    if (!out) out = "eval-out";
+    SampleJob job;
+    memset(&job, 0, sizeof job);
+    if (!images) {
+        if (sample_split_lora("--lora", lora, job.lora[0].path, sizeof job.lora[0].path, &job.lora[0].weight, &ctx) != SL_OK)
+            return cli_fail("eval", &ctx);
+        check_outputs(out, n);
+    }
     ImageSet ref = {0}, set = {0};
     SlStyleNet net = {0};
     SlStyleStats *rs = calloc(3, sizeof *rs); /* reference: all, even, odd */
@@ -336,11 +370,6 @@ int cmd_eval(int argc, char **argv) {
     }
 
     /* sample base and base+adapter on the same prompts and seeds */
-    int n = n_s ? (int)cli_int("eval", "--n", n_s, 1, 10000) : 8;
-    uint64_t seed = seed_s ? (uint64_t)cli_int("eval", "--seed", seed_s, 0, (long long)1 << 62) : 1;
-    int steps = steps_s ? (int)cli_int("eval", "--steps", steps_s, 1, 1000) : 20;
-    float cfg = cfg_s ? (float)cli_num("eval", "--cfg", cfg_s) : 7.0f;
-    if (!out) out = "eval-out";
     char(*prompts)[CAP_MAX] = calloc((size_t)n, CAP_MAX);
     SlImage *base = calloc((size_t)n, sizeof(SlImage)), *ad = calloc((size_t)n, sizeof(SlImage));
     if (!prompts || !base || !ad) { st = sl_fail(&ctx, SL_ERR_NOMEM, "out of memory"); goto done_sample; }
@@ -374,12 +403,9 @@ int cmd_eval(int argc, char **argv) {
     SampleArgs sa;
     memset(&sa, 0, sizeof sa);
     sa.out = out;
-    SampleJob job;
-    memset(&job, 0, sizeof job);
     snprintf(job.where, sizeof job.where, "--lora");
     job.width = job.height = m.vae_cfg.sample_size;
     job.n_lora = 1;
-    sample_split_lora(lora, job.lora[0].path, sizeof job.lora[0].path, &job.lora[0].weight);
     SampleRun run;
     sample_run_init(&run, &sa, &job, 1);
     SlImage *rt = calloc((size_t)ref.n, sizeof(SlImage));

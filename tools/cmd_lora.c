@@ -28,6 +28,7 @@
 #include "core/safetensors.h"
 #include "core/weights.h"
 #include "pipeline/quant.h"
+#include "sample_jobs.h" /* sample_split_lora: the one FILE[:WEIGHT] parser */
 #include "styles/adapter.h"
 #include "unet/unet.h"
 
@@ -138,7 +139,8 @@ static int lora_convert(int argc, char **argv) {
     const CliOpt opts[] = {
         {"--to", "kohya|peft", "output key form", &to, 0},
         {"--out", "OUT", "output .safetensors file", &out, 0},
-        {"--alpha", "A", "alpha for files that store none (PEFT)", &alpha, 0},
+        {"--alpha", "A", "alpha in (0, 10000] for files that store none (PEFT)", &alpha, 0},
+        {"--lora-alpha", "A", "the same as --alpha (sample's name for it)", &alpha, 0},
         {"--model", "DIR", "resolve kohya names and check shapes against this model's weights", &model, 0},
         {"--dtype", "f32|f16|bf16", "output dtype (default: the input's)", &dtype, 0},
         {"--lenient", NULL, "skip unknown modules / misfit shapes with a warning", &lenient, 0},
@@ -154,6 +156,7 @@ static int lora_convert(int argc, char **argv) {
         fprintf(stderr, "stylora lora convert: error: need IN, --to and --out (see --help)\n");
         return 2;
     }
+    cli_check_out_file("lora convert", "--out", out);
     SlAdapterSaveOpts so = {0};
     if (!strcmp(to, "kohya")) so.format = SL_ADAPTER_FMT_KOHYA;
     else if (!strcmp(to, "peft") || !strcmp(to, "diffusers")) so.format = SL_ADAPTER_FMT_PEFT;
@@ -174,7 +177,7 @@ static int lora_convert(int argc, char **argv) {
         sl_st_close(&f);
     }
     SlAdapterLoadOpts lo = {.lenient = lenient != NULL};
-    if (alpha) lo.alpha = (float)cli_num("lora convert", "--alpha", alpha);
+    if (alpha) lo.alpha = (float)cli_num("lora convert", "--alpha", alpha, 0, 10000, CLI_OPEN_LO);
     NameSites ns;
     memset(&ns, 0, sizeof ns);
     sl_sites_init(&ns.sites);
@@ -270,9 +273,10 @@ static int lora_merge(int argc, char **argv) {
     const char *loras[MAX_LORA + 1] = {0};
     const CliOpt opts[] = {
         {"--model", "DIR", "diffusers model (or U-Net folder) to merge into", &model, 0},
-        {"--lora", "FILE[:W]", "adapter and its weight (default 1)", loras, MAX_LORA},
+        {"--lora", "FILE[:W]", "adapter and its weight in [-10, 10] (default 1; W is what follows the last ':' when it is a number)", loras, MAX_LORA},
         {"--out", "DIR", "output U-Net folder (config.json + diffusion_pytorch_model.safetensors)", &out, 0},
-        {"--alpha", "A", "alpha for adapter files that store none (PEFT)", &alpha, 0},
+        {"--alpha", "A", "alpha in (0, 10000] for adapter files that store none (PEFT)", &alpha, 0},
+        {"--lora-alpha", "A", "the same as --alpha (sample's name for it)", &alpha, 0},
         {"--lenient", NULL, "skip unknown modules / misfit shapes with a warning", &lenient, 0},
         {"--dequantize", NULL, "NF4 model: write the merged NF4 layers as dense fp32 (no re-quantization)", &dequant, 0},
         {"--quiet", NULL, "only warnings and errors", &quiet, 0},
@@ -287,17 +291,28 @@ static int lora_merge(int argc, char **argv) {
         fprintf(stderr, "stylora lora merge: error: need --model, --lora and --out (see --help)\n");
         return 2;
     }
+    /* the adapters' weights and the output paths, before the U-Net loads */
+    char files[MAX_LORA][1024];
+    float wts[MAX_LORA];
+    for (int i = 0; i < MAX_LORA && loras[i]; i++)
+        if (sample_split_lora("--lora", loras[i], files[i], sizeof files[i], &wts[i], &ctx) != SL_OK)
+            return cli_fail("lora merge", &ctx);
+    char dst[2300];
+    cli_check_out_dir("lora merge", "--out", out);
+    if (sl_path_is_dir(out)) {
+        cli_check_out_file("lora merge", "--out", sl_path_join(dst, sizeof dst, out, "config.json"));
+        cli_check_out_file("lora merge", "--out", sl_path_join(dst, sizeof dst, out, "diffusion_pytorch_model.safetensors"));
+    }
     char udir[2048], path[2300];
     if (!component_dir(udir, sizeof udir, model, "unet")) {
         sl_fail(&ctx, SL_ERR_MISSING, "%s: no unet/config.json or config.json (a diffusers model or U-Net folder is needed)", model);
         return cli_fail("lora merge", &ctx);
     }
     SlAdapterLoadOpts lo = {.lenient = lenient != NULL};
-    if (alpha) lo.alpha = (float)cli_num("lora merge", "--alpha", alpha);
+    if (alpha) lo.alpha = (float)cli_num("lora merge", "--alpha", alpha, 0, 10000, CLI_OPEN_LO);
     int n = 0, rc = 0;
     SlAdapter ads[MAX_LORA];
     SlAdapter *adp[MAX_LORA];
-    float wts[MAX_LORA];
     SlUNetConfig cfg;
     SlUNet u;
     SlWeights w;
@@ -319,14 +334,7 @@ static int lora_merge(int argc, char **argv) {
         st = sl_sites_add(&sites, name, u.mods[i].lin, u.mods[i].conv, 0, &ctx);
     }
     for (; st == SL_OK && n < MAX_LORA && loras[n]; n++) {
-        char file[2048];
-        snprintf(file, sizeof file, "%s", loras[n]);
-        wts[n] = 1.0f;
-        char *colon = strrchr(file, ':');
-        if (colon && colon != file && !strchr(colon, '/')) {
-            *colon = 0;
-            wts[n] = (float)cli_num("lora merge", "--lora weight", colon + 1);
-        }
+        const char *file = files[n];
         st = sl_adapter_load(&ads[n], file, NULL, &lo, NULL, &ctx);
         if (st != SL_OK) break;
         adp[n] = &ads[n];
@@ -347,7 +355,6 @@ static int lora_merge(int argc, char **argv) {
     if (st == SL_OK) st = sl_adapter_merge(&ms, &sites, adp, wts, n, &ctx);
     if (st == SL_OK && nf4 && !dequant) st = nf4_requantize(&u, fmt, &ms, &ctx);
     if (st == SL_OK && mkdir(out, 0755) != 0 && errno != EEXIST) st = sl_fail(&ctx, SL_ERR_IO, "%s: %s", out, strerror(errno));
-    char dst[2300];
     if (st == SL_OK)
         st = copy_file(sl_path_join(path, sizeof path, udir, "config.json"), sl_path_join(dst, sizeof dst, out, "config.json"), &ctx);
     if (st == SL_OK) {

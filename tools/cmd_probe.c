@@ -11,6 +11,7 @@
 
 #include "cli.h"
 #include "probe.h"
+#include "sample_jobs.h"
 
 static const ProbeComponent *const k_components[] = {
     PROBE_COMPONENTS
@@ -59,7 +60,7 @@ int cmd_probe(int argc, char **argv) {
         {"--set", "KEY=VALUE", "component-specific setting", extra, PROBE_MAX_EXTRA},
         {"--lora", "FILE[:WEIGHT]", "apply an adapter (unet, unet-grad, denoise)", lora, PROBE_MAX_LORA},
         {"--merge", NULL, "merge the adapters into the weights first", &merge, 0},
-        {"--lora-alpha", "A", "alpha for adapter files that store none (PEFT)", &lora_alpha, 0},
+        {"--lora-alpha", "A", "alpha in (0, 10000] for adapter files that store none (PEFT)", &lora_alpha, 0},
         {"--quiet", NULL, "no progress or info lines", &quiet, 0},
         {"--base", "KIND", "U-Net weights: fp32 (default) | fp16 (binary16 linears+convs) | nf4 (--set nf4_layers=LIST, --set nf4_dq=1)", &base, 0}, /* [nf4] */
         {0},
@@ -89,10 +90,16 @@ int cmd_probe(int argc, char **argv) {
     }
     SlCtx ctx;
     cli_ctx_init(&ctx, quiet != NULL);
+    cli_check_out_file("probe", "--out", out);
+    for (int i = 0; i < PROBE_MAX_LORA && lora[i]; i++) { /* weights checked before the model loads */
+        char path[1024];
+        float w;
+        if (sample_split_lora("--lora", lora[i], path, sizeof path, &w, &ctx) != SL_OK) return cli_fail("probe", &ctx);
+    }
     if (threads) cli_threads(cli_int("probe", "--threads", threads, 1, 1024));
     int saved = 0;
     ProbeArgs a = {.model = model, .out_path = out, .saved = &saved, .extra = extra, .threads = threads ? (int)cli_int("probe", "--threads", threads, 1, 1024) : 0,
-                   .lora = lora, .merge = merge != NULL, .lora_alpha = lora_alpha ? (float)cli_num("probe", "--lora-alpha", lora_alpha) : 0, .base = base}; /* [nf4] .base */
+                   .lora = lora, .merge = merge != NULL, .lora_alpha = lora_alpha ? (float)cli_num("probe", "--lora-alpha", lora_alpha, 0, 10000, CLI_OPEN_LO) : 0, .base = base}; /* [nf4] .base */
     SlStFile fin;
     if (sl_st_open(&fin, in, &ctx) != SL_OK) return cli_fail("probe", &ctx);
     a.in = &fin;

@@ -36,6 +36,31 @@ static int copy_file(const char *src, const char *dst, SlCtx *ctx) {
     return ok;
 }
 
+/* OUT, OUT/unet and the two files written there, before the model loads; the links to
+ * the source's other parts replace a link or file in their place, but not a folder. */
+static void check_outputs(const char *out) {
+    char p[4200], f[4300];
+    cli_check_out_dir("quantize", "--out", out);
+    if (!sl_path_is_dir(out)) return;
+    static const char *parts[] = {"text_encoder", "vae", "tokenizer", "scheduler", "model_index.json"};
+    for (int i = 0; i < 5; i++) {
+        struct stat sb;
+        snprintf(p, sizeof p, "%s/%s", out, parts[i]);
+        if (lstat(p, &sb) == 0 && S_ISDIR(sb.st_mode)) {
+            fprintf(stderr, "stylora quantize: error: --out %s: a folder where the link to the model's %s goes; "
+                            "remove it or choose another --out\n", p, parts[i]);
+            exit(1);
+        }
+    }
+    snprintf(p, sizeof p, "%s/unet", out);
+    cli_check_out_dir("quantize", "--out", p);
+    if (!sl_path_is_dir(p)) return;
+    snprintf(f, sizeof f, "%s/config.json", p);
+    cli_check_out_file("quantize", "--out", f);
+    snprintf(f, sizeof f, "%s/diffusion_pytorch_model.safetensors", p);
+    cli_check_out_file("quantize", "--out", f);
+}
+
 int cmd_quantize(int argc, char **argv) {
     const char *model = NULL, *out = NULL, *layers = NULL, *dq = NULL, *dtype = NULL, *threads = NULL, *quiet = NULL;
     const CliOpt opts[] = {
@@ -64,6 +89,7 @@ int cmd_quantize(int argc, char **argv) {
         else if (strcmp(dtype, "fp32")) { fprintf(stderr, "stylora quantize: error: --dtype is fp32, fp16 or bf16\n"); return 2; }
     }
     if (threads) cli_threads(cli_int("quantize", "--threads", threads, 1, 1024));
+    check_outputs(out);
     SlCtx ctx;
     cli_ctx_init(&ctx, quiet != NULL);
     if (sl_model_layout(model) != SL_LAYOUT_DIFFUSERS) {

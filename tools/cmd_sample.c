@@ -90,6 +90,10 @@ static void format_parameters(char *buf, size_t n, const SlModel *m, const Sampl
     if (o < n) snprintf(buf + o, n - o, ", Version: stylora");
 }
 
+static void image_path(char *buf, size_t n, const char *dir, int index, uint64_t seed) {
+    snprintf(buf, n, "%s/%05d-%llu.png", dir, index, (unsigned long long)seed);
+}
+
 static SlStatus run_job(SlModel *m, SampleRun *run, const SampleJob *j, SlImage **all, int *n_all, SlCtx *ctx) {
     int64_t f = sl_vae_downscale(&m->vae_cfg), down = 1 << (m->unet_cfg.n_blocks - 1);
     if (j->width % (f * down) || j->height % (f * down))
@@ -127,7 +131,7 @@ static SlStatus run_job(SlModel *m, SampleRun *run, const SampleJob *j, SlImage 
         if (!st) st = decode_images(m, lat, 1, h, w, &img, run->vae_tile, ctx);
         if (!st) {
             char path[4096], params[8192];
-            snprintf(path, sizeof path, "%s/%05d-%llu.png", run->out_dir, run->image_index, (unsigned long long)seed);
+            image_path(path, sizeof path, run->out_dir, run->image_index, seed);
             format_parameters(params, sizeof params, m, j, seed, run->clip_skip);
             SlImageText text[1] = {{(char *)"parameters", params}};
             st = sl_image_write_png(&img, path, text, 1, ctx);
@@ -152,18 +156,36 @@ static SlStatus run_job(SlModel *m, SampleRun *run, const SampleJob *j, SlImage 
     return st ? st : st2;
 }
 
+/* The image names run_job will write (and grid.png), checked before the model loads:
+ * a folder or FIFO in their place would otherwise fail after sampling. */
+static void check_outputs(const SampleArgs *a, const SampleJob *jobs, int n_jobs) {
+    char path[4096];
+    int index = 0;
+    if (!sl_path_is_dir(a->out)) return; /* created new: nothing in the way */
+    for (int i = 0; i < n_jobs; i++)
+        for (int b = 0; b < jobs[i].batch; b++, index++) {
+            image_path(path, sizeof path, a->out, index, jobs[i].seed + (uint64_t)b);
+            cli_check_out_file("sample", "--out", path);
+        }
+    snprintf(path, sizeof path, "%s/grid.png", a->out);
+    if (a->grid) cli_check_out_file("sample", "--out", path);
+}
+
 int cmd_sample(int argc, char **argv) {
     SampleArgs a;
     sample_args_parse(&a, argc, argv);
     SlCtx ctx;
     cli_ctx_init(&ctx, a.quiet != NULL);
-    if (mkdir(a.out, 0755) != 0 && errno != EEXIST) {
-        fprintf(stderr, "stylora sample: error: %s: cannot create output folder: %s\n", a.out, strerror(errno));
-        return 1;
-    }
+    cli_check_out_dir("sample", "--out", a.out);
     SampleJob *jobs = NULL;
     int n_jobs = 0;
     if (sample_jobs_build(&a, &jobs, &n_jobs, &ctx) != SL_OK) return cli_fail("sample", &ctx);
+    check_outputs(&a, jobs, n_jobs);
+    if (mkdir(a.out, 0755) != 0 && errno != EEXIST) {
+        fprintf(stderr, "stylora sample: error: %s: cannot create output folder: %s\n", a.out, strerror(errno));
+        free(jobs);
+        return 1;
+    }
     SlModel m;
     /* by default an F16 checkpoint's U-Net stays binary16 (exact, half the memory; pipeline/half.h) */
     SlModelOpts mo = {.config_dir = a.config, .unet_dense = a.base && !strcmp(a.base, "fp32"), .unet_half = a.base && !strcmp(a.base, "fp16"),

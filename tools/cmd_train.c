@@ -56,6 +56,14 @@ _Static_assert(A_COUNT <= N_OPTS, "N_OPTS too small for the option table");
 
 static const char *json_key(const char *opt) { return opt + 2; } /* "--rank" -> "rank" */
 
+/* The option that fills `slot`: the table's order is not the enum's (--sample-prompt
+ * sits between --sample-every and --sample-steps), so opts[A_X] may name another one. */
+static const char *opt_name(const CliOpt *opts, const char **slot) {
+    for (; opts->name; opts++)
+        if (opts->value == slot) return opts->name;
+    return "option";
+}
+
 int cmd_train(int argc, char **argv) {
     TrainArgs a;
     memset(&a, 0, sizeof a);
@@ -165,8 +173,8 @@ int cmd_train(int argc, char **argv) {
     c.data = a.v[A_DATA];
     c.out = a.v[A_OUT];
     c.cache_dir = a.v[A_CACHE];
-#define INT(idx, field, lo, hi) if (a.v[idx]) c.field = cli_int("train", opts[idx].name, a.v[idx], lo, hi)
-#define NUM(idx, field) if (a.v[idx]) c.field = (float)cli_num("train", opts[idx].name, a.v[idx])
+#define INT(idx, field, lo, hi) if (a.v[idx]) c.field = cli_int("train", opt_name(opts, &a.v[idx]), a.v[idx], lo, hi)
+#define NUM(idx, field, lo, hi, open) if (a.v[idx]) c.field = (float)cli_num("train", opt_name(opts, &a.v[idx]), a.v[idx], lo, hi, open)
     INT(A_STEPS, steps, 1, 100000000);
     INT(A_BATCH, batch, 1, 4096);
     INT(A_ACCUM, grad_accum, 1, 4096);
@@ -174,25 +182,25 @@ int cmd_train(int argc, char **argv) {
     INT(A_RES, resolution, 8, 8192);
     INT(A_RANK, rank, 1, 4096);
     INT(A_CONV_RANK, conv_rank, 1, 4096);
-    NUM(A_ALPHA, alpha);
+    NUM(A_ALPHA, alpha, 0, 10000, CLI_CLOSED); /* 0: = rank, as kohya */
     else c.alpha = 0; /* = rank */
-    NUM(A_DROPOUT, dropout);
-    NUM(A_LR, lr);
+    NUM(A_DROPOUT, dropout, 0, 1, CLI_OPEN_HI);
+    NUM(A_LR, lr, 0, 1, CLI_OPEN_LO); /* 1 for Prodigy-style settings */
     INT(A_WARMUP, warmup, 0, 100000000);
-    NUM(A_B1, adam.beta1);
-    NUM(A_B2, adam.beta2);
-    NUM(A_EPS, adam.eps);
-    NUM(A_WD, adam.weight_decay);
-    NUM(A_CLIP, grad_clip);
-    NUM(A_SNR, min_snr_gamma);
-    NUM(A_NOISE_OFF, noise_offset);
-    NUM(A_CAP_DROP, caption_dropout);
+    NUM(A_B1, adam.beta1, 0, 1, CLI_OPEN_HI);
+    NUM(A_B2, adam.beta2, 0, 1, CLI_OPEN_HI); /* 1 would divide by 0 in the bias correction */
+    NUM(A_EPS, adam.eps, 0, 1, CLI_OPEN_LO);
+    NUM(A_WD, adam.weight_decay, 0, 10, CLI_CLOSED);
+    NUM(A_CLIP, grad_clip, 0, 1e6, CLI_CLOSED);
+    NUM(A_SNR, min_snr_gamma, 0, 1000, CLI_CLOSED);
+    NUM(A_NOISE_OFF, noise_offset, 0, 1, CLI_CLOSED);
+    NUM(A_CAP_DROP, caption_dropout, 0, 1, CLI_CLOSED);
     INT(A_CLIP_SKIP, clip_skip, 1, 64);
     INT(A_SEED, seed, 0, (1LL << 62));
     INT(A_SAVE_EVERY, save_every, 0, 100000000);
     INT(A_SAMPLE_EVERY, sample_every, 0, 100000000);
     INT(A_SAMPLE_STEPS, sample_steps, 1, 1000);
-    NUM(A_SAMPLE_CFG, sample_cfg);
+    NUM(A_SAMPLE_CFG, sample_cfg, 0, 100, CLI_CLOSED);
 #undef INT
 #undef NUM
     c.targets = a.v[A_TARGETS];
@@ -227,6 +235,7 @@ int cmd_train(int argc, char **argv) {
     }
     for (int i = 0; i < SL_TRAIN_MAX_SAMPLE_PROMPTS && a.sample_prompt[i]; i++) c.sample_prompts[c.n_sample_prompts++] = a.sample_prompt[i];
     if (a.v[A_THREADS]) cli_threads(cli_int("train", "--threads", a.v[A_THREADS], 1, 1024));
+    cli_check_train_outputs(c.out, a.v[A_LOG], c.cache_dir); /* before the model loads: fail in ms, not after training */
     c.progress = a.v[A_QUIET] ? NULL : stderr;
     if (cli_kernels_from_env(&c.kernels, &ctx) != SL_OK) {
         sl_config_free(&jc);

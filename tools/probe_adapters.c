@@ -16,7 +16,7 @@ SlStatus probe_adapters_attach(ProbeAdapters *pa, const ProbeArgs *a, SlUNet *u,
     SL_TRY(sl_sites_add_unet(&pa->sites, u, ctx));
     for (int i = 0; i < PROBE_MAX_LORA && a->lora[i]; i++) {
         char path[1024];
-        sample_split_lora(a->lora[i], path, sizeof path, &pa->w[i]);
+        SL_TRY(sample_split_lora("--lora", a->lora[i], path, sizeof path, &pa->w[i], ctx));
         SlAdapterLoadOpts lo = {a->lora_alpha, 0, NULL};
         SL_TRY(sl_adapter_load(&pa->ad[i], path, &pa->sites, &lo, &pa->fmt[i], ctx));
         pa->n++;

@@ -119,6 +119,8 @@ static SlStatus run_vae_decode(const ProbeArgs *a, SlCtx *ctx) {
     int64_t s[4];
     float *lat = probe_keep(a, probe_input_f32(a, "latent", 4, s, ctx));
     if (!lat) return ctx->status;
+    const char *tile = probe_setting(a, "tile"); /* checked before the model loads */
+    const int tile_n = tile ? (int)cli_int("probe", "--set tile", tile, 8, 4096) : 0;
     SlModel m;
     SL_TRY(load(&m, a, 0, 1, 0, ctx));
     int f = sl_vae_downscale(&m.vae_cfg);
@@ -128,8 +130,7 @@ static SlStatus run_vae_decode(const ProbeArgs *a, SlCtx *ctx) {
     if (!st && s[1] != m.vae_cfg.latent_channels)
         st = sl_fail(ctx, SL_ERR_SHAPE, "%s: latent has %lld channels, the VAE takes %d", a->in->path, (long long)s[1],
                      m.vae_cfg.latent_channels);
-    const char *tile = probe_setting(a, "tile");
-    if (!st && tile) st = sl_vae_decode_tiled(m.vae, lat, s[0], s[2], s[3], atoi(tile), atoi(tile) / 4, img, ctx);
+    if (!st && tile) st = sl_vae_decode_tiled(m.vae, lat, s[0], s[2], s[3], tile_n, tile_n / 4, img, ctx);
     else if (!st) st = sl_vae_decode(m.vae, lat, s[0], s[2], s[3], img, ctx);
     if (!st) st = add_out(a, "image", 4, os, img, ctx);
     else sl_free(img);
@@ -240,11 +241,12 @@ static SlStatus run_denoise(const ProbeArgs *a, SlCtx *ctx) {
     const char *v;
     if ((v = probe_setting(a, "sampler")) && !sl_sampler_kind_from_name(v, &o.sampler.kind))
         return sl_fail(ctx, SL_ERR_ARG, "unknown sampler '%s' (ddim, euler, euler_a, dpmpp_2m)", v);
-    if ((v = probe_setting(a, "steps"))) o.steps = atoi(v);
-    if ((v = probe_setting(a, "cfg"))) o.guidance = (float)atof(v);
-    if ((v = probe_setting(a, "seed"))) o.seed = strtoull(v, NULL, 10);
-    if ((v = probe_setting(a, "karras"))) o.sampler.karras = atoi(v);
-    if ((v = probe_setting(a, "eta"))) o.sampler.eta = (float)atof(v);
+    /* the ranges of `stylora sample` */
+    if ((v = probe_setting(a, "steps"))) o.steps = (int)cli_int("probe", "--set steps", v, 1, 1000);
+    if ((v = probe_setting(a, "cfg"))) o.guidance = (float)cli_num("probe", "--set cfg", v, 0, 100, CLI_CLOSED);
+    if ((v = probe_setting(a, "seed"))) o.seed = (uint64_t)cli_int("probe", "--set seed", v, 0, 1LL << 62);
+    if ((v = probe_setting(a, "karras"))) o.sampler.karras = (int)cli_int("probe", "--set karras", v, -1, 1);
+    if ((v = probe_setting(a, "eta"))) o.sampler.eta = (float)cli_num("probe", "--set eta", v, 0, 1, CLI_CLOSED);
     SlModel m;
     SL_TRY(load(&m, a, 0, 0, 1, ctx));
     SlStatus st = SL_OK;

@@ -1,11 +1,13 @@
 /* sample_jobs.c - options, prompts files and <lora:...> tags of `stylora sample`.
  *
  * Prompts file: one job a line; blank lines and lines starting with '#' are
- * skipped. A line is either a plain prompt, or options in the form of A1111's
- * "prompts from file" script, quoted like a shell command line:
+ * skipped. As in A1111's "prompts from file" script, a line starting with "--"
+ * holds options, quoted like a shell command line:
  *   --prompt "a red circle <lora:outline:0.8>" --negative_prompt "blurry"
  *   --seed 7 --steps 20 --cfg_scale 7 --width 64 --height 64
  *   --sampler_name euler_a --batch_size 2
+ * and any other line is the prompt exactly as written (quotes and apostrophes
+ * included, no word limit: the tokenizer truncates long text as --prompt's).
  * Anything not given on a line comes from the command line's options.
  */
 #include "sample_jobs.h"
@@ -26,18 +28,22 @@ void sample_args_parse(SampleArgs *a, int argc, char **argv) {
     const CliOpt opts[] = {
         {"--model", "DIR", "model: diffusers folder or single-file .safetensors (required)", &a->model, 0},
         {"--config", "DIR", "configs + tokenizer folder for a single-file checkpoint", &a->config, 0},
+        {"--model-config", "DIR", "the same as --config (train's name for it)", &a->config, 0},
         {"--prompt", "TEXT", "the prompt (may hold <lora:NAME:WEIGHT> tags)", &a->prompt, 0},
         {"--negative", "TEXT", "negative prompt (default empty)", &a->negative, 0},
-        {"--prompts", "FILE", "one job a line (plain prompt, or A1111-style --prompt/--seed/... options)", &a->prompts_file, 0},
-        {"--lora", "FILE[:WEIGHT]", "apply an adapter with a weight (default 1)", a->lora, SAMPLE_MAX_LORA},
+        {"--prompts", "FILE", "one job a line: the prompt as written, or a line starting with '--' of A1111-style options "
+                              "(--prompt \"TEXT\" --negative_prompt \"TEXT\" --seed N --steps N --cfg_scale S --eta E "
+                              "--width W --height H --sampler_name NAME --batch_size N); '#' lines are comments", &a->prompts_file, 0},
+        {"--lora", "FILE[:WEIGHT]", "apply an adapter with a weight in [-10, 10] (default 1); WEIGHT is what follows the last ':' "
+                                   "when it is a number, so a path containing ':' works", a->lora, SAMPLE_MAX_LORA},
         {"--lora-dir", "DIR", "where <lora:NAME:W> tags find NAME.safetensors (default: the prompts file's folder, or .)", &a->lora_dir, 0},
-        {"--lora-alpha", "A", "alpha for adapter files that store none (PEFT files)", &a->lora_alpha, 0},
+        {"--lora-alpha", "A", "alpha in (0, 10000] for adapter files that store none (PEFT files)", &a->lora_alpha, 0},
         {"--merge", NULL, "merge adapters into the weights (as fast as the base) instead of the runtime path", &a->merge, 0},
         {"--sampler", "NAME", "ddim | euler | euler_a | dpmpp_2m (default euler_a)", &a->sampler, 0},
         {"--schedule", "NAME", "default | karras (default: default)", &a->schedule, 0},
         {"--steps", "N", "sampling steps (default 20)", &a->steps, 0},
-        {"--cfg", "S", "classifier-free guidance scale (default 7; 1 disables)", &a->cfg, 0},
-        {"--eta", "E", "DDIM eta (default 0)", &a->eta, 0},
+        {"--cfg", "S", "classifier-free guidance scale in [0, 100] (default 7; <= 1 disables)", &a->cfg, 0},
+        {"--eta", "E", "DDIM eta in [0, 1] (default 0)", &a->eta, 0},
         {"--seed", "N", "seed of the first image (default 42); image i uses seed+i", &a->seed, 0},
         {"--width", "W", "image width (default: the VAE's sample size)", &a->width, 0},
         {"--height", "H", "image height (default: the VAE's sample size)", &a->height, 0},
@@ -64,6 +70,8 @@ void sample_args_parse(SampleArgs *a, int argc, char **argv) {
         exit(2);
     }
     if (!a->out) a->out = "out";
+    SampleRun r; /* the run's options, checked now rather than after the model loads */
+    sample_run_init(&r, a, NULL, 0);
 }
 
 const char *sample_model_name(const char *path) {
@@ -89,7 +97,9 @@ const char *sample_model_name(const char *path) {
 
 static SlStatus add_lora(SampleJob *j, const char *path, float weight, SlCtx *ctx) {
     if (j->n_lora == SAMPLE_MAX_LORA) return sl_fail(ctx, SL_ERR_ARG, "%s: more than %d adapters", j->where, SAMPLE_MAX_LORA);
-    if (!isfinite(weight)) return sl_fail(ctx, SL_ERR_ARG, "%s: adapter weight is not a number", j->where);
+    if (!(weight >= CLI_LORA_WEIGHT_MIN && weight <= CLI_LORA_WEIGHT_MAX))
+        return sl_fail(ctx, SL_ERR_ARG, "%s: adapter weight %g is not a finite number in [%g, %g]", j->where, (double)weight,
+                       CLI_LORA_WEIGHT_MIN, CLI_LORA_WEIGHT_MAX);
     size_t len = strlen(path);
     if (len >= sizeof j->lora[0].path) return sl_fail(ctx, SL_ERR_ARG, "%s: adapter path is too long", j->where);
     memcpy(j->lora[j->n_lora].path, path, len + 1);
@@ -98,28 +108,32 @@ static SlStatus add_lora(SampleJob *j, const char *path, float weight, SlCtx *ct
     return SL_OK;
 }
 
-void sample_split_lora(const char *arg, char *path, size_t n, float *weight) {
+SlStatus sample_split_lora(const char *opt, const char *arg, char *path, size_t n, float *weight, SlCtx *ctx) {
     size_t len = strlen(arg);
-    if (len >= n) len = n - 1; /* truncated like snprintf */
-    memcpy(path, arg, len);
-    path[len] = '\0';
+    if (len >= n) return sl_fail(ctx, SL_ERR_ARG, "%s %.64s...: the path is longer than %zu bytes", opt, arg, n - 1);
+    memcpy(path, arg, len + 1);
     *weight = 1.0f;
     char *colon = strrchr(path, ':');
-    if (colon) {
-        char *end;
-        errno = 0;
-        double v = strtod(colon + 1, &end);
-        if (end != colon + 1 && *end == '\0' && !errno && isfinite(v)) {
-            *weight = (float)v;
-            *colon = '\0';
-        }
-    }
+    if (!colon) return SL_OK;
+    /* Anything strtod reads whole is meant as a weight, "nan", "inf" and "1e300"
+     * included: those are refused, not taken for part of the file name. */
+    char *end;
+    errno = 0;
+    double v = strtod(colon + 1, &end);
+    if (end == colon + 1 || *end) return SL_OK; /* not a number: ':' is part of the path */
+    if (errno || !(v >= CLI_LORA_WEIGHT_MIN && v <= CLI_LORA_WEIGHT_MAX))
+        return sl_fail(ctx, SL_ERR_ARG, "%s %s: bad weight '%s': give a finite number in [%g, %g]", opt, arg, colon + 1,
+                       CLI_LORA_WEIGHT_MIN, CLI_LORA_WEIGHT_MAX);
+    if (colon == path) return sl_fail(ctx, SL_ERR_ARG, "%s %s: no file name before the weight", opt, arg);
+    *weight = (float)v;
+    *colon = '\0';
+    return SL_OK;
 }
 
 static SlStatus parse_lora_arg(SampleJob *j, const char *arg, SlCtx *ctx) {
-    char path[1024];
+    char path[sizeof j->lora[0].path];
     float weight;
-    sample_split_lora(arg, path, sizeof path, &weight);
+    SL_TRY(sample_split_lora("--lora", arg, path, sizeof path, &weight, ctx));
     return add_lora(j, path, weight, ctx);
 }
 
@@ -132,9 +146,11 @@ SlStatus sample_parse_lora_tags(SampleJob *j, char *prompt, const char *lora_dir
         char *name = p + 6, *w = strrchr(name, ':');
         float weight = 1.0f;
         if (w) {
-            char *e;
-            weight = strtof(w + 1, &e);
-            if (e == w + 1 || *e) return sl_fail(ctx, SL_ERR_ARG, "%s: bad weight in <lora:%s>", j->where, name);
+            double v;
+            if (!cli_num_ok(w + 1, CLI_LORA_WEIGHT_MIN, CLI_LORA_WEIGHT_MAX, CLI_CLOSED, &v))
+                return sl_fail(ctx, SL_ERR_ARG, "%s: bad weight in <lora:%s>: give a finite number in [%g, %g]", j->where, name,
+                               CLI_LORA_WEIGHT_MIN, CLI_LORA_WEIGHT_MAX);
+            weight = (float)v;
             *w = '\0';
         }
         if (!*name) return sl_fail(ctx, SL_ERR_ARG, "%s: empty name in a <lora:...> tag", j->where);
@@ -189,8 +205,8 @@ static int split_line(char *line, char **argv, int cap) {
 static SlStatus job_defaults(SampleJob *j, const SampleArgs *a, SlCtx *ctx) {
     memset(j, 0, sizeof *j);
     j->steps = a->steps ? (int)cli_int("sample", "--steps", a->steps, 1, 1000) : 20;
-    j->cfg = a->cfg ? (float)cli_num("sample", "--cfg", a->cfg) : 7.0f;
-    j->eta = a->eta ? (float)cli_num("sample", "--eta", a->eta) : 0.0f;
+    j->cfg = a->cfg ? (float)cli_num("sample", "--cfg", a->cfg, SAMPLE_CFG_MIN, SAMPLE_CFG_MAX, CLI_CLOSED) : 7.0f;
+    j->eta = a->eta ? (float)cli_num("sample", "--eta", a->eta, 0, 1, CLI_CLOSED) : 0.0f;
     j->seed = a->seed ? (uint64_t)cli_int("sample", "--seed", a->seed, 0, (1LL << 62)) : 42;
     j->width = a->width ? (int)cli_int("sample", "--width", a->width, 8, 8192) : 0;
     j->height = a->height ? (int)cli_int("sample", "--height", a->height, 8, 8192) : 0;
@@ -205,49 +221,70 @@ static SlStatus job_defaults(SampleJob *j, const SampleArgs *a, SlCtx *ctx) {
         else return sl_fail(ctx, SL_ERR_ARG, "unknown schedule '%s' (default, karras)", a->schedule);
     }
     snprintf(j->negative, sizeof j->negative, "%s", a->negative ? a->negative : "");
+    snprintf(j->where, sizeof j->where, "--lora");
     for (int i = 0; i < SAMPLE_MAX_LORA && a->lora[i]; i++) SL_TRY(parse_lora_arg(j, a->lora[i], ctx));
     return SL_OK;
 }
 
-/* Applies one prompts-file line's options to j. */
-static SlStatus job_from_line(SampleJob *j, char *line, const char *where, SlCtx *ctx) {
-    char *argv[64];
-    int n = split_line(line, argv, 64);
+/* One integer option of a prompts-file line: its names and range. */
+typedef struct LineInt {
+    const char *name, *alias;
+    long long lo, hi;
+} LineInt;
+
+/* Applies one prompts-file line to j and points *prompt at its prompt text (inside line,
+ * which it may rewrite): a line starting with "--" holds options (as A1111's script
+ * reads it), any other line is the prompt itself. */
+static SlStatus job_from_line(SampleJob *j, char *line, const char *where, char **prompt, SlCtx *ctx) {
+    *prompt = line;
+    if (strncmp(line, "--", 2) != 0) return SL_OK;
+    char *argv[128];
+    int n = split_line(line, argv, 128);
     if (n == -2) return sl_fail(ctx, SL_ERR_ARG, "%s: unbalanced quote", where);
-    if (n < 0) return sl_fail(ctx, SL_ERR_ARG, "%s: too many words", where);
-    if (n == 0 || strncmp(argv[0], "--", 2) != 0) { /* a plain prompt: the whole line */
-        return SL_OK;
-    }
-    j->prompt[0] = '\0';
+    if (n < 0) return sl_fail(ctx, SL_ERR_ARG, "%s: more than 128 words of options (quote the --prompt text)", where);
+    static const LineInt ints[] = {{"--seed", NULL, 0, 1LL << 62},   {"--steps", NULL, 1, 1000},
+                                   {"--width", NULL, 8, 8192},       {"--height", NULL, 8, 8192},
+                                   {"--batch_size", "--batch", 1, 1000}};
+    *prompt = NULL;
     for (int i = 0; i < n; i++) {
         const char *k = argv[i];
         if (i + 1 >= n) return sl_fail(ctx, SL_ERR_ARG, "%s: option %s has no value", where, k);
-        const char *v = argv[++i];
-        char *end;
-        errno = 0;
-        if (strcmp(k, "--prompt") == 0) snprintf(j->prompt, sizeof j->prompt, "%s", v);
+        char *v = argv[++i];
+        double d;
+        char r[64];
+        if (strcmp(k, "--prompt") == 0) *prompt = v;
         else if (strcmp(k, "--negative_prompt") == 0 || strcmp(k, "--negative") == 0) snprintf(j->negative, sizeof j->negative, "%s", v);
         else if (strcmp(k, "--sampler_name") == 0 || strcmp(k, "--sampler") == 0) {
             if (!sl_sampler_kind_from_name(v, &j->sampler)) return sl_fail(ctx, SL_ERR_ARG, "%s: unknown sampler '%s'", where, v);
+        } else if (strcmp(k, "--cfg_scale") == 0 || strcmp(k, "--cfg") == 0) {
+            if (!cli_num_ok(v, SAMPLE_CFG_MIN, SAMPLE_CFG_MAX, CLI_CLOSED, &d))
+                return sl_fail(ctx, SL_ERR_ARG, "%s: %s expects a finite number in %s, got '%s'", where, k,
+                               cli_range_str(r, sizeof r, SAMPLE_CFG_MIN, SAMPLE_CFG_MAX, CLI_CLOSED), v);
+            j->cfg = (float)d;
+        } else if (strcmp(k, "--eta") == 0) {
+            if (!cli_num_ok(v, 0, 1, CLI_CLOSED, &d))
+                return sl_fail(ctx, SL_ERR_ARG, "%s: %s expects a finite number in [0, 1], got '%s'", where, k, v);
+            j->eta = (float)d;
         } else {
-            long long x = 0;
-            double d = 0;
-            int is_float = strcmp(k, "--cfg_scale") == 0 || strcmp(k, "--cfg") == 0 || strcmp(k, "--eta") == 0;
-            if (is_float) d = strtod(v, &end);
-            else x = strtoll(v, &end, 10);
-            if (end == v || *end || errno || (!is_float && x < 0) || (is_float && !isfinite(d)))
-                return sl_fail(ctx, SL_ERR_ARG, "%s: option %s has a bad value '%s'", where, k, v);
-            if (strcmp(k, "--seed") == 0) j->seed = (uint64_t)x;
-            else if (strcmp(k, "--steps") == 0 && x >= 1 && x <= 1000) j->steps = (int)x;
-            else if (strcmp(k, "--width") == 0 && x >= 8 && x <= 8192) j->width = (int)x;
-            else if (strcmp(k, "--height") == 0 && x >= 8 && x <= 8192) j->height = (int)x;
-            else if ((strcmp(k, "--batch_size") == 0 || strcmp(k, "--batch") == 0) && x >= 1 && x <= 1000) j->batch = (int)x;
-            else if (strcmp(k, "--cfg_scale") == 0 || strcmp(k, "--cfg") == 0) j->cfg = (float)d;
-            else if (strcmp(k, "--eta") == 0) j->eta = (float)d;
-            else return sl_fail(ctx, SL_ERR_ARG, "%s: unknown option %s or value out of range", where, k);
+            const LineInt *o = NULL;
+            for (size_t q = 0; q < sizeof ints / sizeof ints[0]; q++)
+                if (strcmp(k, ints[q].name) == 0 || (ints[q].alias && strcmp(k, ints[q].alias) == 0)) o = &ints[q];
+            if (!o)
+                return sl_fail(ctx, SL_ERR_ARG, "%s: unknown option %s (--prompt, --negative_prompt, --seed, --steps, --cfg_scale, "
+                               "--eta, --width, --height, --sampler_name, --batch_size)", where, k);
+            char *end;
+            errno = 0;
+            long long x = strtoll(v, &end, 10);
+            if (end == v || *end || errno || x < o->lo || x > o->hi)
+                return sl_fail(ctx, SL_ERR_ARG, "%s: %s expects an integer in [%lld, %lld], got '%s'", where, k, o->lo, o->hi, v);
+            if (o == &ints[0]) j->seed = (uint64_t)x;
+            else if (o == &ints[1]) j->steps = (int)x;
+            else if (o == &ints[2]) j->width = (int)x;
+            else if (o == &ints[3]) j->height = (int)x;
+            else j->batch = (int)x;
         }
     }
-    if (!j->prompt[0]) return sl_fail(ctx, SL_ERR_ARG, "%s: no --prompt on this line", where);
+    if (!*prompt || !**prompt) return sl_fail(ctx, SL_ERR_ARG, "%s: no --prompt on this line", where);
     return SL_OK;
 }
 
@@ -259,8 +296,13 @@ SlStatus sample_jobs_build(const SampleArgs *a, SampleJob **jobs, int *n, SlCtx 
         if (!j) return sl_fail(ctx, SL_ERR_NOMEM, "out of memory");
         SlStatus st = job_defaults(j, a, ctx);
         snprintf(j->where, sizeof j->where, "--prompt");
-        snprintf(j->prompt, sizeof j->prompt, "%s", a->prompt);
-        if (!st) st = sample_parse_lora_tags(j, j->prompt, a->lora_dir, ctx);
+        /* tags come out of the whole text before it is cut to the job's buffer: a
+         * <lora:...> at the end of a long prompt must not vanish with the cut */
+        char *text = st ? NULL : strdup(a->prompt);
+        if (!st && !text) st = sl_fail(ctx, SL_ERR_NOMEM, "out of memory");
+        if (!st) st = sample_parse_lora_tags(j, text, a->lora_dir, ctx);
+        if (!st) snprintf(j->prompt, sizeof j->prompt, "%s", text);
+        free(text);
         if (st) { free(j); return st; }
         *jobs = j;
         *n = 1;
@@ -290,17 +332,15 @@ SlStatus sample_jobs_build(const SampleArgs *a, SampleJob **jobs, int *n, SlCtx 
         SampleJob *j = &grown[*n];
         st = job_defaults(j, a, ctx);
         snprintf(j->where, sizeof j->where, "%.50s:%d", sample_model_name(a->prompts_file), line_no);
-        snprintf(j->prompt, sizeof j->prompt, "%s", line);
-        char copy[SAMPLE_TEXT_MAX];
-        snprintf(copy, sizeof copy, "%s", line);
-        char where[2200];
+        char where[2200], *prompt = NULL;
         snprintf(where, sizeof where, "%s:%d", a->prompts_file, line_no);
-        if (!st) st = job_from_line(j, copy, where, ctx);
-        if (!st) {
+        if (!st) st = job_from_line(j, line, where, &prompt, ctx);
+        if (!st) { /* tags out of the whole text first, as for --prompt */
             snprintf(j->where, sizeof j->where, "line %d", line_no);
-            st = sample_parse_lora_tags(j, j->prompt, lora_dir, ctx);
+            st = sample_parse_lora_tags(j, prompt, lora_dir, ctx);
             if (st) sl_fail_prefix(ctx, "%s", a->prompts_file);
         }
+        if (!st) snprintf(j->prompt, sizeof j->prompt, "%s", prompt);
         if (!st) (*n)++;
     }
     free(text);
@@ -334,7 +374,7 @@ void sample_run_init(SampleRun *r, const SampleArgs *a, const SampleJob *jobs, i
     r->grid = a->grid != NULL;
     r->quiet = a->quiet != NULL;
     r->vae_tile = a->vae_tile ? (int)cli_int("sample", "--vae-tile", a->vae_tile, 8, 4096) : 0;
-    r->lora_alpha = a->lora_alpha ? (float)cli_num("sample", "--lora-alpha", a->lora_alpha) : 0.0f;
+    r->lora_alpha = a->lora_alpha ? (float)cli_num("sample", "--lora-alpha", a->lora_alpha, 0, 10000, CLI_OPEN_LO) : 0.0f;
     if (a->threads) cli_threads(cli_int("sample", "--threads", a->threads, 1, 1024));
-    for (int i = 0; i < n_jobs; i++) r->n_images += jobs[i].batch;
+    for (int i = 0; jobs && i < n_jobs; i++) r->n_images += jobs[i].batch;
 }

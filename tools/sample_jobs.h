@@ -12,6 +12,9 @@
 
 #define SAMPLE_MAX_LORA 8
 #define SAMPLE_TEXT_MAX 4096
+/* --cfg range: A1111's slider ends at 30; 100 leaves room, 1e30 is refused (it "worked", exit 0) */
+#define SAMPLE_CFG_MIN 0.0
+#define SAMPLE_CFG_MAX 100.0
 
 typedef struct SampleArgs {
     const char *model, *config, *prompt, *negative, *prompts_file, *lora_dir, *out;
@@ -53,12 +56,15 @@ void sample_args_parse(SampleArgs *a, int argc, char **argv);
 /* Builds the job list from --prompt or the prompts file. A bad line is an
  * error naming the file and line number. *jobs is malloc'd. */
 SlStatus sample_jobs_build(const SampleArgs *a, SampleJob **jobs, int *n, SlCtx *ctx);
-/* Splits "FILE[:WEIGHT]": a ':' followed by a finite number at the end is the
- * weight (else 1 and the whole argument is the path). */
-void sample_split_lora(const char *arg, char *path, size_t n, float *weight);
+/* Splits "FILE[:WEIGHT]" (the value of option `opt`, for messages): when what follows
+ * the last ':' reads as a number it is the weight, which must be finite and in
+ * [CLI_LORA_WEIGHT_MIN, CLI_LORA_WEIGHT_MAX] ("FILE:nan" is an error, not a file
+ * name); otherwise the whole argument is the path and the weight is 1. */
+SlStatus sample_split_lora(const char *opt, const char *arg, char *path, size_t n, float *weight, SlCtx *ctx);
 /* Removes <lora:NAME:WEIGHT> tags from prompt (in place) and appends them to j. */
 SlStatus sample_parse_lora_tags(SampleJob *j, char *prompt, const char *lora_dir, SlCtx *ctx);
 
+/* Parses the run's options (exits 2 on a bad one); jobs may be NULL to only check them. */
 void sample_run_init(SampleRun *r, const SampleArgs *a, const SampleJob *jobs, int n_jobs);
 void sample_run_free(SampleRun *r, SlModel *m);
 /* Attaches (or merges, with --merge) the job's adapters to the model. */
