@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "core/config.h"
+#include "core/outpath.h"
 #include "core/image.h"
 #include "core/progress.h"
 #include "core/rng.h"
@@ -500,13 +501,18 @@ SlStatus sl_trainer_save(SlTrainer *tr, SlCtx *ctx) {
 
 /* ---- set-up ---- */
 
+/* The path check every output gets (core/outpath.h), then a real write into the folder:
+ * access() cannot see every refusal (quotas, some network and FUSE file systems). */
 static SlStatus check_out_writable(const char *out, SlCtx *ctx) {
+    if (sl_path_check_writable("output", out, ctx) != SL_OK) {
+        sl_fail_prefix(ctx, "checked before training");
+        return SL_ERR_IO;
+    }
     char dir[4096];
     snprintf(dir, sizeof dir, "%s", out);
     char *slash = strrchr(dir, '/');
     if (slash) *slash = '\0';
     else snprintf(dir, sizeof dir, ".");
-    if (!sl_path_is_dir(dir)) return sl_fail(ctx, SL_ERR_IO, "%s: output folder %s does not exist", out, dir);
     char probe[4200];
     snprintf(probe, sizeof probe, "%s/.stylora-write-test.%ld", dir, (long)getpid());
     FILE *f = fopen(probe, "wb");
