@@ -235,7 +235,6 @@ int cmd_train(int argc, char **argv) {
     }
     for (int i = 0; i < SL_TRAIN_MAX_SAMPLE_PROMPTS && a.sample_prompt[i]; i++) c.sample_prompts[c.n_sample_prompts++] = a.sample_prompt[i];
     if (a.v[A_THREADS]) cli_threads(cli_int("train", "--threads", a.v[A_THREADS], 1, 1024));
-    cli_check_train_outputs(c.out, a.v[A_LOG], c.cache_dir); /* before the model loads: fail in ms, not after training */
     c.progress = a.v[A_QUIET] ? NULL : stderr;
     if (cli_kernels_from_env(&c.kernels, &ctx) != SL_OK) {
         sl_config_free(&jc);
@@ -249,6 +248,9 @@ int cmd_train(int argc, char **argv) {
         return mpi_rc;
     }
 #endif
+    /* before the model loads: fail in ms, not after training. Under mpirun the trainer's own
+     * check of --out (before the model loads too) reports through the rank-named error path. */
+    cli_check_train_outputs(c.out, a.v[A_LOG], c.cache_dir);
     SlTrainer tr;
     if (sl_trainer_init(&tr, &c, &ctx) != SL_OK) {
         int rc = cli_fail("train", &ctx);
