@@ -8,6 +8,8 @@
  *    the merged U-Net gives <algo>.out within 1e-4 of max |ref|; unmerge is bit-exact (the
  *    base output after all cases equals the one before, byte for byte).
  * 3. Unmerged (hooks): the U-Net output equals the merged one within 1e-5 and the golden within 1e-4.
+ *    Saved as a kohya LoRA (the dense delta at full rank) and loaded back: the same hooked
+ *    output bit for bit.
  * 4. Loaded without the model (as `lora merge` does): the merge gives the same weights (1e-6),
  *    while the hooks refuse the flat LoHa conv, naming it.
  * 5. Hostile files: a LoHa without hada_w2_a, a LoKr whose kron does not fit the module,
@@ -208,6 +210,7 @@ int main(void) {
     CHECK_OK(sl_sites_add_unet(&sites, &u, &ctx), &ctx);
     const size_t no = (size_t)sl_shape_numel(es->ndim, es->shape);
     float *merged = calloc(no, sizeof(float)), *hooked = calloc(no, sizeof(float)), *base0 = calloc(no, sizeof(float));
+    float *other = calloc(no, sizeof(float));   /* the kohya copy's output */
     sl_unet_forward(&u, base0, sample, ts, ehs);
 
     static const struct {
@@ -270,6 +273,23 @@ int main(void) {
         sl_test_close(what, hooked, merged, no, HOOK_TOL * sl_test_scale(merged, no), 0);
         snprintf(what, sizeof what, "%s: unmerged (hooks) vs golden %s.out", algo, algo);
         sl_test_close(what, hooked, ref, no, FWD_TOL * scale, 0);
+        /* written as a kohya LoRA: the dense delta at full rank, the same output bit for bit */
+        char tmp[1200];
+        snprintf(tmp, sizeof tmp, "%s/tmp_lycoris_%s_as_kohya.safetensors", sl_test_binary(), algo);
+        SlAdapterSaveOpts so = {.format = SL_ADAPTER_FMT_KOHYA};
+        SlAdapter conv;
+        CHECK_OK(sl_adapter_save(&ad, tmp, &so, &ctx), &ctx);
+        CHECK_OK(sl_adapter_load(&conv, tmp, &sites, NULL, &fmt, &ctx), &ctx);
+        if (ctx.status == SL_OK) {
+            SlAdapter *co[1] = {&conv};
+            CHECK_OK(sl_adapter_set_apply(&set, &sites, co, NULL, 1, 0.0f, 0, &ctx), &ctx);
+            sl_unet_forward(&u, other, sample, ts, ehs);
+            sl_adapter_set_remove(&set);
+            CHECK(fmt == SL_ADAPTER_FMT_KOHYA && conv.n == 5 && !memcmp(other, hooked, sizeof(float) * no),
+                  "%s saved as a full-rank kohya LoRA: same output bit for bit", algo);
+            sl_adapter_free(&conv);
+        }
+        remove(tmp);
         sl_adapter_free(&ad);
         /* 4. without the model (lora merge) */
         SlAdapter flat;
@@ -302,6 +322,7 @@ int main(void) {
     CHECK(!memcmp(merged, base0, sizeof(float) * no), "base output bit-exact after unmerges and hook removals");
     hostile(&sites, &ctx);
     free(base0);
+    free(other);
     free(merged);
     free(hooked);
     free(sample);
