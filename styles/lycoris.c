@@ -379,7 +379,23 @@ SlStatus sl_lycoris_load(SlAdapter *ad, const SlStFile *f, const SlSites *sites,
             lerr(&er, ctx, lenient, f->path, "%s: alpha must hold one value", q->e[R_ALPHA]->name);
             continue;
         }
+        int dims_ok = 1;   /* products of dims below stay far from int64 overflow */
+        for (int r = 0; r < R_N && dims_ok; r++)
+            for (int d = 0; q->e[r] && r != R_ALPHA && d < q->e[r]->ndim && dims_ok; d++)
+                if (q->e[r]->shape[d] < 1 || q->e[r]->shape[d] > (1 << 24)) {
+                    lerr(&er, ctx, lenient, f->path, "%s: dimension %d is %lld (1..2^24 expected)", q->e[r]->name, d,
+                         (long long)q->e[r]->shape[d]);
+                    dims_ok = 0;
+                }
+        if (!dims_ok) continue;
         if (!group_shapes(q, why, sizeof why)) { lerr(&er, ctx, lenient, f->path, "%s", why); continue; }
+        /* a kron of two small tensors can be enormous: cap the dense delta (the largest SDXL
+         * weight has 14.7M values) so a hostile file fails here, not in the allocator */
+        if (q->O <= 0 || q->K <= 0 || q->O > (1 << 24) || q->K > (1 << 24) || q->O * q->K > ((int64_t)1 << 28)) {
+            lerr(&er, ctx, lenient, f->path, "%s: LyCORIS delta [%lld, %lld] is empty or too large (limit 2^28 values)", q->stem,
+                 (long long)q->O, (long long)q->K);
+            continue;
+        }
         if (sites && q->site < 0) { lerr(&er, ctx, lenient, f->path, "%s: no module %s in the model", any->name, q->name); continue; }
         if (sites) {
             const SlSite *s = &sites->v[q->site];

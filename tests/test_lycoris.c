@@ -13,7 +13,8 @@
  * 4. Loaded without the model (as `lora merge` does): the merge gives the same weights (1e-6),
  *    while the hooks refuse the flat LoHa conv, naming it.
  * 5. Hostile files: a LoHa without hada_w2_a, a LoKr whose kron does not fit the module,
- *    a half Tucker pair, a LoHa with dora_scale and a NaN: errors naming the key / module;
+ *    a half Tucker pair, a LoHa with dora_scale, a NaN, an empty dimension, a kron into a 2^29-value delta (read
+ *    without the model): errors naming the key / module;
  *    lenient loading skips the bad module and keeps the good one.
  */
 #include <math.h>
@@ -152,6 +153,20 @@ static void hostile(const SlSites *sites, SlCtx *ctx) {
         const int64_t sh[][4] = {{4, 4}, {8, 8}, {1, 32}};
         write_file(path, 3, k, nd, sh, ctx);
         expect_refused("LoKr with dora_scale", path, sites, TQ ".dora_scale", "not supported");
+    }
+    { /* a kron of two small factors into a huge delta */
+        const char *k[] = {TQ ".lokr_w1", TQ ".lokr_w2"};
+        const int nd[] = {2, 2};
+        const int64_t sh[][4] = {{4096, 1}, {4096, 32}};
+        write_file(path, 2, k, nd, sh, ctx);
+        expect_refused("LoKr delta too large", path, NULL, TQ, "too large");
+    }
+    { /* an empty dimension */
+        const char *k[] = {TQ ".lokr_w1", TQ ".lokr_w2"};
+        const int nd[] = {2, 2};
+        const int64_t sh[][4] = {{4, 0}, {8, 8}};
+        write_file(path, 2, k, nd, sh, ctx);
+        expect_refused("LoKr empty dimension", path, NULL, TQ ".lokr_w1", "dimension 1 is 0");
     }
     { /* NaN */
         const char *k[] = {TQ ".lokr_w1", TQ ".lokr_w2#nan"};
