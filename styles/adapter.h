@@ -56,7 +56,10 @@
  * Dimension letters: N rows, I in-features, O out-features, r rank; conv Ci, Co, k,
  * P = Ho*Wo output pixels.
  *
- * Not here: the optimizer, the trainer loop, LoKr/LoHa.
+ * LyCORIS LoHa / LoKr files (lycoris.c) load as dense deltas in this same form
+ * (SlLoraMod.lyco; A or B is the delta dW, the other an identity, scale 1).
+ *
+ * Not here: the optimizer, the trainer loop, training LoHa/LoKr.
  */
 #ifndef SL_STYLES_ADAPTER_H
 #define SL_STYLES_ADAPTER_H
@@ -111,7 +114,12 @@ typedef struct SlLoraMod {
     float *B;                       /* [O,r] (conv: [Co,r,1,1]) */
     float *mag;                     /* [O] DoRA magnitude, NULL for plain LoRA */
     float *dA, *dB, *dmag;          /* gradients (NULL until sl_adapter_enable_grads) */
+    int lyco;                       /* SL_LYCO_LOHA / SL_LYCO_LOKR: a dense delta from lycoris.c, alpha = r */
+    int64_t lyco_rank;              /* the file's rank (0: LoKr with both factors full) */
+    float lyco_scale;               /* the scale the file's alpha/rank gave (already in the delta) */
 } SlLoraMod;
+
+enum { SL_LYCO_NONE = 0, SL_LYCO_LOHA = 1, SL_LYCO_LOKR = 2 };
 
 typedef struct SlAdapter {
     char label[512];        /* file name or "new" (messages) */
@@ -225,7 +233,8 @@ typedef enum SlAdapterFormat {
     SL_ADAPTER_FMT_UNKNOWN = 0,
     SL_ADAPTER_FMT_KOHYA,     /* lora_unet_<a_b_c>.lora_down.weight / .lora_up.weight / .alpha / .dora_scale */
     SL_ADAPTER_FMT_PEFT,      /* unet.<a.b.c>.lora_A.weight / .lora_B.weight / .lora_magnitude_vector */
-    SL_ADAPTER_FMT_DIFFUSERS_OLD /* <a.b.c>.lora.down.weight, <attn>.processor.to_q_lora.down.weight */
+    SL_ADAPTER_FMT_DIFFUSERS_OLD, /* <a.b.c>.lora.down.weight, <attn>.processor.to_q_lora.down.weight */
+    SL_ADAPTER_FMT_LYCORIS    /* lora_unet_<a_b_c>.hada_w1_a ... / .lokr_w1 ... (read only, lycoris.c) */
 } SlAdapterFormat;
 
 const char *sl_adapter_format_name(SlAdapterFormat f);

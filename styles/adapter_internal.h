@@ -44,4 +44,16 @@ const SlHookOps *sl_site_hook_ops(int delegate_base);
 size_t sl_site_hook_cache_floats(const SlSite *site, const SlLoraMod *const *lms, int n,
                                  int dora, int dropout);
 
+/* Module name of a key stem (kohya flat names resolved against sites when given,
+ * else expanded; PEFT / old diffusers names namespaced with dns). 0 if it cannot be
+ * resolved (a kohya name that no site has). adapter_io.c; lycoris.c uses it too. */
+int sl_adapter_stem_name(char *out, size_t n, const char *stem, const SlSites *sites, const char *dns, SlCtx *ctx);
+
+/* LyCORIS (lycoris.c): 1 if any key of f is a LoHa / LoKr tensor. */
+struct SlStFile;
+int sl_lycoris_detect(const struct SlStFile *f);
+/* Reads every LoHa / LoKr module of f into ad as dense deltas (see lycoris.c). */
+SlStatus sl_lycoris_load(SlAdapter *ad, const struct SlStFile *f, const SlSites *sites, const SlAdapterLoadOpts *opts,
+                         SlCtx *ctx);
+
 #endif

@@ -25,6 +25,7 @@
 #include <string.h>
 
 #include "adapter.h"
+#include "adapter_internal.h"
 #include "core/safetensors.h"
 #include "core/weights.h"
 
@@ -73,6 +74,7 @@ const char *sl_adapter_format_name(SlAdapterFormat f) {
     case SL_ADAPTER_FMT_KOHYA: return "kohya";
     case SL_ADAPTER_FMT_PEFT: return "peft";
     case SL_ADAPTER_FMT_DIFFUSERS_OLD: return "diffusers-old";
+    case SL_ADAPTER_FMT_LYCORIS: return "lycoris";
     default: return "unknown";
     }
 }
@@ -160,7 +162,7 @@ static void errs_add(Errs *e, SlCtx *ctx, int lenient, const char *file, const c
 }
 
 /* Module name of a key stem; 0 if it cannot be resolved (kohya name without sites match). */
-static int stem_to_name(char *out, size_t n, const char *stem, const SlSites *sites, const char *dns, SlCtx *ctx) {
+int sl_adapter_stem_name(char *out, size_t n, const char *stem, const SlSites *sites, const char *dns, SlCtx *ctx) {
     for (size_t i = 0; i < sizeof k_kohya_ns / sizeof k_kohya_ns[0]; i++) {
         if (!starts(stem, k_kohya_ns[i].kohya)) continue;
         if (sites) {
@@ -385,6 +387,17 @@ SlStatus sl_adapter_load(SlAdapter *ad, const char *path, const SlSites *sites, 
         if (pst == SL_OK) sl_weights_close(&pw);
         return ost;
     }
+    if (sl_lycoris_detect(&f)) {   /* LoHa / LoKr: dense deltas, lycoris.c */
+        SlStatus lst = sl_lycoris_load(ad, &f, sites, opts, ctx);
+        for (int i = 0; lst == SL_OK && i < f.n_meta; i++) lst = sl_adapter_set_meta(ad, f.meta_keys[i], f.meta_vals[i], ctx);
+        if (fmt) *fmt = SL_ADAPTER_FMT_LYCORIS;
+        sl_st_close(&f);
+        if (lst != SL_OK) {
+            sl_adapter_free(ad);
+            snprintf(ad->label, sizeof ad->label, "%s", path);
+        }
+        return lst;
+    }
     const char *dns = opts && opts->default_ns ? opts->default_ns : "unet";
     const int lenient = opts && opts->lenient;
     Group *g = calloc((size_t)(f.n ? f.n : 1), sizeof *g);
@@ -417,7 +430,7 @@ SlStatus sl_adapter_load(SlAdapter *ad, const char *path, const SlSites *sites, 
         if (starts(stem, "lora_unet_") || starts(stem, "lora_te")) kf = SL_ADAPTER_FMT_KOHYA;
         else if (kf == SL_ADAPTER_FMT_KOHYA) kf = SL_ADAPTER_FMT_DIFFUSERS_OLD;  /* dotted name + lora_down */
         if (detected == SL_ADAPTER_FMT_UNKNOWN) detected = kf;
-        int resolved = stem_to_name(name, sizeof name, stem, sites, dns, ctx);
+        int resolved = sl_adapter_stem_name(name, sizeof name, stem, sites, dns, ctx);
         int gi = find_group(g, ng, name);
         if (gi < 0) {
             gi = ng++;

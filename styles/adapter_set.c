@@ -322,6 +322,9 @@ const char *sl_adapter_get_meta(const SlAdapter *ad, const char *key) {
 static int mod_fits(const SlLoraMod *lm, const SlSite *st, char *why, size_t n) {
     if (st->conv) {
         const SlConv2d *c = st->conv;
+        /* a LoHa conv read without the model is a flat delta [Co, Ci*k*k]: the conv's own
+         * layout, so merging fits (the hooks refuse it, sl_adapter_set_apply) */
+        if (lm->lyco && !lm->conv && lm->k == 1 && lm->O == c->Co && lm->I == c->Ci * c->k * c->k) return 1;
         /* a 1x1 conv update read without the model looks like a conv1x1 linear: same layout */
         if (!(lm->conv || (lm->conv1x1 && c->k == 1)) || lm->I != c->Ci || lm->O != c->Co || lm->k != c->k) {
             snprintf(why, n, "%s: adapter [%s in %lld out %lld k %lld] vs conv [in %lld out %lld k %lld]", lm->name,
@@ -418,6 +421,11 @@ SlStatus sl_adapter_set_apply(SlAdapterSet *set, const SlSites *sites, SlAdapter
             }
         if (!nu) continue;
         const SlSite *site = &sites->v[s];
+        for (int j = 0; j < nu && st == SL_OK; j++)
+            if (site->conv && lms[j]->lyco && !lms[j]->conv && site->conv->k > 1)
+                st = sl_fail(ctx, SL_ERR_UNSUPPORTED, "adapter set: LyCORIS module %s was read without the model (its kernel "
+                             "size unknown): load the file with the model's modules to apply it", site->name);
+        if (st != SL_OK) break;
         SlHook *prev = site->lin ? site->lin->hook : site->conv->hook;
         if (prev && (prev->ops->lin_forward || prev->ops->lin_backward || prev->ops->conv_forward || prev->ops->conv_backward))
             st = sl_fail(ctx, SL_ERR_UNSUPPORTED, "adapter set: module %s already carries an adapter hook", site->name);

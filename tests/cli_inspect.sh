@@ -28,6 +28,11 @@ expect_out "sd15 unet config read" "cross_attention_dim: 768" "$bin" inspect "$s
 expect_out "tiny unet weights" "diffusers U-Net weights" "$bin" inspect "$shared/golden/tiny-sd1"
 expect_out "peft adapter recognized" "diffusers/PEFT format" "$bin" inspect "$shared/golden/tiny-sd1/lora/pytorch_lora_weights.safetensors"
 expect_out "adapter rank and targets" "to_out.0 x8" "$bin" inspect "$shared/golden/tiny-sd1/lora/pytorch_lora_weights.safetensors"
+src=${SL_SOURCE_DIR:?}
+expect_out "LyCORIS LoHa recognized" "LyCORIS LoHa adapter" "$bin" inspect "$src/tests/data/lycoris_loha.safetensors"
+expect_out "LyCORIS LoHa ranks and scales" "rank: 2..8, scale (alpha/rank): 0.25..2" "$bin" inspect "$src/tests/data/lycoris_loha.safetensors"
+expect_out "LyCORIS LoKr recognized" "LyCORIS LoKr adapter" "$bin" inspect "$src/tests/data/lycoris_lokr.safetensors"
+expect_out "LyCORIS LoKr module kinds" "LyCORIS: 0 LoHa, 5 LoKr modules" "$bin" inspect "$src/tests/data/lycoris_lokr.safetensors"
 expect_out "tensor listing" "F32" "$bin" inspect --tensors "$shared/golden/tiny-sd1/expected.safetensors"
 # bad inputs
 printf 'not a safetensors file' > "$tmp/text.safetensors"

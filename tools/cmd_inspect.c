@@ -2,7 +2,7 @@
  *
  * A .safetensors file: its tensors (name, dtype, shape, bytes), metadata, and
  * what it is recognized as (single-file SD checkpoint, diffusers component
- * weights, LoRA adapter in kohya / PEFT / old-diffusers form). A folder: the
+ * weights, LoRA adapter in kohya / PEFT / old-diffusers form, LyCORIS LoHa / LoKr). A folder: the
  * diffusers layout, each component's config and weights, the tokenizer.
  */
 #include <cJSON.h>
@@ -23,6 +23,7 @@ static int has_prefix(const char *s, const char *p) { return strncmp(s, p, strle
 /* What a safetensors file is, from its tensor names. */
 static const char *recognize_file(const SlStFile *f) {
     int unet = 0, vae = 0, te = 0, kohya = 0, peft = 0, olddiff = 0, dora = 0, diff_unet = 0, diff_vae = 0, te_hf = 0;
+    int loha = 0, lokr = 0;
     for (int i = 0; i < f->n; i++) {
         const char *n = f->entries[i].name;
         unet += has_prefix(n, SL_CKPT_UNET_PREFIX);
@@ -35,9 +36,14 @@ static const char *recognize_file(const SlStFile *f) {
         diff_unet += has_prefix(n, "down_blocks.") || has_prefix(n, "mid_block.");
         diff_vae += has_prefix(n, "encoder.") || has_prefix(n, "decoder.");
         te_hf += has_prefix(n, "text_model.");
+        loha += strstr(n, ".hada_w") != NULL || strstr(n, ".hada_t") != NULL;
+        lokr += strstr(n, ".lokr_") != NULL;
     }
     if (unet) return vae && te ? "single-file Stable Diffusion checkpoint (U-Net, VAE, text encoder)"
                                : "single-file Stable Diffusion checkpoint (partial)";
+    if (loha && lokr) return "LyCORIS LoHa + LoKr adapter (hada_* and lokr_* keys)";
+    if (loha) return "LyCORIS LoHa adapter (hada_w1_a/hada_w1_b/hada_w2_a/hada_w2_b)";
+    if (lokr) return "LyCORIS LoKr adapter (lokr_w1/lokr_w2 Kronecker factors)";
     if (kohya) return dora ? "DoRA adapter, kohya format" : "LoRA adapter, kohya format (lora_unet_*/lora_te_*)";
     if (peft) return dora ? "DoRA adapter, diffusers/PEFT format" : "LoRA adapter, diffusers/PEFT format (lora_A/lora_B)";
     if (olddiff) return "LoRA adapter, older diffusers format (lora.down/lora.up)";
@@ -197,10 +203,15 @@ static void print_adapter_summary(const char *path) {
     const char *kinds[] = {"to_q", "to_k", "to_v", "to_out.0", "proj_in", "proj_out", "ff.net.0.proj", "ff.net.2",
                            "conv1", "conv2", "q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2"};
     int counts[16] = {0};
+    int n_loha = 0, n_lokr = 0;
     for (int i = 0; i < ad.n; i++) {
         const SlLoraMod *m = &ad.mods[i];
-        if (m->r < rmin) rmin = m->r;
-        if (m->r > rmax) rmax = m->r;
+        /* LyCORIS: the file's rank, not the dense delta's (0: LoKr with both factors full) */
+        const int64_t r = m->lyco ? m->lyco_rank : m->r;
+        n_loha += m->lyco == SL_LYCO_LOHA;
+        n_lokr += m->lyco == SL_LYCO_LOKR;
+        if (r < rmin) rmin = r;
+        if (r > rmax) rmax = r;
         if (m->alpha < amin) amin = m->alpha;
         if (m->alpha > amax) amax = m->alpha;
         n_unet += strncmp(m->name, "unet.", 5) == 0;
@@ -215,7 +226,23 @@ static void print_adapter_summary(const char *path) {
     }
     printf("  adapter: %s, %d modules (%d U-Net, %d text encoder, %d conv/LoCon, %d DoRA), %lld parameters\n",
            sl_adapter_format_name(fmt), ad.n, n_unet, n_te, n_conv, n_dora, (long long)sl_adapter_n_params(&ad));
-    if (ad.n) {
+    if (n_loha || n_lokr) {   /* scales differ per module and are inside the deltas */
+        float smin = INFINITY, smax = -INFINITY;
+        for (int i = 0; i < ad.n; i++) {
+            if (ad.mods[i].lyco_scale < smin) smin = ad.mods[i].lyco_scale;
+            if (ad.mods[i].lyco_scale > smax) smax = ad.mods[i].lyco_scale;
+        }
+        printf("  LyCORIS: %d LoHa, %d LoKr modules (read as dense deltas: the parameter count above is theirs)\n  rank: %lld",
+               n_loha, n_lokr, (long long)rmin);
+        if (rmax != rmin) printf("..%lld", (long long)rmax);
+        if (rmin == 0) printf(" (0: a LoKr with both Kronecker factors full)");
+        printf(", scale (alpha/rank): %g", smin);
+        if (smax != smin) printf("..%g", smax);
+        printf("\n  targets:");
+        for (int k = 0; k < 16; k++)
+            if (counts[k]) printf(" %s x%d", kinds[k], counts[k]);
+        printf("\n");
+    } else if (ad.n) {
         printf("  rank: %lld", (long long)rmin);
         if (rmax != rmin) printf("..%lld", (long long)rmax);
         if (no_alpha) printf(", alpha: not stored (PEFT file; give it when loading)");
