@@ -5,7 +5,9 @@
  * a kohya file without `.alpha` loads with alpha = rank (sd-scripts' rule).
  * Alpha (issue 20): a PEFT file with no alpha anywhere loads with alpha = rank, and
  * the golden diffusers file so loaded gives the delta 1 * B A (1e-6 of max|ref|,
- * against a double-precision product here); precedence --lora-alpha >
+ * against a double-precision product here); a file laid out as diffusers writes it
+ * (tests/reference/lora_metadata_ref.py: indent-2 JSON, rank/alpha patterns by full name
+ * and by suffix, a LoCon conv) gives PEFT's deltas (1e-6 of max|ref|); precedence --lora-alpha >
  * lora_adapter_metadata (prefixed or bare, patterns by name or dotted suffix) >
  * `.alpha` > ss_network_alpha (conv_alpha for convs) > rank; a PEFT save of
  * alpha 8, rank 4 carries lora_adapter_metadata {"unet.lora_alpha": 8, "unet.r": 4}
@@ -216,6 +218,37 @@ int main(void) {
     } else {
         CHECK(0, "golden lora file loads without an alpha: %s", ctx.msg);
     }
+
+    /* ---- a diffusers-style file (tests/reference/lora_metadata_ref.py): deltas as PEFT applies them ---- */
+    char rpath[1200];
+    snprintf(rpath, sizeof rpath, "%s/tests/data/lora_metadata_peft.safetensors", sl_test_source());
+    SlStFile ex;
+    snprintf(gpath, sizeof gpath, "%s/tests/data/lora_metadata_expected.safetensors", sl_test_source());
+    CHECK_OK(sl_st_open(&ex, gpath, &ctx), &ctx);
+    CHECK_OK(sl_adapter_load(&ad, rpath, &sites, NULL, &fmt, &ctx), &ctx);
+    if (ad.n == 3 && ex.n == 3) {
+        float *d = malloc(sizeof(float) * 32 * 32 * 9), *ref = malloc(sizeof(float) * 32 * 32 * 9);
+        SlKernels kern = {0};
+        for (int i = 0; i < ad.n; i++) {
+            const SlLoraMod *lm = &ad.mods[i];
+            char key[300];
+            snprintf(key, sizeof key, "delta.%s", lm->name);
+            const SlStEntry *e = sl_st_find(&ex, key);
+            const size_t nd = (size_t)(lm->O * lm->I * lm->k * lm->k);
+            CHECK(e && (size_t)sl_shape_numel(e->ndim, e->shape) == nd, "%s present, %zu values", key, nd);
+            if (!e || (size_t)sl_shape_numel(e->ndim, e->shape) != nd) continue;
+            CHECK_OK(sl_st_read_f32(&ex, e, ref, &ctx), &ctx);
+            sl_lora_delta(d, lm, sl_lora_scale(&ad, lm), &kern);
+            snprintf(key, sizeof key, "reference delta of %s (r %lld, alpha %g)", lm->name, (long long)lm->r, lm->alpha);
+            sl_test_close(key, d, ref, nd, 1e-6 * sl_test_scale(ref, nd), 0);
+        }
+        free(d);
+        free(ref);
+    } else {
+        CHECK(0, "reference file: 3 modules and 3 deltas (%d, %d)", ad.n, ex.n);
+    }
+    sl_adapter_free(&ad);
+    sl_st_close(&ex);
 
     /* ---- alpha precedence: --lora-alpha > lora_adapter_metadata > .alpha > ss_network_alpha > rank ---- */
     Item ka[6] = {{KATTN "_to_q.lora_down.weight", 2, {2, 32}}, {KATTN "_to_q.lora_up.weight", 2, {32, 2}},
