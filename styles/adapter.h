@@ -274,8 +274,8 @@ typedef struct SlAdapterSaveOpts {
  * `.lora_magnitude_vector` [O] ([1,O,1,1] on a 1x1-conv module as PEFT's DoraConv2dLayer), and
  * SL_META_PEFT as diffusers' save_lora_weights writes it (per component r, lora_alpha,
  * rank_pattern, alpha_pattern, target_modules, use_dora, use_rslora), so diffusers loads the
- * file at stylora's scale. Other metadata of the adapter is written as it is, except the
- * alpha keys above, which are derived from the modules. */
+ * file at stylora's scale. Other metadata of the adapter is written as it is, except what is
+ * derived from the modules (the alpha keys above; in PEFT also ss_network_alpha / _dim). */
 SlStatus sl_adapter_save(const SlAdapter *ad, const char *path, const SlAdapterSaveOpts *opts,
                          SlCtx *ctx);
 
