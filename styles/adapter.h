@@ -240,12 +240,15 @@ typedef enum SlAdapterFormat {
 const char *sl_adapter_format_name(SlAdapterFormat f);
 
 typedef struct SlAdapterLoadOpts {
-    float alpha;        /* > 0: alpha for modules whose file stores none (PEFT, old diffusers, kohya without .alpha) */
+    float alpha;        /* > 0: alpha of every module, overriding what the file stores (--lora-alpha) */
     int lenient;        /* 1: unknown keys / misfit shapes are warnings (skipped), not errors */
     const char *default_ns; /* namespace of keys without one ("base_model.model.x", old "down_blocks.x"); NULL = "unet" */
 } SlAdapterLoadOpts;
 
-/* Metadata keys stylora writes into PEFT-format files (PEFT files carry no alpha). */
+/* diffusers' metadata key (loaders/lora_base.py LORA_ADAPTER_METADATA_KEY): JSON of PEFT
+ * LoraConfig fields, "<component>.lora_alpha", "<component>.r", "<component>.alpha_pattern", ... */
+#define SL_META_PEFT "lora_adapter_metadata"
+/* stylora's own keys; the first three are what older stylora PEFT files carried (still read). */
 #define SL_META_ALPHA "stylora.lora_alpha"            /* global alpha, "%.9g" */
 #define SL_META_ALPHA_PATTERN "stylora.alpha_pattern" /* JSON {module: alpha} for modules that differ */
 #define SL_META_RSLORA "stylora.use_rslora"           /* "true" / "false" */
@@ -254,11 +257,12 @@ typedef struct SlAdapterLoadOpts {
 /* Loads a LoRA file in any of the forms above. With sites, kohya names are resolved
  * against the sites' names and every module is checked (name present, shapes fit);
  * without sites, kohya names are expanded with a built-in table of SD U-Net / CLIP
- * name parts (sl_kohya_unflatten). Alpha, per module, in this order: the file's
- * `.alpha` tensor (kohya, old), opts->alpha, the SL_META_ALPHA / SL_META_ALPHA_PATTERN
- * metadata; then kohya and old-diffusers modules default to alpha = rank (as
- * sd-scripts' create_network_from_weights and diffusers' LoRALinearLayer do), while a
- * PEFT module's alpha cannot be determined: SL_ERR_MISSING naming the file.
+ * name parts (sl_kohya_unflatten). Alpha, per module, in this order: opts->alpha (logged as an
+ * override), the SL_META_PEFT JSON (alpha_pattern, then lora_alpha, of the module's component;
+ * its r / rank_pattern must agree with the tensors), the older SL_META_ALPHA_PATTERN /
+ * SL_META_ALPHA, the `.alpha` tensor, ss_network_alpha (conv: ss_network_args' conv_alpha);
+ * with none of them alpha = rank (scale 1, one info line), as diffusers and sd-scripts assume.
+ * rsLoRA from "<component>.use_rslora" or SL_META_RSLORA.
  * Errors name the file and the tensor: unknown module keys and misfit shapes (listed),
  * a lora_down without lora_up, NaN/Inf values (SL_ERR_NUMERIC), a file without any
  * adapter tensor (SL_ERR_FORMAT). *fmt (may be NULL) receives the detected format.
@@ -275,9 +279,12 @@ typedef struct SlAdapterSaveOpts {
  * adapter writes alpha*sqrt(r), so that kohya's alpha/r keeps its scale), `.dora_scale`
  * [O,1], metadata ss_network_module="networks.lora", ss_network_dim, ss_network_alpha
  * (+ ss_network_args with conv_dim/conv_alpha when LoCon modules exist) and every
- * other ss_* key set on the adapter. PEFT: "<ns>.<module>.lora_A.weight" etc. and
- * SL_META_* keys, `.lora_magnitude_vector` [O] ([1,O,1,1] on a 1x1-conv module as PEFT's
- * DoraConv2dLayer). Other metadata of the adapter is written as it is. */
+ * other ss_* key set on the adapter. PEFT: "<ns>.<module>.lora_A.weight" etc.,
+ * `.lora_magnitude_vector` [O] ([1,O,1,1] on a 1x1-conv module as PEFT's DoraConv2dLayer), and
+ * SL_META_PEFT as diffusers' save_lora_weights writes it (per component r, lora_alpha,
+ * rank_pattern, alpha_pattern, target_modules, use_dora, use_rslora), so diffusers loads the
+ * file at stylora's scale. Other metadata of the adapter is written as it is, except what is
+ * derived from the modules (the alpha keys above; in PEFT also ss_network_alpha / _dim). */
 SlStatus sl_adapter_save(const SlAdapter *ad, const char *path, const SlAdapterSaveOpts *opts,
                          SlCtx *ctx);
 

@@ -9,11 +9,20 @@
  *   older diffusers:  <dotted>.lora.down.weight / .lora.up.weight (LoRACompatibleLinear),
  *       <attn>.processor.to_{q,k,v,out}_lora.down.weight (attention processors, to_out -> to_out.0),
  *       <dotted>.lora_linear_layer.down.weight (text encoder patches).
- * Alpha rules: see sl_adapter_load in adapter.h. sd-scripts' create_network_from_weights
- * sets a module's alpha to its dim when the file has no `.alpha`; we do the same for
- * kohya and old-diffusers files (logged), and refuse a PEFT file whose alpha is
- * neither given by the caller nor in the stylora metadata (diffusers would silently
- * assume alpha = r, which rescales the update).
+ * Alpha, per module, highest first (issue 20; see sl_adapter_load in adapter.h):
+ *   1. the caller's alpha (--lora-alpha), logged as an override;
+ *   2. diffusers' `lora_adapter_metadata` (diffusers loaders/lora_base.py write_lora_layers,
+ *      utils/peft_utils.py _load_sft_state_dict_metadata): a JSON object of PEFT LoraConfig fields,
+ *      each key prefixed with its component by _pack_dict_with_prefix ("unet.lora_alpha",
+ *      "unet.r", "unet.alpha_pattern", "text_encoder.rank_pattern", ...); a file saved by a bare
+ *      model's save_lora_adapter (diffusers loaders/peft.py) has the fields unprefixed. Pattern keys
+ *      are module names relative to the component, matched as PEFT's get_pattern_key does for plain
+ *      names: equal, or a dotted suffix. stylora's older stylora.lora_alpha / stylora.alpha_pattern
+ *      metadata is read at this level too;
+ *   3. kohya's per-module `.alpha` scalar (sd-scripts networks/lora.py);
+ *   4. kohya's ss_network_alpha metadata (conv modules: conv_alpha of ss_network_args);
+ *   5. none of these: alpha = rank (scale 1), one info line, as diffusers' get_peft_kwargs and
+ *      sd-scripts' create_network_from_weights do.
  *
  * Not here: the arithmetic (lora.c), applying (adapter_set.c).
  */
@@ -219,28 +228,139 @@ static SlStatus read_finite(const SlStFile *f, const SlStEntry *e, float *dst, S
     return SL_OK;
 }
 
-static float meta_alpha(const SlStFile *f, const char *name, int *found) {
-    *found = 0;
-    const char *pat = sl_st_meta(f, SL_META_ALPHA_PATTERN);
-    if (pat) {
-        cJSON *j = cJSON_Parse(pat);
-        cJSON *v = j ? cJSON_GetObjectItemCaseSensitive(j, name) : NULL;
-        float a = 0;
-        if (cJSON_IsNumber(v)) { a = (float)v->valuedouble; *found = 1; }
-        cJSON_Delete(j);
-        if (*found) return a;
+/* The file-level alpha sources, parsed once per file (rules in the header comment). */
+typedef struct AlphaMeta {
+    cJSON *peft;          /* lora_adapter_metadata, or NULL */
+    cJSON *legacy_pat;    /* stylora.alpha_pattern, or NULL */
+    double legacy_alpha;  /* stylora.lora_alpha (0: absent) */
+    double ss_alpha;      /* ss_network_alpha (0: absent) */
+    double ss_conv_alpha; /* conv_alpha of ss_network_args (0: absent) */
+    int rslora;           /* stylora.use_rslora or <ns>.use_rslora true */
+} AlphaMeta;
+
+static void alpha_meta_close(AlphaMeta *am) {
+    cJSON_Delete(am->peft);
+    cJSON_Delete(am->legacy_pat);
+    memset(am, 0, sizeof *am);
+}
+
+/* A metadata string or JSON number/string as a number; 0 when absent or not a number. */
+static double num_of(const char *s) {
+    if (!s) return 0;
+    char *end;
+    double v = strtod(s, &end);
+    return end != s ? v : 0;
+}
+
+static SlStatus alpha_meta_open(AlphaMeta *am, const SlStFile *f, SlCtx *ctx) {
+    memset(am, 0, sizeof *am);
+    const char *pm = sl_st_meta(f, SL_META_PEFT), *lp = sl_st_meta(f, SL_META_ALPHA_PATTERN);
+    if (pm && !cJSON_IsObject(am->peft = cJSON_Parse(pm))) {
+        alpha_meta_close(am);
+        return sl_fail(ctx, SL_ERR_FORMAT, "%s: metadata %s is not a JSON object", f->path, SL_META_PEFT);
     }
-    const char *g = sl_st_meta(f, SL_META_ALPHA);
-    if (g) {
-        char *end;
-        double a = strtod(g, &end);
-        if (end != g && a > 0) { *found = 1; return (float)a; }
+    if (lp && !cJSON_IsObject(am->legacy_pat = cJSON_Parse(lp))) {
+        alpha_meta_close(am);
+        return sl_fail(ctx, SL_ERR_FORMAT, "%s: metadata %s is not a JSON object", f->path, SL_META_ALPHA_PATTERN);
+    }
+    am->legacy_alpha = num_of(sl_st_meta(f, SL_META_ALPHA));
+    am->ss_alpha = num_of(sl_st_meta(f, "ss_network_alpha"));
+    const char *na = sl_st_meta(f, "ss_network_args");
+    cJSON *args = na ? cJSON_Parse(na) : NULL, *ca = cJSON_GetObjectItemCaseSensitive(args, "conv_alpha");
+    am->ss_conv_alpha = cJSON_IsNumber(ca) ? ca->valuedouble : cJSON_IsString(ca) ? num_of(ca->valuestring) : 0;
+    cJSON_Delete(args);
+    const char *rs = sl_st_meta(f, SL_META_RSLORA);
+    am->rslora = rs && !strcmp(rs, "true");
+    const cJSON *it;
+    cJSON_ArrayForEach(it, am->peft) {
+        size_t l = strlen(it->string);
+        if (l >= 10 && !strcmp(it->string + l - 10, "use_rslora") && cJSON_IsTrue(it)) am->rslora = 1;
+    }
+    return SL_OK;
+}
+
+/* PEFT's pattern keys name a module or a dotted suffix of it. */
+static int pattern_key_match(const char *key, const char *rel) {
+    size_t lk = strlen(key), lr = strlen(rel);
+    return !strcmp(key, rel) || (lr > lk && rel[lr - lk - 1] == '.' && !strcmp(rel + lr - lk, key));
+}
+
+/* Looks up a LoraConfig field for module `name` ("unet.down_blocks...to_q") in
+ * lora_adapter_metadata: <ns>.<pat_field> pattern, <ns>.<field>, then the unprefixed
+ * forms. Returns 1 with *v set, 0 when absent, -1 when the value is not a number. */
+static int peft_field(const cJSON *root, const char *name, const char *pat_field, const char *field, double *v) {
+    const char *dot = strchr(name, '.');
+    if (!root || !dot) return 0;
+    const char *rel = dot + 1;   /* pattern keys are relative to the component either way */
+    char key[96];
+    for (int prefixed = 1; prefixed >= 0; prefixed--) {
+        snprintf(key, sizeof key, "%.*s%s%s", prefixed ? (int)(dot - name) : 0, name, prefixed ? "." : "", pat_field);
+        const cJSON *pat = cJSON_GetObjectItemCaseSensitive(root, key), *it;
+        if (!cJSON_IsObject(pat)) pat = NULL;
+        cJSON_ArrayForEach(it, pat)
+            if (pattern_key_match(it->string, rel)) {
+                if (!cJSON_IsNumber(it)) return -1;
+                *v = it->valuedouble;
+                return 1;
+            }
+        snprintf(key, sizeof key, "%.*s%s%s", prefixed ? (int)(dot - name) : 0, name, prefixed ? "." : "", field);
+        const cJSON *x = cJSON_GetObjectItemCaseSensitive(root, key);
+        if (x) {
+            if (!cJSON_IsNumber(x)) return -1;
+            *v = x->valuedouble;
+            return 1;
+        }
     }
     return 0;
 }
 
+enum { ASRC_CALLER = 0, ASRC_PEFT, ASRC_LEGACY, ASRC_TENSOR, ASRC_SS, ASRC_RANK, ASRC_N };
+
+/* Alpha of one loaded module (lm->r, lm->conv set) by the precedence in the header comment;
+ * *src receives the ASRC_* that gave it. */
+static SlStatus module_alpha(SlLoraMod *lm, const Group *q, const AlphaMeta *am, const SlStFile *f,
+                             const SlAdapterLoadOpts *opts, int *src, SlCtx *ctx) {
+    double v = 0;
+    int got;
+    if (opts && opts->alpha > 0) {
+        lm->alpha = opts->alpha;
+        *src = ASRC_CALLER;
+        return SL_OK;
+    }
+    if ((got = peft_field(am->peft, lm->name, "rank_pattern", "r", &v)) != 0 && (got < 0 || v != (double)lm->r))
+        return sl_fail(ctx, SL_ERR_FORMAT, "%s: %s gives rank %g for %s, but its tensors have rank %lld", f->path,
+                       SL_META_PEFT, got < 0 ? NAN : v, lm->name, (long long)lm->r);
+    if ((got = peft_field(am->peft, lm->name, "alpha_pattern", "lora_alpha", &v)) != 0) {
+        if (got < 0) return sl_fail(ctx, SL_ERR_FORMAT, "%s: %s: lora_alpha of %s is not a number", f->path, SL_META_PEFT, lm->name);
+        lm->alpha = (float)v;
+        *src = ASRC_PEFT;
+        return SL_OK;
+    }
+    const cJSON *lv = NULL, *it;
+    cJSON_ArrayForEach(it, am->legacy_pat)   /* full names as stylora wrote them; suffixes as PEFT reads */
+        if (!lv && cJSON_IsNumber(it) && pattern_key_match(it->string, lm->name)) lv = it;
+    if (lv || am->legacy_alpha > 0) {
+        lm->alpha = (float)(lv ? lv->valuedouble : am->legacy_alpha);
+        *src = ASRC_LEGACY;
+        return SL_OK;
+    }
+    if (q->e[ROLE_ALPHA]) {
+        *src = ASRC_TENSOR;
+        return read_finite(f, q->e[ROLE_ALPHA], &lm->alpha, ctx);
+    }
+    double ss = lm->conv && am->ss_conv_alpha > 0 ? am->ss_conv_alpha : am->ss_alpha;
+    if (ss > 0) {
+        lm->alpha = (float)ss;
+        *src = ASRC_SS;
+        return SL_OK;
+    }
+    lm->alpha = (float)lm->r;
+    *src = ASRC_RANK;
+    return SL_OK;
+}
+
 static SlStatus load_groups(SlAdapter *ad, const SlStFile *f, Group *g, int ng, const SlSites *sites,
-                            const SlAdapterLoadOpts *opts, Errs *er, SlCtx *ctx) {
+                            const SlAdapterLoadOpts *opts, const AlphaMeta *am, Errs *er, SlCtx *ctx) {
     const int lenient = opts && opts->lenient;
     char sb[64], sb2[64];
     /* shapes and kinds */
@@ -309,7 +429,7 @@ static SlStatus load_groups(SlAdapter *ad, const SlStFile *f, Group *g, int ng, 
             if (g[i].e[r] && r != ROLE_ALPHA) bytes += sl_align_up(sizeof(float) * (size_t)sl_shape_numel(g[i].e[r]->ndim, g[i].e[r]->shape));
     }
     SL_TRY(sl_arena_init(&ad->params, bytes, "adapter weights", ctx));
-    int n_unet = 0, n_te = 0, n_dora = 0, n_default_alpha = 0;
+    int n_unet = 0, n_te = 0, n_dora = 0, n_src[ASRC_N] = {0};
     for (int i = 0; i < ng; i++) {
         Group *q = &g[i];
         if (q->skip) continue;
@@ -331,38 +451,27 @@ static SlStatus load_groups(SlAdapter *ad, const SlStFile *f, Group *g, int ng, 
             SL_TRY(read_finite(f, M, lm->mag, ctx));
             n_dora++;
         }
-        int found = 0;
-        if (q->e[ROLE_ALPHA]) {
-            SL_TRY(read_finite(f, q->e[ROLE_ALPHA], &lm->alpha, ctx));
-            found = 1;
-        } else if (opts && opts->alpha > 0) {
-            lm->alpha = opts->alpha;
-            found = 1;
-        } else {
-            lm->alpha = meta_alpha(f, lm->name, &found);
-        }
-        if (!found) {
-            if (q->fmt == SL_ADAPTER_FMT_PEFT)
-                return sl_fail(ctx, SL_ERR_MISSING, "%s: alpha of %s cannot be determined: PEFT files store none; pass it "
-                               "(--lora-alpha) or write it as metadata \"%s\"", f->path, lm->name, SL_META_ALPHA);
-            lm->alpha = (float)lm->r;  /* sd-scripts / diffusers default for a file without alpha */
-            n_default_alpha++;
-        }
+        int src = ASRC_RANK;
+        SL_TRY(module_alpha(lm, q, am, f, opts, &src, ctx));
+        n_src[src]++;
         /* metadata "1e300" parses to +inf as a float: an infinite scale (found for issue 12) */
         if (!isfinite(lm->alpha))
-            return sl_fail(ctx, SL_ERR_FORMAT, "%s: alpha of %s is not a finite number (metadata %s / %s)", f->path,
-                           lm->name, SL_META_ALPHA, SL_META_ALPHA_PATTERN);
+            return sl_fail(ctx, SL_ERR_FORMAT, "%s: alpha of %s is not a finite number (metadata %s, %s or ss_network_alpha)",
+                           f->path, lm->name, SL_META_PEFT, SL_META_ALPHA);
         if (!(lm->alpha > 0) && !(lm->alpha < 0))  /* kohya: alpha 0 means "= dim" */
             lm->alpha = (float)lm->r;
         if (starts(lm->name, "unet.")) n_unet++;
         else n_te++;
     }
     ad->dora = n_dora == ad->n;
-    const char *rs = sl_st_meta(f, SL_META_RSLORA);
-    ad->rslora = rs && !strcmp(rs, "true");
-    if (n_default_alpha)
-        sl_log(ctx, SL_LOG_WARN, "%s: %d module(s) without alpha: alpha = rank (scale 1), as sd-scripts does", f->path,
-               n_default_alpha);
+    ad->rslora = am->rslora;
+    if (n_src[ASRC_CALLER])
+        sl_log(ctx, SL_LOG_INFO, "%s: alpha %g from --lora-alpha for every module (it overrides the alpha the file stores)",
+               f->path, (double)opts->alpha);
+    if (n_src[ASRC_RANK])
+        sl_log(ctx, SL_LOG_INFO, "%s: %d module(s) store no alpha (no %s, .alpha or ss_network_alpha): alpha = rank "
+               "(scale 1), as diffusers and sd-scripts assume; --lora-alpha A sets another", f->path, n_src[ASRC_RANK],
+               SL_META_PEFT);
     sl_log(ctx, SL_LOG_INFO, "%s: %d modules (%d unet, %d text encoder)%s", f->path, ad->n, n_unet, n_te,
            n_dora ? ", DoRA" : "");
     return SL_OK;
@@ -449,7 +558,11 @@ SlStatus sl_adapter_load(SlAdapter *ad, const char *path, const SlSites *sites, 
     if (st == SL_OK && !n_adapter_keys)
         st = sl_fail(ctx, SL_ERR_FORMAT, "%s: not an adapter file: no lora_down/lora_up, lora_A/lora_B or lora.down/lora.up "
                      "tensor (first key: %s)", path, f.n ? f.entries[0].name : "none");
-    if (st == SL_OK) st = load_groups(ad, &f, g, ng, sites, opts, &er, ctx);
+    AlphaMeta am;
+    memset(&am, 0, sizeof am);
+    if (st == SL_OK) st = alpha_meta_open(&am, &f, ctx);
+    if (st == SL_OK) st = load_groups(ad, &f, g, ng, sites, opts, &am, &er, ctx);
+    alpha_meta_close(&am);
     for (int i = 0; st == SL_OK && i < f.n_meta; i++) st = sl_adapter_set_meta(ad, f.meta_keys[i], f.meta_vals[i], ctx);
     if (fmt) *fmt = detected;
     free(g);
@@ -463,6 +576,86 @@ SlStatus sl_adapter_load(SlAdapter *ad, const char *path, const SlSites *sites, 
 
 /* ---- saving ---- */
 
+/* Index of the most common value among v[idx[0..n)], the first seen on ties (Python's
+ * Counter.most_common, which diffusers' get_peft_kwargs uses for r and lora_alpha). */
+static int most_common(const double *v, const int *idx, int n) {
+    int best = 0, best_n = 0;
+    for (int i = 0; i < n; i++) {
+        int c = 0;
+        for (int j = 0; j < n; j++) c += v[idx[j]] == v[idx[i]];
+        if (c > best_n) { best = i; best_n = c; }
+    }
+    return best;
+}
+
+static const SlLoraMod *g_cmp_mods;
+static int cmp_mod_name(const void *a, const void *b) {
+    return strcmp(g_cmp_mods[*(const int *)a].name, g_cmp_mods[*(const int *)b].name);
+}
+
+/* lora_adapter_metadata as diffusers' save_lora_weights writes it: per component ("unet",
+ * "text_encoder", "text_encoder_2") the LoraConfig fields r, lora_alpha (the most common
+ * values), rank_pattern / alpha_pattern (the modules that differ), target_modules,
+ * use_dora, use_rslora, each key prefixed "<component>." (_pack_dict_with_prefix), keys sorted
+ * as json.dumps(sort_keys=True) sorts them (printed compact: json.loads reads both).
+ * *out is malloc'd. */
+static SlStatus peft_meta_build(const SlAdapter *ad, char **out, SlCtx *ctx) {
+    static const char *const k_ns[] = {"text_encoder", "text_encoder_2", "unet"};   /* sorted */
+    *out = NULL;
+    int *idx = malloc(sizeof(int) * (size_t)ad->n);
+    double *rv = malloc(sizeof(double) * (size_t)ad->n * 2), *av = rv ? rv + ad->n : NULL;
+    cJSON *root = cJSON_CreateObject();
+    SlStatus st = idx && rv && root ? SL_OK : sl_fail(ctx, SL_ERR_NOMEM, "save: out of memory");
+    for (int i = 0; st == SL_OK && i < ad->n; i++) {
+        rv[i] = (double)ad->mods[i].r;
+        av[i] = (double)ad->mods[i].alpha;
+    }
+    for (size_t s = 0; st == SL_OK && s < sizeof k_ns / sizeof k_ns[0]; s++) {
+        const size_t lns = strlen(k_ns[s]);
+        int n = 0, all_dora = 1;
+        for (int i = 0; i < ad->n; i++)
+            if (!strncmp(ad->mods[i].name, k_ns[s], lns) && ad->mods[i].name[lns] == '.') {
+                idx[n++] = i;
+                all_dora &= ad->mods[i].mag != NULL;
+            }
+        if (!n) continue;
+        g_cmp_mods = ad->mods;
+        qsort(idx, (size_t)n, sizeof *idx, cmp_mod_name);
+        const int mr = idx[most_common(rv, idx, n)], ma = idx[most_common(av, idx, n)];
+        cJSON *ap = cJSON_CreateObject(), *rp = cJSON_CreateObject(), *tm = cJSON_CreateArray();
+        for (int j = 0; ap && rp && tm && j < n; j++) {
+            const char *rel = ad->mods[idx[j]].name + lns + 1;
+            if (av[idx[j]] != av[ma]) cJSON_AddNumberToObject(ap, rel, av[idx[j]]);
+            if (rv[idx[j]] != rv[mr]) cJSON_AddNumberToObject(rp, rel, rv[idx[j]]);
+            cJSON_AddItemToArray(tm, cJSON_CreateString(rel));
+        }
+        char key[64];
+#define SL_PUT(field, item) (snprintf(key, sizeof key, "%s.%s", k_ns[s], field), cJSON_AddItemToObject(root, key, item))
+        SL_PUT("alpha_pattern", ap);
+        SL_PUT("lora_alpha", cJSON_CreateNumber(av[ma]));
+        SL_PUT("r", cJSON_CreateNumber(rv[mr]));
+        SL_PUT("rank_pattern", rp);
+        SL_PUT("target_modules", tm);
+        SL_PUT("use_dora", cJSON_CreateBool(all_dora));
+        SL_PUT("use_rslora", cJSON_CreateBool(ad->rslora));
+#undef SL_PUT
+    }
+    if (st == SL_OK && !(*out = cJSON_PrintUnformatted(root))) st = sl_fail(ctx, SL_ERR_NOMEM, "save: out of memory");
+    cJSON_Delete(root);
+    free(idx);
+    free(rv);
+    return st;
+}
+
+/* Metadata that sl_adapter_save derives from the modules: a stale copy carried from the
+ * loaded file would outrank the tensors' own alphas (see module_alpha) or, for kohya's
+ * ss_network_alpha / ss_network_dim in a PEFT file, contradict lora_adapter_metadata. */
+static int derived_meta(const char *key, SlAdapterFormat fmt) {
+    return !strcmp(key, SL_META_PEFT) || !strcmp(key, SL_META_ALPHA) || !strcmp(key, SL_META_ALPHA_PATTERN) ||
+           !strcmp(key, SL_META_RSLORA) ||
+           (fmt == SL_ADAPTER_FMT_PEFT && (!strcmp(key, "ss_network_alpha") || !strcmp(key, "ss_network_dim")));
+}
+
 SlStatus sl_adapter_save(const SlAdapter *ad, const char *path, const SlAdapterSaveOpts *opts, SlCtx *ctx) {
     const SlAdapterFormat fmt = opts ? opts->format : SL_ADAPTER_FMT_PEFT;
     const SlDType dt = opts ? opts->dtype : SL_F32;
@@ -474,8 +667,6 @@ SlStatus sl_adapter_save(const SlAdapter *ad, const char *path, const SlAdapterS
     float *alphas = malloc(sizeof(float) * (size_t)ad->n);   /* [n] kohya .alpha values (live until save) */
     SlStatus st = alphas ? SL_OK : sl_fail(ctx, SL_ERR_NOMEM, "save %s: out of memory", path);
     char key[SL_ADAPTER_NAME_MAX + 64], stem[SL_ADAPTER_NAME_MAX + 16];
-    cJSON *pattern = cJSON_CreateObject();
-    int n_pattern = 0;
     const SlLoraMod *first_lin = NULL, *first_conv = NULL;
     for (int i = 0; i < ad->n; i++) {
         if (!ad->mods[i].conv && !first_lin) first_lin = &ad->mods[i];
@@ -511,13 +702,11 @@ SlStatus sl_adapter_save(const SlAdapter *ad, const char *path, const SlAdapterS
             alphas[i] = ad->rslora ? lm->alpha * sqrtf((float)lm->r) : lm->alpha;
             snprintf(key, sizeof key, "%s.alpha", stem);
             st = sl_st_writer_add(&w, key, SL_F32, 0, NULL, &alphas[i], ctx);
-        } else if (lm->alpha != ref->alpha) {
-            cJSON_AddNumberToObject(pattern, lm->name, (double)lm->alpha);
-            n_pattern++;
         }
     }
     char buf[128];
-    for (int i = 0; i < ad->n_meta && st == SL_OK; i++) st = sl_st_writer_meta(&w, ad->meta_keys[i], ad->meta_vals[i], ctx);
+    for (int i = 0; i < ad->n_meta && st == SL_OK; i++)
+        if (!derived_meta(ad->meta_keys[i], fmt)) st = sl_st_writer_meta(&w, ad->meta_keys[i], ad->meta_vals[i], ctx);
     if (st == SL_OK && fmt == SL_ADAPTER_FMT_KOHYA) {
         st = sl_st_writer_meta(&w, "ss_network_module", "networks.lora", ctx);
         snprintf(buf, sizeof buf, "%lld", (long long)ref->r);
@@ -530,18 +719,14 @@ SlStatus sl_adapter_save(const SlAdapter *ad, const char *path, const SlAdapterS
             st = sl_st_writer_meta(&w, "ss_network_args", buf, ctx);
         }
     } else if (st == SL_OK) {
-        snprintf(buf, sizeof buf, "%.9g", (double)ref->alpha);
-        st = sl_st_writer_meta(&w, SL_META_ALPHA, buf, ctx);
-        if (st == SL_OK) st = sl_st_writer_meta(&w, SL_META_RSLORA, ad->rslora ? "true" : "false", ctx);
+        char *js = NULL;
+        st = peft_meta_build(ad, &js, ctx);
+        if (st == SL_OK) st = sl_st_writer_meta(&w, SL_META_PEFT, js, ctx);
+        if (st == SL_OK) st = sl_st_writer_meta(&w, "format", "pt", ctx);   /* as safetensors.torch.save_file callers set it */
         if (st == SL_OK) st = sl_st_writer_meta(&w, SL_META_FORMAT, "peft", ctx);
-        if (st == SL_OK && n_pattern) {
-            char *js = cJSON_PrintUnformatted(pattern);
-            st = js ? sl_st_writer_meta(&w, SL_META_ALPHA_PATTERN, js, ctx) : sl_fail(ctx, SL_ERR_NOMEM, "save: out of memory");
-            free(js);
-        }
+        free(js);
     }
     if (st == SL_OK) st = sl_st_writer_save(&w, path, ctx);
-    cJSON_Delete(pattern);
     sl_st_writer_free(&w);
     free(alphas);
     return st;

@@ -3,6 +3,10 @@
 # program on the tiny golden adapter: PEFT -> kohya -> PEFT round trip (kohya names
 # resolved with --model and with the built-in table must give identical files),
 # a merge of the same adapter split 0.8 + 0.2, and errors that name the file.
+# Alpha (issue 20): the golden PEFT file (no alpha stored) converts at alpha = rank with
+# one info line; --lora-alpha overrides a file's own .alpha; a PEFT output carries
+# diffusers' lora_adapter_metadata with its lora_alpha and r and no stale
+# ss_network_alpha; every --lora-alpha hint names an option of probe, sample and lora.
 set -u
 bin=${SL_STYLORA:?}; shared=${SL_SHARED_DIR:?}
 g=$shared/golden/tiny-sd1
@@ -31,7 +35,18 @@ expect_ok "merge 0.8 + 0.2" "merged 2 adapter(s)" "$bin" lora merge --model "$g"
 if [[ -f "$tmp/merged/config.json" && -f "$tmp/merged/diffusion_pytorch_model.safetensors" ]]; then ok "merged folder written"; else bad "merged folder missing"; fi
 expect_ok "merged weights recognized" "diffusers U-Net weights" "$bin" inspect "$tmp/merged/diffusion_pytorch_model.safetensors"
 # errors
-expect_err "PEFT without alpha" "alpha" "$bin" lora convert "$g/lora/pytorch_lora_weights.safetensors" --to kohya --out "$tmp/x.safetensors"
+# alpha: a file without one means alpha = rank; --lora-alpha overrides; PEFT outputs carry lora_adapter_metadata
+expect_ok "PEFT without alpha: alpha = rank" "alpha = rank (scale 1)" "$bin" lora convert "$g/lora/pytorch_lora_weights.safetensors" --to kohya --out "$tmp/r.safetensors"
+expect_ok "... stored as .alpha 4 (scale 1)" "rank: 4, alpha: 4 " "$bin" inspect "$tmp/r.safetensors"
+expect_ok "--lora-alpha overrides .alpha" "overrides the alpha the file stores" "$bin" lora convert "$tmp/k.safetensors" --to peft --lora-alpha 2 --out "$tmp/p2.safetensors"
+expect_ok "... alpha 2 read back from lora_adapter_metadata" "rank: 4, alpha: 2 " "$bin" inspect "$tmp/p2.safetensors"
+hdr=$(head -c 20000 "$tmp/p_table.safetensors" | tr -d '\000')
+if [[ "$hdr" == *'"lora_adapter_metadata":"{\"unet.alpha_pattern\":{},\"unet.lora_alpha\":8,\"unet.r\":4,'* && "$hdr" != *ss_network_alpha* ]]; then
+  ok "PEFT output: lora_adapter_metadata unet.lora_alpha 8, unet.r 4, no ss_network_alpha"
+else bad "PEFT output metadata: ${hdr:0:400}"; fi
+for c in "probe" "sample" "lora convert" "lora merge"; do
+  expect_ok "$c --help lists --lora-alpha" "--lora-alpha" "$bin" $c --help
+done
 expect_err "not an adapter" "not an adapter file" "$bin" lora convert "$g/unet/diffusion_pytorch_model.safetensors" --to kohya --out "$tmp/x.safetensors"
 expect_err "missing adapter file" "nothere.safetensors" "$bin" lora merge --model "$g" --lora "$tmp/nothere.safetensors" --out "$tmp/m2"
 expect_err "model without unet" "no unet" "$bin" lora merge --model "$tmp" --lora "$tmp/k.safetensors" --out "$tmp/m3"

@@ -209,7 +209,7 @@ int main(void) {
     snprintf(tmp, sizeof tmp, "%s/tmp_styles_peft.safetensors", sl_test_binary());
     CHECK_OK(sl_adapter_save(&ko, tmp, &so, &ctx), &ctx);
     SlAdapter pe;
-    CHECK_OK(sl_adapter_load(&pe, tmp, &sites, NULL, &fmt, &ctx), &ctx);   /* alpha from stylora metadata */
+    CHECK_OK(sl_adapter_load(&pe, tmp, &sites, NULL, &fmt, &ctx), &ctx);   /* alpha from lora_adapter_metadata */
     CHECK(fmt == SL_ADAPTER_FMT_PEFT && same_adapter(&gold, &pe), "peft round trip bit-exact");
     cm = sl_adapter_get_meta(&pe, "ss_training_comment");
     CHECK(cm && !strcmp(cm, "styles round trip"), "metadata survives kohya -> peft");

@@ -6,8 +6,9 @@
  *       against the module names of that model's weight files (DIR/unet and
  *       DIR/text_encoder, or DIR itself when it is one component folder) and every shape
  *       is checked; without --model the built-in table of SD U-Net / CLIP name parts is
- *       used (styles/adapter.h, sl_kohya_unflatten). --alpha gives the alpha of files that
- *       store none (PEFT). Output dtype: --dtype, else that of the input's tensors.
+ *       used (styles/adapter.h, sl_kohya_unflatten). --alpha (--lora-alpha) sets every
+ *       module's alpha over what the file stores (without either, alpha = rank). PEFT output
+ *       carries diffusers' lora_adapter_metadata. Output dtype: --dtype, else the input's.
  *   stylora lora merge --model DIR --lora A.safetensors[:W] [--lora B.safetensors[:W]] --out DIR
  *       Loads the diffusers U-Net of DIR (DIR/unet or DIR), merges each adapter with its
  *       weight W (default 1), and writes a U-Net folder: config.json copied, weights
@@ -139,7 +140,7 @@ static int lora_convert(int argc, char **argv) {
     const CliOpt opts[] = {
         {"--to", "kohya|peft", "output key form", &to, 0},
         {"--out", "OUT", "output .safetensors file", &out, 0},
-        {"--alpha", "A", "alpha in (0, 10000] for files that store none (PEFT)", &alpha, 0},
+        {"--alpha", "A", "alpha in (0, 10000] for every module, over what the file stores", &alpha, 0},
         {"--lora-alpha", "A", "the same as --alpha (sample's name for it)", &alpha, 0},
         {"--model", "DIR", "resolve kohya names and check shapes against this model's weights", &model, 0},
         {"--dtype", "f32|f16|bf16", "output dtype (default: the input's)", &dtype, 0},
@@ -275,7 +276,7 @@ static int lora_merge(int argc, char **argv) {
         {"--model", "DIR", "diffusers model (or U-Net folder) to merge into", &model, 0},
         {"--lora", "FILE[:W]", "adapter and its weight in [-10, 10] (default 1; W is what follows the last ':' when it is a number)", loras, MAX_LORA},
         {"--out", "DIR", "output U-Net folder (config.json + diffusion_pytorch_model.safetensors)", &out, 0},
-        {"--alpha", "A", "alpha in (0, 10000] for adapter files that store none (PEFT)", &alpha, 0},
+        {"--alpha", "A", "alpha in (0, 10000] for every module, over what the adapter files store", &alpha, 0},
         {"--lora-alpha", "A", "the same as --alpha (sample's name for it)", &alpha, 0},
         {"--lenient", NULL, "skip unknown modules / misfit shapes with a warning", &lenient, 0},
         {"--dequantize", NULL, "NF4 model: write the merged NF4 layers as dense fp32 (no re-quantization)", &dequant, 0},

@@ -60,7 +60,7 @@ int cmd_probe(int argc, char **argv) {
         {"--set", "KEY=VALUE", "component-specific setting", extra, PROBE_MAX_EXTRA},
         {"--lora", "FILE[:WEIGHT]", "apply an adapter (unet, unet-grad, denoise)", lora, PROBE_MAX_LORA},
         {"--merge", NULL, "merge the adapters into the weights first", &merge, 0},
-        {"--lora-alpha", "A", "alpha in (0, 10000] for adapter files that store none (PEFT)", &lora_alpha, 0},
+        {"--lora-alpha", "A", "alpha in (0, 10000] for every module, over what the adapter files store", &lora_alpha, 0},
         {"--quiet", NULL, "no progress or info lines", &quiet, 0},
         {"--base", "KIND", "U-Net weights: fp32 (default) | fp16 (binary16 linears+convs) | nf4 (--set nf4_layers=LIST, --set nf4_dq=1)", &base, 0}, /* [nf4] */
         {0},

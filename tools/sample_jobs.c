@@ -37,7 +37,7 @@ void sample_args_parse(SampleArgs *a, int argc, char **argv) {
         {"--lora", "FILE[:WEIGHT]", "apply an adapter with a weight in [-10, 10] (default 1); WEIGHT is what follows the last ':' "
                                    "when it is a number, so a path containing ':' works", a->lora, SAMPLE_MAX_LORA},
         {"--lora-dir", "DIR", "where <lora:NAME:W> tags find NAME.safetensors (default: the prompts file's folder, or .)", &a->lora_dir, 0},
-        {"--lora-alpha", "A", "alpha in (0, 10000] for adapter files that store none (PEFT files)", &a->lora_alpha, 0},
+        {"--lora-alpha", "A", "alpha in (0, 10000] for every module, over what the adapter files store", &a->lora_alpha, 0},
         {"--merge", NULL, "merge adapters into the weights (as fast as the base) instead of the runtime path", &a->merge, 0},
         {"--sampler", "NAME", "ddim | euler | euler_a | dpmpp_2m (default euler_a)", &a->sampler, 0},
         {"--schedule", "NAME", "default | karras (default: default)", &a->schedule, 0},
