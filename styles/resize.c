@@ -14,6 +14,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "nn/gemm.h"
+
 /* LAPACK (OpenBLAS exports it; Debian ships no lapacke.h with it). The trailing size_t
  * is gfortran's hidden length of the CHARACTER argument. */
 extern void dgesdd_(const char *jobz, const int *m, const int *n, double *a, const int *lda, double *s, double *u,
@@ -78,6 +80,7 @@ SlStatus sl_svd(double *U, double *S, double *Vt, const double *D, int64_t O, in
     if (O < 1 || K < 1 || O > INT_MAX / 8 || K > INT_MAX / 8 || O * K > INT_MAX)
         return sl_fail(ctx, SL_ERR_ARG, "svd: matrix [%lld, %lld] out of range", (long long)O, (long long)K);
     const int64_t n = O < K ? O : K;
+    sl_gemm_init();   /* OpenBLAS single-threaded: its bits depend on the thread count (README, Numerics) */
     /* Row-major D [O,K] is column-major D^T [K,O] = U' S V'^T, so D = V' S U'^T: LAPACK's
      * u (column-major [K,n]) read row-major is our Vt [n,K], its vt ([n,O]) our U [O,n]. */
     const int m_ = (int)K, n_ = (int)O, ld_u = (int)K, ld_vt = (int)n;

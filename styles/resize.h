@@ -25,7 +25,8 @@
  * directions of singular value 0) and a merge without a rank is exact.
  *
  * SVD: LAPACK dgesdd from OpenBLAS (the Fortran symbol, called with its prototype:
- * Debian ships no lapacke.h with libopenblas-dev), in double. Signs are fixed so the
+ * Debian ships no lapacke.h with libopenblas-dev), in double, with OpenBLAS kept
+ * single-threaded (nn/gemm.h) so the bits do not follow the thread count. Signs are fixed so the
  * output is stable: in each left singular vector the entry of largest magnitude
  * (the first such) is positive.
  *
