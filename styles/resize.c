@@ -3,6 +3,8 @@
  * Followed: kohya-ss/sd-scripts networks/resize_lora.py (rank_resize, index_sv_*,
  * extract_linear / extract_conv, new_alpha = scale * new_rank, MIN_SV) and
  * networks/svd_merge_lora.py (sum of ratio * scale * up @ down per module, then SVD).
+ * The SVD of a product B A of rank r < min(O, K) is that of an r x r matrix after two QRs
+ * (exact, and fast on SD-size modules); otherwise of the dense delta.
  * Each module is factored into malloc'd temporaries first (its rank is known only after
  * its SVD), then the output adapter's weights are carved from one arena.
  */
@@ -21,6 +23,11 @@
 extern void dgesdd_(const char *jobz, const int *m, const int *n, double *a, const int *lda, double *s, double *u,
                     const int *ldu, double *vt, const int *ldvt, double *work, const int *lwork, int *iwork,
                     int *info, size_t jobz_len);
+
+extern void dgeqrf_(const int *m, const int *n, double *a, const int *lda, double *tau, double *work, const int *lwork,
+                    int *info);
+extern void dorgqr_(const int *m, const int *n, const int *k, double *a, const int *lda, const double *tau, double *work,
+                    const int *lwork, int *info);
 
 #define MIN_SV 1e-6 /* resize_lora.py: a delta whose top singular value is below this is zero */
 
@@ -76,6 +83,19 @@ int64_t sl_rank_choose(const double *S, int64_t n, SlRankMethod method, double p
     return idx + 1 < cap ? idx + 1 : cap;
 }
 
+/* The largest-magnitude entry (the first such) of each left vector U[:, j] ([O,n]) made
+ * positive; U and Vt ([n,K]) flip together, so U S Vt is unchanged. */
+static void fix_signs(double *U, double *Vt, int64_t O, int64_t K, int64_t n) {
+    for (int64_t j = 0; j < n; j++) {
+        int64_t best = 0;
+        for (int64_t o = 1; o < O; o++)
+            if (fabs(U[o * n + j]) > fabs(U[best * n + j])) best = o;
+        if (U[best * n + j] >= 0) continue;
+        for (int64_t o = 0; o < O; o++) U[o * n + j] = -U[o * n + j];
+        for (int64_t c = 0; c < K; c++) Vt[j * K + c] = -Vt[j * K + c];
+    }
+}
+
 SlStatus sl_svd(double *U, double *S, double *Vt, const double *D, int64_t O, int64_t K, SlCtx *ctx) {
     if (O < 1 || K < 1 || O > INT_MAX / 8 || K > INT_MAX / 8 || O * K > INT_MAX)
         return sl_fail(ctx, SL_ERR_ARG, "svd: matrix [%lld, %lld] out of range", (long long)O, (long long)K);
@@ -109,16 +129,92 @@ SlStatus sl_svd(double *U, double *S, double *Vt, const double *D, int64_t O, in
     free(iwork);
     free(work);
     if (st != SL_OK) return st;
-    /* signs: the largest-magnitude entry of each left vector positive (U and V flip together) */
-    for (int64_t j = 0; j < n; j++) {
-        int64_t best = 0;
-        for (int64_t o = 1; o < O; o++)
-            if (fabs(U[o * n + j]) > fabs(U[best * n + j])) best = o;
-        if (U[best * n + j] >= 0) continue;
-        for (int64_t o = 0; o < O; o++) U[o * n + j] = -U[o * n + j];
-        for (int64_t c = 0; c < K; c++) Vt[j * K + c] = -Vt[j * K + c];
-    }
+    fix_signs(U, Vt, O, K, n);
     return SL_OK;
+}
+
+/* QR of the column-major [m, r] matrix a (m >= r) in place: R [r, r] (row-major) from its
+ * upper triangle, then a becomes Q [m, r]. */
+static SlStatus qr(double *a, int64_t m, int64_t r, double *R, SlCtx *ctx) {
+    const int m_ = (int)m, r_ = (int)r;
+    int lwork = -1, info = 0;
+    double q1 = 0, q2 = 0;
+    dgeqrf_(&m_, &r_, a, &m_, NULL, &q1, &lwork, &info);
+    if (info == 0) dorgqr_(&m_, &r_, &r_, a, &m_, NULL, &q2, &lwork, &info);
+    if (info != 0) return sl_fail(ctx, SL_ERR_NUMERIC, "qr [%lld, %lld]: LAPACK workspace query failed (info %d)", (long long)m, (long long)r, info);
+    lwork = (int)(q1 > q2 ? q1 : q2) + 1;
+    double *tau = malloc(sizeof(double) * (size_t)r), *work = malloc(sizeof(double) * (size_t)lwork);
+    SlStatus st = tau && work ? SL_OK : sl_fail(ctx, SL_ERR_NOMEM, "qr [%lld, %lld]: out of memory", (long long)m, (long long)r);
+    if (st == SL_OK) dgeqrf_(&m_, &r_, a, &m_, tau, work, &lwork, &info);
+    if (st == SL_OK && info == 0) {
+        for (int64_t i = 0; i < r; i++)
+            for (int64_t l = 0; l < r; l++) R[i * r + l] = l >= i ? a[i + l * m] : 0.0;
+        dorgqr_(&m_, &r_, &r_, a, &m_, tau, work, &lwork, &info);
+    }
+    if (st == SL_OK && info != 0)
+        st = sl_fail(ctx, SL_ERR_NUMERIC, "qr [%lld, %lld]: LAPACK failed (info %d)", (long long)m, (long long)r, info);
+    free(tau);
+    free(work);
+    return st;
+}
+
+SlStatus sl_svd_product(double *U, double *S, double *Vt, const double *B, const double *A, int64_t O, int64_t K,
+                        int64_t r, SlCtx *ctx) {
+    if (O < 1 || K < 1 || r < 1 || O > INT_MAX / 8 || K > INT_MAX / 8 || r > INT_MAX / 8 || O * r > INT_MAX ||
+        K * r > INT_MAX)
+        return sl_fail(ctx, SL_ERR_ARG, "svd: product [%lld, %lld] x [%lld, %lld] out of range", (long long)O,
+                       (long long)r, (long long)r, (long long)K);
+    sl_gemm_init();
+    SlStatus st = SL_OK;
+    if (r >= O || r >= K) {   /* no rank to save: the dense delta */
+        double *D = calloc((size_t)(O * K), sizeof(double));   /* [O, K] */
+        if (!D) return sl_fail(ctx, SL_ERR_NOMEM, "svd [%lld, %lld]: out of memory", (long long)O, (long long)K);
+        for (int64_t o = 0; o < O; o++)
+            for (int64_t j = 0; j < r; j++) {
+                const double b = B[o * r + j];
+                for (int64_t x = 0; x < K; x++) D[o * K + x] += b * A[j * K + x];
+            }
+        st = sl_svd(U, S, Vt, D, O, K, ctx);
+        free(D);
+        return st;
+    }
+    /* B = Qb Rb, A^T = Qa Ra, so B A = Qb (Rb Ra^T) Qa^T: the SVD of the r x r middle. Row-major
+     * A [r,K] is column-major A^T [K,r] as it lies; B is transposed into column-major. */
+    double *Bc = malloc(sizeof(double) * (size_t)(O * r)), *Ac = malloc(sizeof(double) * (size_t)(K * r));
+    double *Rb = malloc(sizeof(double) * (size_t)(r * r)), *Ra = malloc(sizeof(double) * (size_t)(r * r));
+    double *M = calloc((size_t)(r * r), sizeof(double)), *Um = malloc(sizeof(double) * (size_t)(r * r));
+    double *Vm = malloc(sizeof(double) * (size_t)(r * r));
+    if (!Bc || !Ac || !Rb || !Ra || !M || !Um || !Vm) st = sl_fail(ctx, SL_ERR_NOMEM, "svd: out of memory");
+    if (st == SL_OK) {
+        for (int64_t o = 0; o < O; o++)
+            for (int64_t j = 0; j < r; j++) Bc[o + j * O] = B[o * r + j];
+        memcpy(Ac, A, sizeof(double) * (size_t)(K * r));
+        st = qr(Bc, O, r, Rb, ctx);
+    }
+    if (st == SL_OK) st = qr(Ac, K, r, Ra, ctx);
+    if (st == SL_OK) {
+        for (int64_t i = 0; i < r; i++)
+            for (int64_t j = 0; j < r; j++)
+                for (int64_t l = i > j ? i : j; l < r; l++) M[i * r + j] += Rb[i * r + l] * Ra[j * r + l];
+        st = sl_svd(Um, S, Vm, M, r, r, ctx);
+    }
+    if (st == SL_OK) {
+        for (int64_t o = 0; o < O; o++)   /* U = Qb Um */
+            for (int64_t c = 0; c < r; c++) {
+                double acc = 0;
+                for (int64_t i = 0; i < r; i++) acc += Bc[o + i * O] * Um[i * r + c];
+                U[o * r + c] = acc;
+            }
+        for (int64_t c = 0; c < r; c++)   /* Vt = Vm Qa^T (Vm: the middle's Vt) */
+            for (int64_t x = 0; x < K; x++) {
+                double acc = 0;
+                for (int64_t j = 0; j < r; j++) acc += Vm[c * r + j] * Ac[x + j * K];
+                Vt[c * K + x] = acc;
+            }
+        fix_signs(U, Vt, O, K, r);
+    }
+    free(Bc), free(Ac), free(Rb), free(Ra), free(M), free(Um), free(Vm);
+    return st;
 }
 
 /* One output module while its rank is being found: factors in malloc'd memory. */
@@ -136,30 +232,18 @@ static void factored_free(Factored *f, int n) {
     free(f);
 }
 
-/* D [O,K] += c * B A in double (A [r,K], B [O,r]). */
-static void delta_add(double *D, const SlLoraMod *lm, double c) {
-    const int64_t K = lm->I * lm->k * lm->k;
-    for (int64_t o = 0; o < lm->O; o++)
-        for (int64_t j = 0; j < lm->r; j++) {
-            const double b = c * lm->B[o * lm->r + j];
-            const float *a = lm->A + j * K;
-            double *d = D + o * K;
-            for (int64_t x = 0; x < K; x++) d[x] += b * a[x];
-        }
-}
-
-/* Factors D [O,K] of module f->m (shapes set) at the rank o chooses under the cap
- * `hold` (the rank that holds the whole delta): fills f->m.r, A, B and f->fro. */
-static SlStatus factor(Factored *f, const double *D, int64_t hold, const SlRankOpts *o, SlCtx *ctx) {
+/* Factors B A (B [O,R], A [R,K], double) of module f->m (shapes set) at the rank o chooses,
+ * R being the rank that holds the whole delta: fills f->m.r, A, B and f->fro. */
+static SlStatus factor(Factored *f, const double *B, const double *A, int64_t R, const SlRankOpts *o, SlCtx *ctx) {
     SlLoraMod *m = &f->m;
-    const int64_t O = m->O, K = m->I * m->k * m->k, n = O < K ? O : K;
+    const int64_t O = m->O, K = m->I * m->k * m->k;
+    const int64_t n = R < O && R < K ? R : O < K ? O : K;   /* the triples sl_svd_product returns */
     const int64_t opt = m->conv && o->conv_rank > 0 ? o->conv_rank : o->rank;
-    int64_t cap = hold < n ? hold : n;
-    if (opt > 0 && opt < cap) cap = opt;
+    const int64_t cap = opt > 0 && opt < n ? opt : n;
     double *U = malloc(sizeof(double) * (size_t)(O * n)), *S = malloc(sizeof(double) * (size_t)n);
     double *Vt = malloc(sizeof(double) * (size_t)(n * K));
     SlStatus st = U && S && Vt ? SL_OK : sl_fail(ctx, SL_ERR_NOMEM, "%s: out of memory", m->name);
-    if (st == SL_OK) st = sl_svd(U, S, Vt, D, O, K, ctx);
+    if (st == SL_OK) st = sl_svd_product(U, S, Vt, B, A, O, K, R, ctx);
     if (st == SL_OK) {
         const int64_t r = sl_rank_choose(S, n, o->method, o->param, cap);
         double all = 0, kept = 0;
@@ -180,6 +264,15 @@ static SlStatus factor(Factored *f, const double *D, int64_t hold, const SlRankO
     free(S);
     free(Vt);
     return st;
+}
+
+/* Appends c * B [O,r] as columns [off, off+r) of Bd [O,R] and A [r,K] as rows of Ad [R,K]. */
+static void stack_add(double *Bd, double *Ad, int64_t R, int64_t off, const SlLoraMod *lm, double c) {
+    const int64_t K = lm->I * lm->k * lm->k;
+    for (int64_t o = 0; o < lm->O; o++)
+        for (int64_t j = 0; j < lm->r; j++) Bd[o * R + off + j] = c * lm->B[o * lm->r + j];
+    for (int64_t j = 0; j < lm->r; j++)
+        for (int64_t x = 0; x < K; x++) Ad[(off + j) * K + x] = lm->A[j * K + x];
 }
 
 /* Moves the factored modules into out (one arena) and fills the stats. */
@@ -241,13 +334,15 @@ SlStatus sl_adapter_resize(SlAdapter *out, const SlAdapter *in, const SlRankOpts
         if (lm->r > old_max) old_max = lm->r;
         f[i].m = *lm;
         f[i].m.A = f[i].m.B = f[i].m.mag = NULL;
-        double *D = calloc((size_t)(lm->O * K), sizeof(double));   /* [O, K] = B A, unscaled as kohya */
-        if (!D) st = sl_fail(ctx, SL_ERR_NOMEM, "%s: out of memory", lm->name);
+        /* B A unscaled, as kohya's */
+        double *Bd = malloc(sizeof(double) * (size_t)(lm->O * lm->r)), *Ad = malloc(sizeof(double) * (size_t)(lm->r * K));
+        if (!Bd || !Ad) st = sl_fail(ctx, SL_ERR_NOMEM, "%s: out of memory", lm->name);
         if (st == SL_OK) {
-            delta_add(D, lm, 1.0);
-            st = factor(&f[i], D, lm->r, o, ctx);
+            stack_add(Bd, Ad, lm->r, 0, lm, 1.0);
+            st = factor(&f[i], Bd, Ad, lm->r, o, ctx);
         }
-        free(D);
+        free(Bd);
+        free(Ad);
         if (st != SL_OK) break;
         /* the scale s stays: kohya's new_alpha = scale * new_rank (rsLoRA: s sqrt(r')) */
         const double s = sl_lora_scale(in, lm), r2 = (double)f[i].m.r;
@@ -315,22 +410,27 @@ SlStatus sl_adapter_svd_merge(SlAdapter *out, SlAdapter *const *ad, const float 
     for (int j = 0; j < nm && st == SL_OK; j++) {
         const SlLoraMod *m0 = first[j];
         const int64_t K = m0->I * m0->k * m0->k;
-        double *D = calloc((size_t)(m0->O * K), sizeof(double));   /* [O, K] = sum w s B A */
-        if (!D) st = sl_fail(ctx, SL_ERR_NOMEM, "%s: out of memory", m0->name);
-        int64_t hold = 0;
+        int64_t R = 0;   /* the summed ranks: sum w s B A = [w1 s1 B1 | w2 s2 B2 ..] [A1; A2; ..] */
+        for (int a = 0; a < n; a++)
+            for (int i = 0; i < ad[a]->n; i++)
+                if (!strcmp(ad[a]->mods[i].name, m0->name)) R += ad[a]->mods[i].r;
+        double *Bd = malloc(sizeof(double) * (size_t)(m0->O * R)), *Ad = malloc(sizeof(double) * (size_t)(R * K));
+        if (!Bd || !Ad) st = sl_fail(ctx, SL_ERR_NOMEM, "%s: out of memory", m0->name);
+        int64_t off = 0;
         for (int a = 0; a < n && st == SL_OK; a++)
             for (int i = 0; i < ad[a]->n; i++)
                 if (!strcmp(ad[a]->mods[i].name, m0->name)) {
                     const SlLoraMod *lm = &ad[a]->mods[i];
-                    delta_add(D, lm, (double)(w ? w[a] : 1.0f) * sl_lora_scale(ad[a], lm));
-                    hold += lm->r;
+                    stack_add(Bd, Ad, R, off, lm, (double)(w ? w[a] : 1.0f) * sl_lora_scale(ad[a], lm));
+                    off += lm->r;
                     if (lm->r > old_max) old_max = lm->r;
                 }
         f[j].m = *m0;
         f[j].m.A = f[j].m.B = f[j].m.mag = NULL;
-        if (st == SL_OK) st = factor(&f[j], D, hold, o, ctx);
+        if (st == SL_OK) st = factor(&f[j], Bd, Ad, R, o, ctx);
+        free(Bd);
+        free(Ad);
         f[j].m.alpha = (float)f[j].m.r;   /* svd_merge_lora.py: alpha = rank, scale 1 */
-        free(D);
     }
     if (st == SL_OK) st = adopt(out, f, nm, old_max, stats, ctx);
     factored_free(f, nm);

@@ -21,7 +21,7 @@
  *   sv_fro p       the first i with cumsum(S^2)_i / sum(S^2) >= p^2, plus 1
  * each clamped to [1, cap]; S_0 <= 1e-6 (a zero delta) gives r' = 1.
  * "The rank that holds the whole delta": resize, the input rank; merge, the sum of the
- * input ranks. So `resize --rank R` never grows a module (kohya would pad with
+ * input ranks (the SVD of B A has no more non-zero values). So `resize --rank R` never grows a module (kohya would pad with
  * directions of singular value 0) and a merge without a rank is exact.
  *
  * SVD: LAPACK dgesdd from OpenBLAS (the Fortran symbol, called with its prototype:
@@ -69,6 +69,11 @@ int64_t sl_rank_choose(const double *S, int64_t n, SlRankMethod method, double p
 /* Thin SVD of D [O,K] (row-major): U [O,n], S [n] descending, Vt [n,K], n = min(O,K),
  * signs fixed as above. */
 SlStatus sl_svd(double *U, double *S, double *Vt, const double *D, int64_t O, int64_t K, SlCtx *ctx);
+
+/* The same for D = B A (B [O,r], A [r,K]) without forming D when r < min(O, K): QR of B
+ * and A^T, then the SVD of the r x r middle; n = min(O, K, r) triples. */
+SlStatus sl_svd_product(double *U, double *S, double *Vt, const double *B, const double *A, int64_t O, int64_t K,
+                        int64_t r, SlCtx *ctx);
 
 typedef struct SlResizeStats {
     int n_mods;

@@ -9,7 +9,7 @@
  *   - a fixed lower rank gives torch's best low-rank delta within LOWRANK_TOL (linear, conv);
  *   - merging two adapters at the full combined rank gives the weighted sum of scaled
  *     deltas within SAME_TOL (a module only in one adapter too), at rank 3 torch's within LOWRANK_TOL;
- * plus: rsLoRA keeps its scale, a DoRA magnitude is kept, two runs give the same bytes,
+ * plus: a rank above min(O, K) (the dense SVD route) keeps the delta, rsLoRA keeps its scale, a DoRA magnitude is kept, two runs give the same bytes,
  * each left vector's largest entry is positive, and bad input is refused with its name.
  */
 #include <math.h>
@@ -316,6 +316,30 @@ static void dora_case(SlCtx *ctx) {
     sl_sites_free(&w.sites);
 }
 
+/* A rank above min(O, K) (the dense route of sl_svd_product): own-rank resize keeps s B A
+ * at rank min(O, K) = 5. */
+static void dense_case(SlCtx *ctx) {
+    World w;
+    world_init(&w, 6, 5, 4, 2, 3, ctx);
+    SlAdapter ad, out;
+    make(&ad, &w, "unet.blk.to_q", 7, 7, ctx);
+    if (sl_test_failures) return;
+    sl_test_fill(ad.mods[0].A, 35, 3, 1.0f);
+    sl_test_fill(ad.mods[0].B, 42, 4, 1.0f);
+    SlRankOpts ro = {.rank = 7};
+    CHECK_OK(sl_adapter_resize(&out, &ad, &ro, NULL, ctx), ctx);
+    if (!sl_test_failures) {
+        CHECK(out.mods[0].r == 5, "rank 7 on a 6 x 5 linear becomes 5 (got %lld)", (long long)out.mods[0].r);
+        float *d0 = delta(&ad, &ad.mods[0]), *d1 = delta(&out, &out.mods[0]);
+        sl_test_close("dense route: rank 7 -> 5 keeps s B A", d1, d0, 30, SAME_TOL * sl_test_scale(d0, 30), 0);
+        free(d0);
+        free(d1);
+        sl_adapter_free(&out);
+    }
+    sl_adapter_free(&ad);
+    sl_sites_free(&w.sites);
+}
+
 static void parse_case(SlCtx *ctx) {
     SlRankOpts o = {0};
     CHECK(sl_rank_dynamic_parse(&o, "sv_fro:0.9", ctx) == SL_OK && o.method == SL_RANK_SV_FRO && o.param == 0.9,
@@ -348,6 +372,7 @@ int main(void) {
     sl_sites_free(&w.sites);
     merge_case(&g, &ctx);
     dora_case(&ctx);
+    dense_case(&ctx);
     parse_case(&ctx);
     sl_st_close(&g);
     return sl_test_finish("test_styles_resize");
