@@ -313,8 +313,11 @@ static SlStatus adopt(SlAdapter *out, Factored *f, int n, int64_t old_rank_max, 
 
 /* Metadata that still holds after the weights change (see resize.h). */
 static int meta_stale(const char *k) {
-    return !strncmp(k, "stylora.", 8) || !strncmp(k, "sshs_", 5) || !strcmp(k, "ss_network_dim") ||
-           !strcmp(k, "ss_network_alpha") || !strcmp(k, "ss_network_args") || !strcmp(k, "lora_adapter_metadata");
+    static const char *const stale[] = {SL_META_ALPHA, SL_META_ALPHA_PATTERN, SL_META_RSLORA, SL_META_FORMAT,
+                                        "ss_network_dim", "ss_network_alpha", "ss_network_args", "lora_adapter_metadata"};
+    for (size_t i = 0; i < sizeof stale / sizeof stale[0]; i++)
+        if (!strcmp(k, stale[i])) return 1;
+    return !strncmp(k, "sshs_", 5);   /* hashes of the old bytes */
 }
 
 SlStatus sl_adapter_resize(SlAdapter *out, const SlAdapter *in, const SlRankOpts *o, SlResizeStats *stats,

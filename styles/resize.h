@@ -82,9 +82,9 @@ typedef struct SlResizeStats {
 } SlResizeStats;
 
 /* Writes into out (fresh; sl_adapter_free it) in's modules at their new ranks (see the
- * header comment). in's metadata is kept, except what no longer holds (stylora.*,
- * sshs_* hashes, ss_network_dim/alpha/args and lora_adapter_metadata, which the
- * writer recomputes). stats may be NULL. */
+ * header comment). in's metadata is kept (training provenance: ss_*, stylora.train.*),
+ * except what no longer holds: the alpha/rank keys the writer recomputes (SL_META_*,
+ * ss_network_dim/alpha/args, lora_adapter_metadata) and the sshs_* hashes. stats may be NULL. */
 SlStatus sl_adapter_resize(SlAdapter *out, const SlAdapter *in, const SlRankOpts *o, SlResizeStats *stats,
                            SlCtx *ctx);
 

@@ -326,9 +326,17 @@ static void dense_case(SlCtx *ctx) {
     if (sl_test_failures) return;
     sl_test_fill(ad.mods[0].A, 35, 3, 1.0f);
     sl_test_fill(ad.mods[0].B, 42, 4, 1.0f);
+    const char *meta[][2] = {{SL_META_ALPHA_PATTERN, "{\"unet.blk.to_q\": 3}"}, {"ss_network_dim", "7"},
+                             {"sshs_model_hash", "0xdead"}, {"stylora.train.lr", "0.001"}, {"ss_training_comment", "old"}};
+    for (int i = 0; i < 5; i++) CHECK_OK(sl_adapter_set_meta(&ad, meta[i][0], meta[i][1], ctx), ctx);
     SlRankOpts ro = {.rank = 7};
     CHECK_OK(sl_adapter_resize(&out, &ad, &ro, NULL, ctx), ctx);
     if (!sl_test_failures) {
+        const char *c = sl_adapter_get_meta(&out, "ss_training_comment"), *lr = sl_adapter_get_meta(&out, "stylora.train.lr");
+        CHECK(!sl_adapter_get_meta(&out, SL_META_ALPHA_PATTERN) && !sl_adapter_get_meta(&out, "ss_network_dim") &&
+              !sl_adapter_get_meta(&out, "sshs_model_hash"), "stale metadata dropped");
+        CHECK(lr && !strcmp(lr, "0.001"), "training metadata kept");
+        CHECK(c && !strcmp(c, "dimension is resized from 7 to 7; old"), "resize_lora.py's comment: %s", c ? c : "(none)");
         CHECK(out.mods[0].r == 5, "rank 7 on a 6 x 5 linear becomes 5 (got %lld)", (long long)out.mods[0].r);
         float *d0 = delta(&ad, &ad.mods[0]), *d1 = delta(&out, &out.mods[0]);
         sl_test_close("dense route: rank 7 -> 5 keeps s B A", d1, d0, 30, SAME_TOL * sl_test_scale(d0, 30), 0);
