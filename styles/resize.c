@@ -334,6 +334,11 @@ SlStatus sl_adapter_resize(SlAdapter *out, const SlAdapter *in, const SlRankOpts
     for (int i = 0; i < in->n && st == SL_OK; i++) {
         const SlLoraMod *lm = &in->mods[i];
         const int64_t K = lm->I * lm->k * lm->k;
+        if (lm->r < 1 || lm->O < 1 || K < 1) {
+            st = sl_fail(ctx, SL_ERR_FORMAT, "%s: module %s is empty (rank %lld, [%lld, %lld])", in->label, lm->name,
+                         (long long)lm->r, (long long)lm->O, (long long)K);
+            break;
+        }
         if (lm->r > old_max) old_max = lm->r;
         f[i].m = *lm;
         f[i].m.A = f[i].m.B = f[i].m.mag = NULL;
@@ -361,10 +366,11 @@ SlStatus sl_adapter_resize(SlAdapter *out, const SlAdapter *in, const SlRankOpts
         if (!meta_stale(in->meta_keys[i])) st = sl_adapter_set_meta(out, in->meta_keys[i], in->meta_vals[i], ctx);
     if (st == SL_OK) {   /* resize_lora.py's ss_training_comment, prefixed to the old one */
         const char *old = sl_adapter_get_meta(in, "ss_training_comment");
-        char c[1024];
+        char c[1024], conv[48] = "";
+        if (o->conv_rank > 0 && o->conv_rank != o->rank) snprintf(conv, sizeof conv, " (conv: %lld)", (long long)o->conv_rank);
         if (o->method == SL_RANK_FIXED)
-            snprintf(c, sizeof c, "dimension is resized from %lld to %lld; %s", (long long)old_max, (long long)o->rank,
-                     old ? old : "");
+            snprintf(c, sizeof c, "dimension is resized from %lld to %lld%s; %s", (long long)old_max, (long long)o->rank,
+                     conv, old ? old : "");
         else
             snprintf(c, sizeof c, "Dynamic resize with %s: %g from %lld; %s",
                      o->method == SL_RANK_SV_RATIO ? "sv_ratio" : o->method == SL_RANK_SV_FRO ? "sv_fro" : "sv_cumulative",
@@ -397,6 +403,10 @@ SlStatus sl_adapter_svd_merge(SlAdapter *out, SlAdapter *const *ad, const float 
     for (int a = 0; a < n && st == SL_OK; a++)
         for (int i = 0; i < ad[a]->n && st == SL_OK; i++) {
             const SlLoraMod *lm = &ad[a]->mods[i];
+            if (lm->r < 1 || lm->O < 1 || lm->I < 1 || lm->k < 1) {
+                st = sl_fail(ctx, SL_ERR_FORMAT, "%s: module %s is empty (rank %lld)", ad[a]->label, lm->name, (long long)lm->r);
+                break;
+            }
             int j = 0;
             while (j < nm && strcmp(first[j]->name, lm->name)) j++;
             if (j == nm) {
