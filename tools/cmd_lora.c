@@ -1,4 +1,5 @@
-/* cmd_lora.c - `stylora lora convert` and `stylora lora merge`.
+/* cmd_lora.c - `stylora lora convert` and `stylora lora merge` (`lora resize` and
+ * `lora merge --to-adapter` live in cmd_lora_svd.c).
  *
  *   stylora lora convert IN --to kohya|peft --out OUT [--alpha A] [--model DIR] [--dtype T] [--lenient]
  *       Rewrites an adapter file (kohya, PEFT/diffusers or older diffusers keys) in kohya
@@ -28,6 +29,7 @@
 #include "cli.h"
 #include "core/safetensors.h"
 #include "core/weights.h"
+#include "lora_svd.h"
 #include "pipeline/quant.h"
 #include "sample_jobs.h" /* sample_split_lora: the one FILE[:WEIGHT] parser */
 #include "styles/adapter.h"
@@ -270,7 +272,11 @@ static SlDType dense_dtype(SlUNet *u, SlWeights *w) {
 }
 
 static int lora_merge(int argc, char **argv) {
+    /* several adapters into one adapter (no model): cmd_lora_svd.c */
+    for (int i = 1; i < argc; i++)
+        if (!strcmp(argv[i], "--to-adapter") || !strncmp(argv[i], "--to-adapter=", 13)) return lora_merge_to_adapter(argc, argv);
     const char *model = NULL, *out = NULL, *alpha = NULL, *lenient = NULL, *quiet = NULL, *dequant = NULL;
+    const char *to_adapter = NULL; /* listed for --help; handled above */
     const char *loras[MAX_LORA + 1] = {0};
     const CliOpt opts[] = {
         {"--model", "DIR", "diffusers model (or U-Net folder) to merge into", &model, 0},
@@ -279,6 +285,7 @@ static int lora_merge(int argc, char **argv) {
         {"--alpha", "A", "alpha in (0, 10000] for every module, over what the adapter files store", &alpha, 0},
         {"--lora-alpha", "A", "the same as --alpha (sample's name for it)", &alpha, 0},
         {"--lenient", NULL, "skip unknown modules / misfit shapes with a warning", &lenient, 0},
+        {"--to-adapter", "OUT", "instead: the adapters into one adapter file, by SVD (no --model; 'lora merge --to-adapter OUT --help')", &to_adapter, 0},
         {"--dequantize", NULL, "NF4 model: write the merged NF4 layers as dense fp32 (no re-quantization)", &dequant, 0},
         {"--quiet", NULL, "only warnings and errors", &quiet, 0},
         {NULL, NULL, NULL, NULL, 0},
@@ -394,11 +401,14 @@ int cmd_lora(int argc, char **argv) {
         FILE *o = argc < 2 ? stderr : stdout;
         fprintf(o, "usage: stylora lora convert IN --to kohya|peft --out OUT [--alpha A] [--model DIR]\n"
                    "       stylora lora merge --model DIR --lora FILE[:W] [--lora ...] --out DIR\n"
-                   "'stylora lora convert --help' / 'stylora lora merge --help' list the options.\n");
+                   "       stylora lora merge --lora FILE[:W] [--lora ...] --to-adapter OUT [--rank R | --dynamic M:P]\n"
+                   "       stylora lora resize IN (--rank R | --dynamic sv_fro:P|sv_ratio:P|sv_cumulative:P) --out OUT\n"
+                   "'stylora lora convert|merge|resize --help' list the options.\n");
         return argc < 2 ? 2 : 0;
     }
     if (!strcmp(argv[1], "convert")) return lora_convert(argc - 1, argv + 1);
     if (!strcmp(argv[1], "merge")) return lora_merge(argc - 1, argv + 1);
-    fprintf(stderr, "stylora lora: error: unknown subcommand '%s' (convert or merge)\n", argv[1]);
+    if (!strcmp(argv[1], "resize")) return lora_resize_main(argc - 1, argv + 1);
+    fprintf(stderr, "stylora lora: error: unknown subcommand '%s' (convert, merge or resize)\n", argv[1]);
     return 2;
 }
