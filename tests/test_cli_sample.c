@@ -24,11 +24,14 @@
 #include <pcre2.h>
 
 #include "core/config.h"
+#include "core/safetensors.h"
 #include "core/sha256.h"
 #include "core/image.h"
 #include "core/weights.h"
 #include "fixture_tiny.h"
 #include "nn/kernels.h"
+#include "unet/unet.h"
+#include "vae/vae.h"
 #include "test_util.h"
 
 static char g_root[2048], g_model[2200], g_data[2200], g_bin[2048];
@@ -193,6 +196,60 @@ static void addnet_hash12(const char *path, char out[13]) {
         out[12] = '\0';
     }
     free(buf);
+}
+
+/* The tiny diffusers model as one single-file checkpoint (LDM names, through the
+ * library's own key tables), so "Model hash" has a file to hash. 1 on success. */
+static int write_single_file(const char *model, const char *out) {
+    SlCtx ctx;
+    sl_ctx_init(&ctx);
+    char p[4096];
+    SlStFile te, un, va;
+    SlUNetConfig ucfg;
+    SlUNet u;
+    SlVaeConfig vcfg;
+    SlKeyPair *um = NULL, *vm = NULL;
+    int nu = 0, nv = 0, ok = 1;
+    memset(&u, 0, sizeof u);
+    memset(&te, 0, sizeof te);
+    memset(&un, 0, sizeof un);
+    memset(&va, 0, sizeof va);
+    snprintf(p, sizeof p, "%s/text_encoder/model.safetensors", model);
+    ok = ok && sl_st_open(&te, p, &ctx) == SL_OK;
+    snprintf(p, sizeof p, "%s/unet/diffusion_pytorch_model.safetensors", model);
+    ok = ok && sl_st_open(&un, p, &ctx) == SL_OK;
+    snprintf(p, sizeof p, "%s/vae/diffusion_pytorch_model.safetensors", model);
+    ok = ok && sl_st_open(&va, p, &ctx) == SL_OK;
+    snprintf(p, sizeof p, "%s/unet/config.json", model);
+    ok = ok && sl_unet_config_load(&ucfg, p, &ctx) == SL_OK && sl_unet_init_shapes(&u, &ucfg, &ctx) == SL_OK &&
+         sl_unet_ldm_map(&u, &um, &nu, &ctx) == SL_OK;
+    snprintf(p, sizeof p, "%s/vae/config.json", model);
+    ok = ok && sl_vae_config_load(&vcfg, p, &ctx) == SL_OK && sl_vae_ldm_key_map(&vcfg, &vm, &nv, &ctx) == SL_OK;
+    SlStWriter w;
+    sl_st_writer_init(&w);
+    static char names[4096][160];
+    int k = 0;
+    const SlStFile *files[3] = {&te, &un, &va};
+    for (int f = 0; ok && f < 3; f++)
+        for (int i = 0; ok && i < files[f]->n; i++) {
+            const SlStEntry *e = &files[f]->entries[i];
+            const char *to = e->name;
+            const SlKeyPair *map = f == 1 ? um : vm;
+            for (int q = 0; f && q < (f == 1 ? nu : nv); q++)
+                if (!strcmp(map[q].from, e->name)) to = map[q].to;
+            snprintf(names[k], sizeof names[k], "%s%s", f == 0 ? SL_CKPT_TE1_PREFIX : f == 1 ? SL_CKPT_UNET_PREFIX : SL_CKPT_VAE_PREFIX, to);
+            ok = k < 4095 && sl_st_writer_add(&w, names[k++], e->dtype, e->ndim, e->shape, sl_st_data(files[f], e), &ctx) == SL_OK;
+        }
+    ok = ok && sl_st_writer_save(&w, out, &ctx) == SL_OK;
+    if (!ok) fprintf(stderr, "single file: %s\n", ctx.msg);
+    sl_st_writer_free(&w);
+    sl_unet_free_map(um, nu);
+    if (vm) sl_vae_key_map_free(vm, nv);
+    sl_unet_free(&u);
+    sl_st_close(&te);
+    sl_st_close(&un);
+    sl_st_close(&va);
+    return ok;
 }
 
 int main(void) {
@@ -402,6 +459,34 @@ int main(void) {
     const char *ign = err ? strstr(err, "ignored: ") : NULL;
     CHECK(ign && !strncmp(ign, "ignored: Denoising strength, Hires upscale\n", 42) && !strstr(ign + 1, "ignored: "),
           "one info line naming the unused fields: %s", err ? err : "");
+    free(err);
+    err = NULL;
+    /* Model hash: a single-file checkpoint's whole-file SHA-256, 10 hex digits; a PNG made
+     * with another model's hash gets a warning */
+    snprintf(p, sizeof p, "%s/tiny.safetensors", g_root);
+    CHECK(write_single_file(g_model, p), "cannot write the single-file checkpoint");
+    char *ckpt = NULL, model_hash[65] = "(unreadable)";
+    if (sl_read_file(p, 1u << 30, &ckpt, &n, &ctx) == SL_OK) {
+        uint8_t d[32];
+        sl_sha256(ckpt, n, d);
+        sl_sha256_hex(d, model_hash);
+        model_hash[10] = '\0';
+    }
+    free(ckpt);
+    rc = sh("'%s' sample --model '%s' --config '%s' --prompt 'a red square' %s --out '%s/single'", g_bin, p, g_model, common, g_root);
+    snprintf(b, sizeof b, "%s/single/00000-5.png", g_root);
+    info = params_of(b);
+    CHECK(rc == 0 && a1111_parse(info, &t), "single-file sample: rc %d", rc);
+    const char *mh = it_get(&t, "Model hash"), *mn = it_get(&t, "Model");
+    CHECK(mh && !strcmp(mh, model_hash) && mn && !strcmp(mn, "tiny"), "Model hash '%s' (want '%s'), Model '%s'", mh ? mh : "(none)",
+          model_hash, mn ? mn : "(none)");
+    free(info);
+    rc = sh("'%s' sample --model '%s' --config '%s' --from-png '%s/a1111.png' --lora-dir '%s' --steps 1 --quiet --out '%s/hand2' "
+            "2>'%s/hand2.err' >/dev/null", g_bin, p, g_model, g_root, g_root, g_root, g_root);
+    snprintf(p, sizeof p, "%s/hand2.err", g_root);
+    sl_read_file(p, 1 << 20, &err, &n, &ctx);
+    CHECK(rc == 0 && err && strstr(err, "model hash 0123456789") && strstr(err, model_hash), "model hash warning: rc %d, %s", rc,
+          err ? err : "");
     free(err);
     err = NULL;
     /* a sampler stylora lacks, and a PNG without parameters: errors naming them */
