@@ -459,6 +459,8 @@ int main(void) {
     const char *ign = err ? strstr(err, "ignored: ") : NULL;
     CHECK(ign && !strncmp(ign, "ignored: Denoising strength, Hires upscale\n", 42) && !strstr(ign + 1, "ignored: "),
           "one info line naming the unused fields: %s", err ? err : "");
+    CHECK(err && strstr(err, "<lora:style> of hash 0123456789ab") && strstr(err, style_hash),
+          "no warning that style.safetensors is not the adapter the PNG names: %s", err ? err : "");
     free(err);
     err = NULL;
     /* Model hash: a single-file checkpoint's whole-file SHA-256, 10 hex digits; a PNG made

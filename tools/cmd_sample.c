@@ -90,6 +90,7 @@ static SlStatus run_job(SlModel *m, SampleRun *run, const SampleJob *j, SlImage 
     SL_TRY(sample_adapters_apply(run, m, j, ctx));
     char lora_hash[SAMPLE_MAX_LORA][13];
     for (int i = 0; i < j->n_lora; i++) SL_TRY(sample_lora_hash(run, j->lora[i].path, lora_hash[i], ctx));
+    sample_check_lora_hashes(run, j, (const char(*)[13])lora_hash, ctx);
     size_t nlat = (size_t)(C * h * w), ntxt = (size_t)(T * D);
     float *lat = sl_alloc(nlat * sizeof(float)), *cond = sl_alloc(ntxt * sizeof(float)), *unc = sl_alloc(ntxt * sizeof(float));
     SlStatus st = (!lat || !cond || !unc) ? sl_fail(ctx, SL_ERR_NOMEM, "out of memory") : SL_OK;

@@ -22,6 +22,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <pcre2.h>
@@ -141,17 +142,50 @@ struct SamplePngArgs {
     char *prompt, *negative;
     char steps[32], sampler[16], schedule[16], cfg[64], seed[32], width[16], height[16], clip_skip[16], eta[64];
     char model_hash[16];
+    char *lora_hashes;
 };
 
 void sample_args_free(SampleArgs *a) {
     if (!a->png) return;
     free(a->png->prompt);
     free(a->png->negative);
+    free(a->png->lora_hashes);
     free(a->png);
     a->png = NULL;
 }
 
 const char *sample_args_png_model_hash(const SampleArgs *a) { return a->png ? a->png->model_hash : ""; }
+const char *sample_args_png_lora_hashes(const SampleArgs *a) { return a->png ? a->png->lora_hashes : NULL; }
+
+/* As lora_script.py infotext_pasted reads "Lora hashes": entries split at ',', each at its
+ * first ':', both sides stripped. */
+void sample_check_lora_hashes(const SampleRun *r, const SampleJob *j, const char (*lora_hash)[13], SlCtx *ctx) {
+    if (!r->png_lora_hashes) return;
+    for (int i = 0; i < j->n_lora; i++) {
+        char alias[256];
+        size_t a = 0;
+        for (const char *c = j->lora[i].name; *c && a + 1 < sizeof alias; c++)
+            if (*c != ':' && *c != ',') alias[a++] = *c;
+        alias[a] = '\0';
+        for (const char *e = r->png_lora_hashes; *e;) {
+            size_t len = strcspn(e, ",");
+            const char *colon = memchr(e, ':', len);
+            if (colon) {
+                const char *k = e, *ke = colon, *v = colon + 1, *ve = e + len;
+                while (k < ke && isspace((unsigned char)*k)) k++;
+                while (ke > k && isspace((unsigned char)ke[-1])) ke--;
+                while (v < ve && isspace((unsigned char)*v)) v++;
+                while (ve > v && isspace((unsigned char)ve[-1])) ve--;
+                if ((size_t)(ke - k) == a && !memcmp(k, alias, a) &&
+                    ((size_t)(ve - v) != strlen(lora_hash[i]) || strncasecmp(v, lora_hash[i], (size_t)(ve - v))))
+                    sl_log(ctx, SL_LOG_WARN, "%s was made with <lora:%s> of hash %.*s; %s has %s", r->png_path, alias,
+                           (int)(ve - v > 64 ? 64 : ve - v), v, j->lora[i].path, lora_hash[i]);
+            }
+            e += len;
+            if (*e == ',') e++;
+        }
+    }
+}
 
 /* Python's str.strip() for ASCII whitespace, in place. */
 static char *strip(char *s) {
@@ -197,13 +231,13 @@ static int unquote(const char *v, size_t len, char *out, size_t cap) {
 }
 
 /* What --from-png does with each field of A1111's parameters line. */
-typedef enum PngField { PF_STEPS, PF_SAMPLER, PF_SCHEDULE, PF_CFG, PF_SEED, PF_SIZE, PF_CLIP_SKIP, PF_ETA, PF_MODEL_HASH, PF_SEEN } PngField;
+typedef enum PngField { PF_STEPS, PF_SAMPLER, PF_SCHEDULE, PF_CFG, PF_SEED, PF_SIZE, PF_CLIP_SKIP, PF_ETA, PF_MODEL_HASH, PF_LORA_HASHES, PF_SEEN } PngField;
 static const struct { const char *key; PngField f; } png_fields[] = {
     {"Steps", PF_STEPS}, {"Sampler", PF_SAMPLER}, {"Schedule type", PF_SCHEDULE}, {"CFG scale", PF_CFG},
     {"Seed", PF_SEED}, {"Size", PF_SIZE}, {"Clip skip", PF_CLIP_SKIP}, {"Eta DDIM", PF_ETA},
-    {"Model hash", PF_MODEL_HASH},
+    {"Model hash", PF_MODEL_HASH}, {"Lora hashes", PF_LORA_HASHES},
     /* read but not needed: --model names the model, the prompt's tags name the adapters */
-    {"Model", PF_SEEN}, {"Lora hashes", PF_SEEN}, {"Version", PF_SEEN},
+    {"Model", PF_SEEN}, {"Version", PF_SEEN},
 };
 /* A1111 sampler names -> ours; "DPM++ 2M Karras" is the name before "Schedule type" existed */
 static const struct { const char *a1111, *ours, *schedule; } png_samplers[] = {
@@ -300,6 +334,10 @@ static SlStatus png_field(SampleArgs *a, const char *key, const char *v, char *i
         return SL_OK;
     case PF_MODEL_HASH:
         snprintf(p->model_hash, sizeof p->model_hash, "%s", v);
+        return SL_OK;
+    case PF_LORA_HASHES:
+        free(p->lora_hashes);
+        if (!(p->lora_hashes = strdup(v))) return sl_fail(ctx, SL_ERR_NOMEM, "out of memory");
         return SL_OK;
     case PF_SEEN:
         return SL_OK;

@@ -409,6 +409,8 @@ SlStatus sample_grid(SlImage *out, const SlImage *imgs, int n, SlCtx *ctx) {
 void sample_run_init(SampleRun *r, const SampleArgs *a, const SampleJob *jobs, int n_jobs) {
     memset(r, 0, sizeof *r);
     r->out_dir = a->out;
+    r->png_lora_hashes = sample_args_png_lora_hashes(a);
+    r->png_path = a->from_png;
     r->merge = a->merge != NULL;
     r->clip_skip = a->clip_skip ? (int)cli_int("sample", "--clip-skip", a->clip_skip, 1, 64) : 1;
     r->preview = a->preview ? (int)cli_int("sample", "--preview", a->preview, 1, 1000) : 0;

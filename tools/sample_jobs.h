@@ -57,6 +57,8 @@ typedef struct SampleRun {
     int image_index, n_images;
     void *adapters;                  /* styles/ state of the job being run */
     char model_hash[11];             /* A1111's "Model hash"; "" for a diffusers folder */
+    const char *png_lora_hashes;     /* --from-png: the PNG's "Lora hashes" value, or NULL */
+    const char *png_path;
     int n_hashes;                    /* adapter files hashed so far (A1111's "Lora hashes") */
     struct { char path[1024], hash[13]; } hashes[SAMPLE_MAX_HASHES];
 } SampleRun;
@@ -70,6 +72,8 @@ void sample_args_parse(SampleArgs *a, int argc, char **argv);
 SlStatus sample_args_from_png(SampleArgs *a, SlCtx *ctx);
 /* The "Model hash" a PNG named ("" when none or not read from a PNG). */
 const char *sample_args_png_model_hash(const SampleArgs *a);
+/* Its "Lora hashes" value, or NULL. */
+const char *sample_args_png_lora_hashes(const SampleArgs *a);
 void sample_args_free(SampleArgs *a);
 /* Builds the job list from --prompt or the prompts file. A bad line is an
  * error naming the file and line number. *jobs is malloc'd. */
@@ -100,6 +104,9 @@ SlStatus sample_model_hash(const char *path, char out[11], SlCtx *ctx);
  * everything after the safetensors header (extensions-builtin/Lora/network.py
  * NetworkOnDisk, modules/hashes.py addnet_hash_safetensors). */
 SlStatus sample_lora_hash(SampleRun *r, const char *path, char out[13], SlCtx *ctx);
+/* --from-png: warns for each adapter of j whose name the PNG's "Lora hashes" lists with
+ * another hash (the file by that name is not the one the image was made with). */
+void sample_check_lora_hashes(const SampleRun *r, const SampleJob *j, const char (*lora_hash)[13], SlCtx *ctx);
 /* A1111's "parameters" text of one image of job j (seed: that image's). */
 void sample_format_parameters(char *buf, size_t n, const SampleRun *r, const char *model_name, const SampleJob *j,
                               uint64_t seed, const char (*lora_hash)[13]);
