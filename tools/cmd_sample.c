@@ -5,12 +5,14 @@
  * file, one job a line (see sample_jobs.c). The base model is loaded once;
  * adapters are attached or merged per job and removed after it, leaving the
  * base weights bit-exact. Each image is a PNG with the generation parameters
- * in a "parameters" text chunk in A1111's form, so other tools read them.
+ * in a "parameters" text chunk in A1111's form, so other tools read them, and
+ * --from-png reads them back (sample_infotext.c).
  */
 #include <errno.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <time.h>
 
@@ -71,25 +73,6 @@ static void on_step(void *user, int step, int n_steps, const float *latents) {
     sl_image_free(&img);
 }
 
-/* A1111's "parameters" text. */
-static void format_parameters(char *buf, size_t n, const SlModel *m, const SampleJob *j, uint64_t seed, int clip_skip) {
-    size_t o = (size_t)snprintf(buf, n, "%s\n", j->prompt);
-    if (j->negative[0] && o < n) o += (size_t)snprintf(buf + o, n - o, "Negative prompt: %s\n", j->negative);
-    static const char *a1111[] = {"DDIM", "Euler", "Euler a", "DPM++ 2M"};
-    if (o < n)
-        o += (size_t)snprintf(buf + o, n - o, "Steps: %d, Sampler: %s, Schedule type: %s, CFG scale: %g, Seed: %llu, Size: %dx%d, Model: %s",
-                              j->steps, a1111[j->sampler], j->karras > 0 ? "Karras" : "Automatic", j->cfg,
-                              (unsigned long long)seed, j->width, j->height, sample_model_name(m->path));
-    if (clip_skip > 1 && o < n) o += (size_t)snprintf(buf + o, n - o, ", Clip skip: %d", clip_skip);
-    if (j->n_lora && o < n) {
-        o += (size_t)snprintf(buf + o, n - o, ", Lora weights: \"");
-        for (int i = 0; i < j->n_lora && o < n; i++)
-            o += (size_t)snprintf(buf + o, n - o, "%s%s: %g", i ? ", " : "", sample_model_name(j->lora[i].path), j->lora[i].weight);
-        if (o < n) o += (size_t)snprintf(buf + o, n - o, "\"");
-    }
-    if (o < n) snprintf(buf + o, n - o, ", Version: stylora");
-}
-
 static void image_path(char *buf, size_t n, const char *dir, int index, uint64_t seed) {
     snprintf(buf, n, "%s/%05d-%llu.png", dir, index, (unsigned long long)seed);
 }
@@ -105,6 +88,9 @@ static SlStatus run_job(SlModel *m, SampleRun *run, const SampleJob *j, SlImage 
         return sl_fail(ctx, SL_ERR_SHAPE, "text encoder width %lld does not match the U-Net's cross_attention_dim %lld",
                        (long long)D, (long long)m->unet_cfg.cross_dim);
     SL_TRY(sample_adapters_apply(run, m, j, ctx));
+    char lora_hash[SAMPLE_MAX_LORA][13];
+    for (int i = 0; i < j->n_lora; i++) SL_TRY(sample_lora_hash(run, j->lora[i].path, lora_hash[i], ctx));
+    sample_check_lora_hashes(run, j, (const char(*)[13])lora_hash, ctx);
     size_t nlat = (size_t)(C * h * w), ntxt = (size_t)(T * D);
     float *lat = sl_alloc(nlat * sizeof(float)), *cond = sl_alloc(ntxt * sizeof(float)), *unc = sl_alloc(ntxt * sizeof(float));
     SlStatus st = (!lat || !cond || !unc) ? sl_fail(ctx, SL_ERR_NOMEM, "out of memory") : SL_OK;
@@ -130,9 +116,10 @@ static SlStatus run_job(SlModel *m, SampleRun *run, const SampleJob *j, SlImage 
         SlImage img = {0};
         if (!st) st = decode_images(m, lat, 1, h, w, &img, run->vae_tile, ctx);
         if (!st) {
-            char path[4096], params[8192];
+            char path[4096], params[SAMPLE_WRITTEN_MAX + 8192];
             image_path(path, sizeof path, run->out_dir, run->image_index, seed);
-            format_parameters(params, sizeof params, m, j, seed, run->clip_skip);
+            sample_format_parameters(params, sizeof params, run, sample_model_name(m->path), j, seed,
+                                     (const char(*)[13])lora_hash);
             SlImageText text[1] = {{(char *)"parameters", params}};
             st = sl_image_write_png(&img, path, text, 1, ctx);
             if (!st && !run->quiet) printf("%s\n", path);
@@ -171,11 +158,15 @@ static void check_outputs(const SampleArgs *a, const SampleJob *jobs, int n_jobs
     if (a->grid) cli_check_out_file("sample", "--out", path);
 }
 
-int cmd_sample(int argc, char **argv) {
-    SampleArgs a;
-    sample_args_parse(&a, argc, argv);
+static int sample_main(SampleArgs *ap) {
+    SampleArgs a = *ap;
     SlCtx ctx;
     cli_ctx_init(&ctx, a.quiet != NULL);
+    if (a.from_png) {
+        SlStatus fst = sample_args_from_png(&a, &ctx);
+        ap->png = a.png; /* the caller frees it */
+        if (fst != SL_OK) return cli_fail("sample", &ctx);
+    }
     cli_check_out_dir("sample", "--out", a.out);
     SampleJob *jobs = NULL;
     int n_jobs = 0;
@@ -206,9 +197,13 @@ int cmd_sample(int argc, char **argv) {
     }
     SampleRun run;
     sample_run_init(&run, &a, jobs, n_jobs);
+    SlStatus st = sample_model_hash(m.path, run.model_hash, &ctx);
+    const char *png_hash = sample_args_png_model_hash(&a);
+    if (!st && run.model_hash[0] && strlen(png_hash) == 10 && strncasecmp(png_hash, run.model_hash, 10))
+        sl_log(&ctx, SL_LOG_WARN, "%s was made with model hash %s; --model %s has %s", a.from_png, png_hash, a.model,
+               run.model_hash);
     SlImage *all = NULL;
     int n_all = 0;
-    SlStatus st = SL_OK;
     for (int i = 0; i < n_jobs && !st; i++) st = run_job(&m, &run, &jobs[i], &all, &n_all, &ctx);
     if (!st && a.grid && n_all) {
         SlImage grid;
@@ -226,4 +221,12 @@ int cmd_sample(int argc, char **argv) {
     free(jobs);
     if (st) return cli_fail("sample", &ctx);
     return 0;
+}
+
+int cmd_sample(int argc, char **argv) {
+    SampleArgs a;
+    sample_args_parse(&a, argc, argv);
+    int rc = sample_main(&a);
+    sample_args_free(&a);
+    return rc;
 }

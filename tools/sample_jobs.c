@@ -31,6 +31,9 @@ void sample_args_parse(SampleArgs *a, int argc, char **argv) {
         {"--model-config", "DIR", "the same as --config (train's name for it)", &a->config, 0},
         {"--prompt", "TEXT", "the prompt (may hold <lora:NAME:WEIGHT> tags)", &a->prompt, 0},
         {"--negative", "TEXT", "negative prompt (default empty)", &a->negative, 0},
+        {"--from-png", "FILE", "re-run the generation parameters of a PNG stylora or A1111 wrote (prompt with its <lora:...> tags, "
+                               "negative prompt, steps, sampler, CFG scale, seed, size, clip skip); options given here override them",
+         &a->from_png, 0},
         {"--prompts", "FILE", "one job a line: the prompt as written, or a line starting with '--' of A1111-style options "
                               "(--prompt \"TEXT\" --negative_prompt \"TEXT\" --seed N --steps N --cfg_scale S --eta E "
                               "--width W --height H --sampler_name NAME --batch_size N); '#' lines are comments", &a->prompts_file, 0},
@@ -60,12 +63,14 @@ void sample_args_parse(SampleArgs *a, int argc, char **argv) {
         {"--nf4-double-quant", NULL, "with --base nf4: 8-bit double-quantized block scales", &a->nf4_dq, 0}, /* [nf4] */
         {0},
     };
-    const char *syn = "--model DIR (--prompt TEXT | --prompts FILE) [options]";
+    const char *syn = "--model DIR (--prompt TEXT | --prompts FILE | --from-png FILE) [options]";
     const char *pos[1];
     int npos;
     cli_parse("sample", syn, opts, argc, argv, pos, 0, &npos);
-    if (!a->model || (!a->prompt == !a->prompts_file)) {
-        fprintf(stderr, "stylora sample: error: give --model and exactly one of --prompt and --prompts\n");
+    /* --prompt with --from-png replaces the PNG's prompt; a prompts file has no place there */
+    if (!a->model || (a->from_png ? a->prompts_file != NULL : !a->prompt == !a->prompts_file)) {
+        fprintf(stderr, "stylora sample: error: give --model and exactly one of --prompt, --prompts and --from-png "
+                        "(--prompt may go with --from-png to replace its prompt)\n");
         cli_usage(stderr, "sample", syn, opts);
         exit(2);
     }
@@ -95,7 +100,7 @@ const char *sample_model_name(const char *path) {
     return buf;
 }
 
-static SlStatus add_lora(SampleJob *j, const char *path, float weight, SlCtx *ctx) {
+static SlStatus add_lora(SampleJob *j, const char *path, const char *name, float weight, SlCtx *ctx) {
     if (j->n_lora == SAMPLE_MAX_LORA) return sl_fail(ctx, SL_ERR_ARG, "%s: more than %d adapters", j->where, SAMPLE_MAX_LORA);
     if (!(weight >= CLI_LORA_WEIGHT_MIN && weight <= CLI_LORA_WEIGHT_MAX))
         return sl_fail(ctx, SL_ERR_ARG, "%s: adapter weight %g is not a finite number in [%g, %g]", j->where, (double)weight,
@@ -103,6 +108,8 @@ static SlStatus add_lora(SampleJob *j, const char *path, float weight, SlCtx *ct
     size_t len = strlen(path);
     if (len >= sizeof j->lora[0].path) return sl_fail(ctx, SL_ERR_ARG, "%s: adapter path is too long", j->where);
     memcpy(j->lora[j->n_lora].path, path, len + 1);
+    if (strlen(name) >= sizeof j->lora[0].name) return sl_fail(ctx, SL_ERR_ARG, "%s: adapter name is too long", j->where);
+    snprintf(j->lora[j->n_lora].name, sizeof j->lora[0].name, "%s", name);
     j->lora[j->n_lora].weight = weight;
     j->n_lora++;
     return SL_OK;
@@ -134,7 +141,7 @@ static SlStatus parse_lora_arg(SampleJob *j, const char *arg, SlCtx *ctx) {
     char path[sizeof j->lora[0].path];
     float weight;
     SL_TRY(sample_split_lora("--lora", arg, path, sizeof path, &weight, ctx));
-    return add_lora(j, path, weight, ctx);
+    return add_lora(j, path, sample_model_name(path), weight, ctx);
 }
 
 SlStatus sample_parse_lora_tags(SampleJob *j, char *prompt, const char *lora_dir, SlCtx *ctx) {
@@ -165,7 +172,7 @@ SlStatus sample_parse_lora_tags(SampleJob *j, char *prompt, const char *lora_dir
         while (k < 4 && !sl_path_is_file(cand[k])) k++;
         if (k == 4) return sl_fail(ctx, SL_ERR_IO, "%s: <lora:%s>: no adapter file %s (nor %s)", j->where, name, cand[3], cand[1]);
         snprintf(path, sizeof path, "%s", cand[k]);
-        SL_TRY(add_lora(j, path, weight, ctx));
+        SL_TRY(add_lora(j, path, name, weight, ctx));
         memmove(p, end + 1, strlen(end + 1) + 1);
     }
     /* collapse the spaces a removed tag leaves behind */
@@ -288,6 +295,34 @@ static SlStatus job_from_line(SampleJob *j, char *line, const char *where, char 
     return SL_OK;
 }
 
+/* j->written: the prompt as written (its tags included), then each --lora adapter as a
+ * <lora:NAME:W> tag, as A1111 appends its default LoRA to the prompt. The n_cli --lora
+ * adapters (first in j->lora) move after the prompt's, so the adapters are in the tags'
+ * order and a re-run from the PNG sums them in the same order (the same bits). */
+static void job_finish(SampleJob *j, const char *as_written, int n_cli) {
+    char tags[SAMPLE_MAX_LORA * 300];
+    size_t o = 0;
+    tags[0] = '\0';
+    for (int i = 0; i < n_cli; i++)
+        o += (size_t)snprintf(tags + o, sizeof tags - o, "%s<lora:%s:%g>", o || *as_written ? " " : "", j->lora[i].name,
+                              (double)j->lora[i].weight);
+    if (strlen(as_written) + o < sizeof j->written) {
+        snprintf(j->written, sizeof j->written, "%s%s", as_written, tags);
+    } else { /* too long to keep whole: the (already cut) prompt, then every adapter as a tag */
+        size_t w = (size_t)snprintf(j->written, sizeof j->written, "%s", j->prompt);
+        for (int i = n_cli; i < j->n_lora + n_cli; i++) {
+            const SampleLora *l = &j->lora[i % j->n_lora];
+            if (w < sizeof j->written)
+                w += (size_t)snprintf(j->written + w, sizeof j->written - w, "%s<lora:%s:%g>", w ? " " : "", l->name,
+                                      (double)l->weight);
+        }
+    }
+    SampleLora cli[SAMPLE_MAX_LORA];
+    memcpy(cli, j->lora, (size_t)n_cli * sizeof *cli);
+    memmove(j->lora, j->lora + n_cli, (size_t)(j->n_lora - n_cli) * sizeof *cli);
+    memcpy(j->lora + (j->n_lora - n_cli), cli, (size_t)n_cli * sizeof *cli);
+}
+
 SlStatus sample_jobs_build(const SampleArgs *a, SampleJob **jobs, int *n, SlCtx *ctx) {
     *jobs = NULL;
     *n = 0;
@@ -300,8 +335,10 @@ SlStatus sample_jobs_build(const SampleArgs *a, SampleJob **jobs, int *n, SlCtx 
          * <lora:...> at the end of a long prompt must not vanish with the cut */
         char *text = st ? NULL : strdup(a->prompt);
         if (!st && !text) st = sl_fail(ctx, SL_ERR_NOMEM, "out of memory");
+        const int n_cli = j->n_lora;
         if (!st) st = sample_parse_lora_tags(j, text, a->lora_dir, ctx);
         if (!st) snprintf(j->prompt, sizeof j->prompt, "%s", text);
+        if (!st) job_finish(j, a->prompt, n_cli);
         free(text);
         if (st) { free(j); return st; }
         *jobs = j;
@@ -332,15 +369,19 @@ SlStatus sample_jobs_build(const SampleArgs *a, SampleJob **jobs, int *n, SlCtx 
         SampleJob *j = &grown[*n];
         st = job_defaults(j, a, ctx);
         snprintf(j->where, sizeof j->where, "%.50s:%d", sample_model_name(a->prompts_file), line_no);
-        char where[2200], *prompt = NULL;
+        char where[2200], *prompt = NULL, *as_written = NULL;
         snprintf(where, sizeof where, "%s:%d", a->prompts_file, line_no);
+        const int n_cli = j->n_lora;
         if (!st) st = job_from_line(j, line, where, &prompt, ctx);
+        if (!st && !(as_written = strdup(prompt))) st = sl_fail(ctx, SL_ERR_NOMEM, "out of memory");
         if (!st) { /* tags out of the whole text first, as for --prompt */
             snprintf(j->where, sizeof j->where, "line %d", line_no);
             st = sample_parse_lora_tags(j, prompt, lora_dir, ctx);
             if (st) sl_fail_prefix(ctx, "%s", a->prompts_file);
         }
         if (!st) snprintf(j->prompt, sizeof j->prompt, "%s", prompt);
+        if (!st) job_finish(j, as_written, n_cli);
+        free(as_written);
         if (!st) (*n)++;
     }
     free(text);
@@ -368,6 +409,8 @@ SlStatus sample_grid(SlImage *out, const SlImage *imgs, int n, SlCtx *ctx) {
 void sample_run_init(SampleRun *r, const SampleArgs *a, const SampleJob *jobs, int n_jobs) {
     memset(r, 0, sizeof *r);
     r->out_dir = a->out;
+    r->png_lora_hashes = sample_args_png_lora_hashes(a);
+    r->png_path = a->from_png;
     r->merge = a->merge != NULL;
     r->clip_skip = a->clip_skip ? (int)cli_int("sample", "--clip-skip", a->clip_skip, 1, 64) : 1;
     r->preview = a->preview ? (int)cli_int("sample", "--preview", a->preview, 1, 1000) : 0;
