@@ -270,8 +270,22 @@ static void test_determinism_resume(void) {
     c.resume = 1;
     CHECK_OK(run(&c, 0, &ctx), &ctx);
     CHECK(same_file(o1, part), "the resumed bucketed run differs from the uninterrupted one");
-    /* micro-batches of 1 (shards of one bucket's batch) give the same loss path; bytes need
-     * the double sum (train.h), so only check it runs and resumes */
+    /* micro-batches of 1 (the U-Net planned per shard of a bucket's batch): thread-independent too */
+    char m1[4096], m2[4096];
+    snprintf(m1, sizeof m1, "%s/m1.safetensors", g_root);
+    snprintf(m2, sizeof m2, "%s/m2.safetensors", g_root);
+    c.micro_batch = 1;
+    c.resume = 0;
+    c.out = m1;
+    omp_set_num_threads(1);
+    CHECK_OK(run(&c, 0, &ctx), &ctx);
+    omp_set_num_threads(2);
+    c.out = m2;
+    CHECK_OK(run(&c, 0, &ctx), &ctx);
+    CHECK(same_file(m1, m2), "bucketed training with --micro-batch 1 differs between 1 and 2 threads");
+    c.micro_batch = 0;
+    c.out = part;
+    c.resume = 1;
     /* a checkpoint made with buckets does not resume without them */
     c.buckets = 0;
     SlTrainer tr;
