@@ -339,6 +339,22 @@ static SlStatus buckets_init(SlTrainer *tr, int64_t m, SlCtx *ctx) {
     return sl_buckets_make(&tr->buckets, (int)R, (int)c->min_bucket, (int)c->max_bucket, (int)st, ctx);
 }
 
+/* Batches per epoch with global batch G: each bucket's samples in runs of G. */
+static int64_t bucket_batches(const SlTrainer *tr, int64_t G) {
+    int64_t n = 0;
+    for (int k = 0; k < tr->buckets.n; k++) n += (tr->bucket_first[k + 1] - tr->bucket_first[k] + G - 1) / G;
+    return n;
+}
+
+/* n_batches for the current global batch (the world may have changed since init). */
+static void bucket_sync(SlTrainer *tr) {
+    const int64_t G = tr->cfg.batch * tr->world;
+    if (G == tr->batches_g) return;
+    tr->n_batches = bucket_batches(tr, G);
+    tr->batches_g = G;
+    tr->perm_epoch = -1;
+}
+
 /* Groups the samples by bucket (bucket_first), sizes the epoch's batch list and
  * logs the bucket counts (as kohya prints them at start). */
 static SlStatus buckets_plan_batches(SlTrainer *tr, SlCtx *ctx) {
@@ -355,12 +371,9 @@ static SlStatus buckets_plan_batches(SlTrainer *tr, SlCtx *ctx) {
         images[tr->item_bucket[i]]++;
         tr->bucket_first[tr->item_bucket[i] + 1] += tr->data.items[tr->valid[i]].repeats;
     }
-    tr->n_batches = 0;
-    for (int k = 0; k < nb; k++) {
-        const int64_t nk = tr->bucket_first[k + 1];
-        tr->n_batches += (nk + G - 1) / G;
-        tr->bucket_first[k + 1] += tr->bucket_first[k];
-    }
+    for (int k = 0; k < nb; k++) tr->bucket_first[k + 1] += tr->bucket_first[k];
+    tr->n_batches = bucket_batches(tr, G);
+    tr->batches_g = G;
     sl_log(ctx, SL_LOG_INFO, "buckets: %d sizes of about %lldx%lld in steps of %lld px, sides %lld..%lld; %lld batches of %lld "
            "per epoch", nb, (long long)tr->R, (long long)tr->R, (long long)c->bucket_step, (long long)c->min_bucket,
            (long long)c->max_bucket, (long long)tr->n_batches, (long long)G);
@@ -375,8 +388,9 @@ static SlStatus buckets_plan_batches(SlTrainer *tr, SlCtx *ctx) {
                    images[k] == 1 ? "" : "s");
     }
     free(images);
-    tr->batch_bucket = malloc((size_t)tr->n_batches * sizeof(int));
-    tr->batch_start = malloc((size_t)tr->n_batches * sizeof(int64_t));
+    const int64_t most = bucket_batches(tr, c->batch); /* (a world of 1: the most batches) */
+    tr->batch_bucket = malloc((size_t)most * sizeof(int));
+    tr->batch_start = malloc((size_t)most * sizeof(int64_t));
     if (!tr->batch_bucket || !tr->batch_start) return sl_fail(ctx, SL_ERR_NOMEM, "out of memory for the buckets");
     return SL_OK;
 }
@@ -858,6 +872,7 @@ static int batch_item(SlTrainer *tr, int64_t kb, int64_t j) {
         epoch_perm(tr, (int64_t)(g / (uint64_t)tr->n_samples));
         return (int)tr->perm[g % (uint64_t)tr->n_samples];
     }
+    bucket_sync(tr);
     epoch_batches(tr, kb / tr->n_batches);
     const int64_t e = kb % tr->n_batches, k = tr->batch_bucket[e];
     const int64_t nk = tr->bucket_first[k + 1] - tr->bucket_first[k];
@@ -875,6 +890,7 @@ static SlStatus plan_batch(SlTrainer *tr, int64_t micro, SlCtx *ctx) {
     int64_t h = tr->h, w = tr->w;
     if (tr->cfg.buckets) {
         const int64_t kb = tr->step * tr->cfg.grad_accum + micro, f = sl_vae_downscale(&tr->model.vae_cfg);
+        bucket_sync(tr);
         epoch_batches(tr, kb / tr->n_batches);
         const SlBucket b = tr->buckets.b[tr->batch_bucket[kb % tr->n_batches]];
         h = b.h / f;

@@ -160,7 +160,8 @@ typedef struct SlTrainer {
     SlBuckets buckets;
     int *item_bucket;            /* [n_valid] */
     int64_t *bucket_first;       /* [buckets.n + 1] each bucket's samples in perm */
-    int64_t n_batches;           /* batches per epoch */
+    int64_t n_batches;           /* batches per epoch, for the global batch batch x world = batches_g */
+    int64_t batches_g;           /* (world may be set after init: test_dist's simulated ranks) */
     int *batch_bucket;           /* [n_batches] this epoch's order */
     int64_t *batch_start;        /* [n_batches] first sample within its bucket */
     int64_t bh, bw;              /* latent size of the current batch (= h, w without buckets) */
