@@ -292,7 +292,10 @@ SlStatus sl_data_prepare_image_bucket(float *chw, const char *path, const SlBuck
     int nw, nh;
     bucket_resize(b, img.w, img.h, &nw, &nh);
     SlStatus st = SL_OK;
-    if (nw != img.w || nh != img.h)
+    if ((int64_t)nw * nh > ro.max_pixels) /* a 1x100000 strip would cover its bucket at 24 x 2.4M */
+        st = sl_fail(ctx, SL_ERR_FORMAT, "%dx%d image: covering its %dx%d bucket takes %dx%d pixels, above the limit of "
+                     "%lld: too extreme an aspect ratio", img.w, img.h, b.w, b.h, nw, nh, (long long)ro.max_pixels);
+    if (!st && (nw != img.w || nh != img.h))
         st = sl_image_resize(&rs, &img, nw, nh, (nw < img.w || nh < img.h) ? SL_RESIZE_AREA : SL_RESIZE_BILINEAR, ctx);
     const SlImage *src = (nw != img.w || nh != img.h) ? &rs : &img;
     /* kohya's trim_and_resize_if_required without random_crop: p = trim // 2 */

@@ -89,7 +89,8 @@ int sl_buckets_select(const SlBuckets *bk, int img_w, int img_h, int *rw, int *r
 /* Reads path and makes a [3,H,W] float image in [-1,1] for bucket W x H: composite
  * on white, resize to cover it as sl_buckets_select says (area filter when
  * shrinking, bilinear when enlarging), center crop (kohya: trim // 2 from the
- * left/top), mirror if flip. */
+ * left/top), mirror if flip. A resized size above the pixel limit (max_pixels, or
+ * the reader's default) is SL_ERR_FORMAT naming the file. */
 SlStatus sl_data_prepare_image_bucket(float *chw, const char *path, const SlBuckets *bk, int bucket, int flip,
                                       int64_t max_pixels, SlCtx *ctx);
 

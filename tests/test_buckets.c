@@ -117,6 +117,17 @@ static void test_center_crop(void) {
         free(got);
         free(want);
     }
+    /* a 3x700 strip covers its 48x192 bucket at 48x11200: above a 10000-pixel limit, refused by name */
+    CHECK(fixture_image_wh(dir, "strip", 3, 700, 5), "cannot write %s", dir);
+    snprintf(path, sizeof path, "%s/strip.png", dir);
+    int rw, rh;
+    const int b = sl_buckets_select(&bk, 3, 700, &rw, &rh);
+    CHECK(bk.b[b].w == 48 && bk.b[b].h == 192 && rw == 48 && rh == 11200, "3x700: bucket %dx%d resized %dx%d", bk.b[b].w,
+          bk.b[b].h, rw, rh);
+    float *buf = malloc((size_t)3 * 48 * 192 * sizeof(float));
+    SlStatus st = sl_data_prepare_image_bucket(buf, path, &bk, b, 0, 10000, &ctx);
+    CHECK(st == SL_ERR_FORMAT && strstr(ctx.msg, "strip.png") && strstr(ctx.msg, "48x11200"), "3x700 strip: %s", ctx.msg);
+    free(buf);
 }
 
 static void base_config(SlTrainConfig *c, const char *out) {
