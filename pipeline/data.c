@@ -1,9 +1,11 @@
 /* data.c - training images and captions; see data.h. */
 #include "pipeline/data.h"
 
+#include <assert.h>
 #include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -213,4 +215,98 @@ SlStatus sl_file_hash(const char *path, uint64_t salt, uint64_t *out, SlCtx *ctx
     if (err) return sl_fail(ctx, SL_ERR_IO, "%s: read error", path);
     *out = h;
     return SL_OK;
+}
+
+/* ---- aspect-ratio buckets (kohya-ss/sd-scripts library/model_util.py, library/train_util.py) ---- */
+
+static int bucket_cmp(const void *a, const void *b) {
+    const SlBucket *x = a, *y = b;
+    return x->w != y->w ? (x->w > y->w) - (x->w < y->w) : (x->h > y->h) - (x->h < y->h);
+}
+
+static void bucket_add(SlBuckets *bk, int w, int h) {
+    for (int i = 0; i < bk->n; i++)
+        if (bk->b[i].w == w && bk->b[i].h == h) return;
+    bk->b[bk->n++] = (SlBucket){w, h};
+}
+
+SlStatus sl_buckets_make(SlBuckets *bk, int R, int min_side, int max_side, int step, SlCtx *ctx) {
+    bk->n = 0;
+    if (R < 1 || step < 1 || min_side < step || max_side < min_side || max_side > 65536)
+        return sl_fail(ctx, SL_ERR_ARG, "buckets: resolution %d, sides %d..%d in steps of %d: need 1 <= step <= min "
+                                        "<= max", R, min_side, max_side, step);
+    if ((max_side - min_side) / step + 1 > SL_MAX_BUCKETS / 2 - 1)
+        return sl_fail(ctx, SL_ERR_ARG, "buckets: sides %d..%d in steps of %d make more than %d buckets", min_side,
+                       max_side, step, SL_MAX_BUCKETS);
+    const int64_t area = (int64_t)R * R;
+    const int sq = (int)(R / step) * step; /* floor(sqrt(R^2) / step) * step */
+    if (sq >= step) bucket_add(bk, sq, sq);  /* (kohya adds it unconditionally; a 0 side is no bucket) */
+    for (int w = min_side; w <= max_side; w += step) {
+        int64_t h = area / w / step * step;
+        if (h > max_side) h = max_side;
+        if (h >= min_side) {
+            bucket_add(bk, w, (int)h);
+            bucket_add(bk, (int)h, w);
+        }
+    }
+    qsort(bk->b, (size_t)bk->n, sizeof bk->b[0], bucket_cmp);
+    return bk->n ? SL_OK : sl_fail(ctx, SL_ERR_ARG, "buckets: no size fits resolution %d within sides %d..%d", R, min_side, max_side);
+}
+
+/* kohya's resized_size: scale so the image covers bucket b, sides rounded half up. */
+static void bucket_resize(SlBucket b, int iw, int ih, int *rw, int *rh) {
+    const double ar = (double)iw / ih, ar_b = (double)b.w / b.h;
+    const double scale = ar > ar_b ? (double)b.h / ih : (double)b.w / iw; /* wider: match the height */
+    *rw = (int)(iw * scale + 0.5);
+    *rh = (int)(ih * scale + 0.5);
+    if (*rw < b.w) *rw = b.w; /* (never by the formula; a guard against rounding) */
+    if (*rh < b.h) *rh = b.h;
+}
+
+int sl_buckets_select(const SlBuckets *bk, int img_w, int img_h, int *rw, int *rh) {
+    assert(bk->n > 0 && img_w > 0 && img_h > 0);
+    int best = -1;
+    for (int i = 0; i < bk->n && best < 0; i++)
+        if (bk->b[i].w == img_w && bk->b[i].h == img_h) best = i;
+    if (best < 0) { /* numpy's argmin of |ar_bucket - ar_image|: the first of equal errors */
+        const double ar = (double)img_w / img_h;
+        double err = INFINITY;
+        for (int i = 0; i < bk->n; i++) {
+            double e = fabs((double)bk->b[i].w / bk->b[i].h - ar);
+            if (e < err) { err = e; best = i; }
+        }
+    }
+    bucket_resize(bk->b[best], img_w, img_h, rw, rh);
+    return best;
+}
+
+SlStatus sl_data_prepare_image_bucket(float *chw, const char *path, const SlBuckets *bk, int bucket, int flip,
+                                      int64_t max_pixels, SlCtx *ctx) {
+    assert(bucket >= 0 && bucket < bk->n);
+    const SlBucket b = bk->b[bucket];
+    SlImageReadOpts ro = sl_image_read_opts_default();
+    if (max_pixels > 0) ro.max_pixels = max_pixels;
+    ro.channels = 3; /* alpha composited on white */
+    SlImage img = {0}, rs = {0}, cr = {0};
+    SL_TRY(sl_image_read(&img, path, &ro, ctx));
+    int nw, nh;
+    bucket_resize(b, img.w, img.h, &nw, &nh);
+    SlStatus st = SL_OK;
+    if ((int64_t)nw * nh > ro.max_pixels) /* a 1x100000 strip would cover its bucket at 24 x 2.4M */
+        st = sl_fail(ctx, SL_ERR_FORMAT, "%dx%d image: covering its %dx%d bucket takes %dx%d pixels, above the limit of "
+                     "%lld: too extreme an aspect ratio", img.w, img.h, b.w, b.h, nw, nh, (long long)ro.max_pixels);
+    if (!st && (nw != img.w || nh != img.h))
+        st = sl_image_resize(&rs, &img, nw, nh, (nw < img.w || nh < img.h) ? SL_RESIZE_AREA : SL_RESIZE_BILINEAR, ctx);
+    const SlImage *src = (nw != img.w || nh != img.h) ? &rs : &img;
+    /* kohya's trim_and_resize_if_required without random_crop: p = trim // 2 */
+    if (!st) st = sl_image_crop(&cr, src, (nw - b.w) / 2, (nh - b.h) / 2, b.w, b.h, ctx);
+    if (!st) {
+        if (flip) sl_image_flip_h(&cr);
+        sl_image_to_chw(chw, &cr, 3);
+    }
+    if (st) sl_fail_prefix(ctx, "%s", path);
+    sl_image_free(&img);
+    sl_image_free(&rs);
+    sl_image_free(&cr);
+    return st;
 }

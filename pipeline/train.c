@@ -2,6 +2,7 @@
 #include "pipeline/train.h"
 #include "pipeline/quant.h" /* [nf4] */
 
+#include <assert.h>
 #include <errno.h>
 #include <math.h>
 #include <stdlib.h>
@@ -29,6 +30,7 @@ enum {
     STREAM_ADAPTER = 8,    /* adapter init */
     STREAM_DROPOUT = 9,
     STREAM_SAMPLE = 10,    /* sample images during training */
+    STREAM_BATCHES = 11,   /* buckets: per-epoch order of the batches: stream + epoch << 8 */
 };
 
 /* 2: + the data and model hashes; 1 (without them) still resumes, with a warning */
@@ -91,6 +93,9 @@ static int settings_of(const SlTrainConfig *c, Setting *s) {
     SET("trigger", "%s", c->trigger ? c->trigger : "");
     SET("caption", "%s", c->caption ? c->caption : "");
     SET("flip", "%d", c->flip);
+    if (c->buckets) /* (only then: a run without buckets keeps its bytes) */
+        SET("buckets", "step %lld, sides %lld..%lld", (long long)c->bucket_step, (long long)c->min_bucket,
+            (long long)c->max_bucket);
     SET("seed", "%llu", (unsigned long long)c->seed);
 #undef SET
     return n;
@@ -140,28 +145,49 @@ static SlStatus cache_write(const char *path, const char *const *names, float *c
     return SL_OK;
 }
 
-/* mean/std [nf, C, h, w] of image `path`: from the cache folder (*hit) or the
- * VAE (then stored in the folder). Errors (an unreadable image) go into fctx. */
+/* mean/std [nf, C, h, w] of image `path` (with buckets h x w is its bucket's latent
+ * size and *bucket its index; else the square, *bucket 0): from the cache folder
+ * (*hit) or the VAE (then stored in the folder). Errors (an unreadable image) go
+ * into fctx. */
 static SlStatus latent_of(SlTrainer *tr, const char *path, uint64_t salt, float *mean, float *std, float *img,
-                          float *logvar, int *hit, SlCtx *fctx, SlCtx *ctx) {
+                          float *logvar, int *hit, int *bucket, SlCtx *fctx, SlCtx *ctx) {
     const SlTrainConfig *c = &tr->cfg;
     const int nf = c->flip ? 2 : 1;
-    const size_t nl = (size_t)(tr->C * tr->h * tr->w);
-    uint64_t key;
-    SlStatus fst = sl_file_hash(path, salt, &key, fctx);
-    char cpath[4096] = "";
+    int64_t H = tr->R, W = tr->R;
+    SlStatus fst = SL_OK;
+    *bucket = 0;
     *hit = 0;
+    if (c->buckets) { /* the bucket from the declared size; the cache key holds it */
+        int iw = 0, ih = 0, ic = 0, rw, rh;
+        fst = sl_image_probe(path, &iw, &ih, &ic, fctx);
+        if (!fst && (iw < 1 || ih < 1)) fst = sl_fail(fctx, SL_ERR_FORMAT, "%s: image has no pixels", path);
+        if (fst) return fst;
+        *bucket = sl_buckets_select(&tr->buckets, iw, ih, &rw, &rh);
+        W = tr->buckets.b[*bucket].w;
+        H = tr->buckets.b[*bucket].h;
+        salt = sl_hash_bytes(&W, sizeof W, sl_hash_bytes(&H, sizeof H, salt));
+    }
+    const int64_t f = sl_vae_downscale(&tr->model.vae_cfg);
+    const size_t nl = (size_t)(tr->C * (H / f) * (W / f));
+    uint64_t key;
+    fst = sl_file_hash(path, salt, &key, fctx);
+    char cpath[4096] = "";
     if (!fst && c->cache_dir) {
-        snprintf(cpath, sizeof cpath, "%s/lat_%016llx_%d.safetensors", c->cache_dir, (unsigned long long)key, nf);
+        if (c->buckets)
+            snprintf(cpath, sizeof cpath, "%s/lat_%016llx_%d_%lldx%lld.safetensors", c->cache_dir, (unsigned long long)key,
+                     nf, (long long)W, (long long)H);
+        else
+            snprintf(cpath, sizeof cpath, "%s/lat_%016llx_%d.safetensors", c->cache_dir, (unsigned long long)key, nf);
         const char *names[2] = {"mean", "std"};
         float *dst[2] = {mean, std};
         size_t n[2] = {nf * nl, nf * nl};
         cache_read(cpath, names, dst, n, 2, hit, ctx);
     }
-    for (int f = 0; !fst && !*hit && f < nf; f++) {
-        fst = sl_data_prepare_image(img, path, (int)tr->R, 0.5f, f, 0, fctx);
-        if (!fst) fst = sl_vae_encode(tr->model.vae, img, 1, tr->R, tr->R, mean + f * nl, logvar, fctx);
-        for (size_t k = 0; !fst && k < nl; k++) std[f * nl + k] = expf(0.5f * logvar[k]);
+    for (int fl = 0; !fst && !*hit && fl < nf; fl++) {
+        fst = c->buckets ? sl_data_prepare_image_bucket(img, path, &tr->buckets, *bucket, fl, 0, fctx)
+                         : sl_data_prepare_image(img, path, (int)tr->R, 0.5f, fl, 0, fctx);
+        if (!fst) fst = sl_vae_encode(tr->model.vae, img, 1, H, W, mean + fl * nl, logvar, fctx);
+        for (size_t k = 0; !fst && k < nl; k++) std[fl * nl + k] = expf(0.5f * logvar[k]);
     }
     if (!fst && !*hit && cpath[0]) {
         const char *names[2] = {"mean", "std"};
@@ -182,10 +208,11 @@ static SlStatus cache_latents(SlTrainer *tr, SlCtx *ctx) {
     uint64_t salt = hash_floats(vw, (size_t)nvae, SL_FNV1A64_OFFSET);
     salt = sl_hash_bytes(&tr->R, sizeof tr->R, salt);
     tr->valid = malloc((size_t)tr->data.n * sizeof(int));
+    tr->item_bucket = malloc((size_t)tr->data.n * sizeof(int));
     tr->lat_mean = sl_alloc((size_t)tr->data.n * nf * nl * sizeof(float));
     tr->lat_std = sl_alloc((size_t)tr->data.n * nf * nl * sizeof(float));
     float *img = sl_alloc(ni * sizeof(float)), *logvar = sl_alloc(nl * sizeof(float));
-    if (!tr->valid || !tr->lat_mean || !tr->lat_std || !img || !logvar) {
+    if (!tr->valid || !tr->item_bucket || !tr->lat_mean || !tr->lat_std || !img || !logvar) {
         sl_free(img);
         sl_free(logvar);
         return sl_fail(ctx, SL_ERR_NOMEM, "out of memory for the latent cache");
@@ -194,8 +221,8 @@ static SlStatus cache_latents(SlTrainer *tr, SlCtx *ctx) {
         /* this rank's share into the folder (slot 0 as scratch); errors are the main loop's to report */
         for (int i = c->dp_rank; i < tr->data.n; i += c->dp_world) {
             SlCtx fctx = *ctx;
-            int hit;
-            latent_of(tr, tr->data.items[i].path, salt, tr->lat_mean, tr->lat_std, img, logvar, &hit, &fctx, ctx);
+            int hit, bucket;
+            latent_of(tr, tr->data.items[i].path, salt, tr->lat_mean, tr->lat_std, img, logvar, &hit, &bucket, &fctx, ctx);
         }
         if (c->cache_sync(c->cache_user)) {
             sl_free(img);
@@ -209,8 +236,8 @@ static SlStatus cache_latents(SlTrainer *tr, SlCtx *ctx) {
     for (int i = 0; i < tr->data.n && !st; i++) {
         SlCtx fctx = *ctx;
         float *mean = tr->lat_mean + (size_t)tr->n_valid * nf * nl, *std = tr->lat_std + (size_t)tr->n_valid * nf * nl;
-        int hit = 0;
-        SlStatus fst = latent_of(tr, tr->data.items[i].path, salt, mean, std, img, logvar, &hit, &fctx, ctx);
+        int hit = 0, bucket = 0;
+        SlStatus fst = latent_of(tr, tr->data.items[i].path, salt, mean, std, img, logvar, &hit, &bucket, &fctx, ctx);
         if (fst) {
             if (c->stop_on_bad_image || fst == SL_ERR_NUMERIC) { *ctx = fctx; st = fst; break; } /* NUMERIC: the VAE */
             sl_log(ctx, SL_LOG_WARN, "skipping image: %s", fctx.msg);
@@ -218,6 +245,7 @@ static SlStatus cache_latents(SlTrainer *tr, SlCtx *ctx) {
         }
         if (hit) tr->cache_hits++;
         else tr->cache_misses++;
+        tr->item_bucket[tr->n_valid] = bucket;
         tr->valid[tr->n_valid++] = i;
         sl_progress_update(&bar, i + 1, NULL);
     }
@@ -282,6 +310,88 @@ static SlStatus cache_text(SlTrainer *tr, SlCtx *ctx) {
             }
         }
     }
+    return SL_OK;
+}
+
+/* ---- aspect-ratio buckets ---- */
+
+/* Resolves the bucket settings (defaults: see SlTrainConfig) and makes the sizes.
+ * m: the pixel multiple the model needs (VAE factor x U-Net downsamplings); every
+ * side is a multiple of the step, so the step must be one of m. */
+static SlStatus buckets_init(SlTrainer *tr, int64_t m, SlCtx *ctx) {
+    SlTrainConfig *c = &tr->cfg;
+    const int64_t R = tr->R;
+    if (!c->bucket_step) { /* kohya's 64 at 512 and above; R/8 below, so a small model still gets several buckets */
+        const int64_t want = R / 8 < 64 ? R / 8 : 64;
+        c->bucket_step = want > m ? (want + m - 1) / m * m : m;
+    }
+    const int64_t st = c->bucket_step;
+    if (st % m)
+        return sl_fail(ctx, SL_ERR_ARG, "--bucket-step %lld is not a multiple of %lld, the pixel multiple this model's "
+                                        "VAE and U-Net need", (long long)st, (long long)m);
+    if (!c->min_bucket) c->min_bucket = (R / 2 + st - 1) / st * st;
+    if (!c->max_bucket) c->max_bucket = 2 * R / st * st;
+    if (c->min_bucket % st || c->max_bucket % st || c->min_bucket > c->max_bucket)
+        return sl_fail(ctx, SL_ERR_ARG, "--min-bucket %lld and --max-bucket %lld must be multiples of the bucket step %lld, "
+                                        "min <= max", (long long)c->min_bucket, (long long)c->max_bucket, (long long)st);
+    if (c->max_bucket > 16 * R)
+        return sl_fail(ctx, SL_ERR_ARG, "--max-bucket %lld: at most 16 x the resolution %lld", (long long)c->max_bucket, (long long)R);
+    return sl_buckets_make(&tr->buckets, (int)R, (int)c->min_bucket, (int)c->max_bucket, (int)st, ctx);
+}
+
+/* Batches per epoch with global batch G: each bucket's samples in runs of G. */
+static int64_t bucket_batches(const SlTrainer *tr, int64_t G) {
+    int64_t n = 0;
+    for (int k = 0; k < tr->buckets.n; k++) n += (tr->bucket_first[k + 1] - tr->bucket_first[k] + G - 1) / G;
+    return n;
+}
+
+/* n_batches for the current global batch (the world may have changed since init). */
+static void bucket_sync(SlTrainer *tr) {
+    const int64_t G = tr->cfg.batch * tr->world;
+    if (G == tr->batches_g) return;
+    tr->n_batches = bucket_batches(tr, G);
+    tr->batches_g = G;
+    tr->perm_epoch = -1;
+}
+
+/* Groups the samples by bucket (bucket_first), sizes the epoch's batch list and
+ * logs the bucket counts (as kohya prints them at start). */
+static SlStatus buckets_plan_batches(SlTrainer *tr, SlCtx *ctx) {
+    const SlTrainConfig *c = &tr->cfg;
+    const int nb = tr->buckets.n;
+    const int64_t G = c->batch * (c->dp_world > 1 ? c->dp_world : 1); /* the global batch */
+    tr->bucket_first = calloc((size_t)nb + 1, sizeof(int64_t));
+    int *images = calloc((size_t)nb, sizeof(int));
+    if (!tr->bucket_first || !images) {
+        free(images);
+        return sl_fail(ctx, SL_ERR_NOMEM, "out of memory for the buckets");
+    }
+    for (int i = 0; i < tr->n_valid; i++) {
+        images[tr->item_bucket[i]]++;
+        tr->bucket_first[tr->item_bucket[i] + 1] += tr->data.items[tr->valid[i]].repeats;
+    }
+    for (int k = 0; k < nb; k++) tr->bucket_first[k + 1] += tr->bucket_first[k];
+    tr->n_batches = bucket_batches(tr, G);
+    tr->batches_g = G;
+    sl_log(ctx, SL_LOG_INFO, "buckets: %d sizes of about %lldx%lld in steps of %lld px, sides %lld..%lld; %lld batches of %lld "
+           "per epoch", nb, (long long)tr->R, (long long)tr->R, (long long)c->bucket_step, (long long)c->min_bucket,
+           (long long)c->max_bucket, (long long)tr->n_batches, (long long)G);
+    for (int k = 0; k < nb; k++) {
+        const int64_t ns = tr->bucket_first[k + 1] - tr->bucket_first[k];
+        if (!images[k]) continue;
+        if (ns != images[k])
+            sl_log(ctx, SL_LOG_INFO, "bucket %dx%d: %d image%s (%lld with repeats)", tr->buckets.b[k].w, tr->buckets.b[k].h,
+                   images[k], images[k] == 1 ? "" : "s", (long long)ns);
+        else
+            sl_log(ctx, SL_LOG_INFO, "bucket %dx%d: %d image%s", tr->buckets.b[k].w, tr->buckets.b[k].h, images[k],
+                   images[k] == 1 ? "" : "s");
+    }
+    free(images);
+    const int64_t most = bucket_batches(tr, c->batch); /* (a world of 1: the most batches) */
+    tr->batch_bucket = malloc((size_t)most * sizeof(int));
+    tr->batch_start = malloc((size_t)most * sizeof(int64_t));
+    if (!tr->batch_bucket || !tr->batch_start) return sl_fail(ctx, SL_ERR_NOMEM, "out of memory for the buckets");
     return SL_OK;
 }
 
@@ -411,6 +521,10 @@ static SlStatus read_state(SlTrainer *tr, SlCtx *ctx) {
             st = sl_fail(ctx, SL_ERR_ARG, "%s: the checkpoint was made with %s = %s, this run has %s: resume with the same settings",
                          path, s[i].key, v ? v : "(none)", s[i].val);
     }
+    const char *bk = sl_st_meta(&f, "stylora.train.buckets"); /* (a setting only runs with buckets have) */
+    if (!st && bk && !tr->cfg.buckets)
+        st = sl_fail(ctx, SL_ERR_ARG, "%s: the checkpoint was made with buckets (%s), this run has none: resume with --buckets",
+                     path, bk);
     if (!st) st = check_same_inputs(tr, &f, path, v1, ctx);
     for (int i = 0; i < tr->n_params && !st; i++) {
         char name[64];
@@ -459,6 +573,23 @@ static SlStatus set_adapter_meta(SlTrainer *tr, SlCtx *ctx) {
     SL_TRY(META("ss_base_model_version", "%s", tr->D == 1024 ? "sd_v2" : "sd_v1"));
     SL_TRY(META("ss_v2", "%s", tr->D == 1024 ? "True" : "False"));
     SL_TRY(META("ss_flip_aug", "%s", c->flip ? "True" : "False"));
+    if (c->buckets) { /* kohya's bucket keys (only with buckets: a run without keeps its bytes) */
+        SL_TRY(META("ss_enable_bucket", "True"));
+        SL_TRY(META("ss_min_bucket_reso", "%lld", (long long)c->min_bucket));
+        SL_TRY(META("ss_max_bucket_reso", "%lld", (long long)c->max_bucket));
+        SL_TRY(META("ss_bucket_no_upscale", "False"));
+        char info[8192];
+        size_t o = (size_t)snprintf(info, sizeof info, "{\"buckets\": {");
+        for (int k = 0, id = 0; k < tr->buckets.n && o < sizeof info; k++) {
+            const int64_t ns = tr->bucket_first[k + 1] - tr->bucket_first[k];
+            if (ns)
+                o += (size_t)snprintf(info + o, sizeof info - o, "%s\"%d\": {\"resolution\": [%d, %d], \"count\": %lld}",
+                                      id ? ", " : "", id, tr->buckets.b[k].w, tr->buckets.b[k].h, (long long)ns), id++;
+        }
+        if (o < sizeof info) snprintf(info + o, sizeof info - o, "}}");
+        if (o + 2 >= sizeof info) snprintf(info, sizeof info, "{\"buckets\": {}}"); /* (hundreds of buckets: left out) */
+        SL_TRY(sl_adapter_set_meta(ad, "ss_bucket_info", info, ctx));
+    }
     if (c->trigger) SL_TRY(META("ss_tag_frequency", "{\"%s\": {\"%s\": %d}}", "data", c->trigger, tr->n_valid));
     Setting s[64];
     int ns = settings_of(c, s);
@@ -578,8 +709,11 @@ static SlStatus trainer_init(SlTrainer *tr, const SlTrainConfig *cfg, SlCtx *ctx
     if (tr->R % down)
         return sl_fail(ctx, SL_ERR_ARG, "resolution %lld must be a multiple of %lld for this model", (long long)tr->R, (long long)down);
     c->resolution = tr->R;
+    if (c->buckets) SL_TRY(buckets_init(tr, down, ctx));
     tr->C = m->vae_cfg.latent_channels;
     tr->h = tr->w = tr->R / f;
+    tr->bh = tr->h;
+    tr->bw = tr->w;
     tr->T = sl_model_text_len(m);
     tr->D = m->clip_cfg.D;
     if (tr->C != m->unet_cfg.in_channels || tr->D != m->unet_cfg.cross_dim)
@@ -591,6 +725,7 @@ static SlStatus trainer_init(SlTrainer *tr, const SlTrainConfig *cfg, SlCtx *ctx
            tr->n_valid, tr->data.n);
     tr->n_samples = 0;
     for (int i = 0; i < tr->n_valid; i++) tr->n_samples += tr->data.items[tr->valid[i]].repeats;
+    if (c->buckets) SL_TRY(buckets_plan_batches(tr, ctx));
     /* the U-Net is planned for the largest batch it will see (a micro-batch, or 2 for guided
      * samples), so the adapter caches planned from it cover every later call */
     tr->micro = c->micro_batch > 0 ? c->micro_batch : c->batch;
@@ -657,6 +792,10 @@ void sl_trainer_free(SlTrainer *tr) {
     sl_dataset_free(&tr->data);
     sl_model_free(&tr->model);
     free(tr->valid);
+    free(tr->item_bucket);
+    free(tr->bucket_first);
+    free(tr->batch_bucket);
+    free(tr->batch_start);
     sl_free(tr->lat_mean);
     sl_free(tr->lat_std);
     sl_free(tr->text);
@@ -685,27 +824,110 @@ static void epoch_perm(SlTrainer *tr, int64_t epoch) {
     tr->perm_epoch = epoch;
 }
 
+/* Buckets: the epoch order. Each bucket's samples (repeats included) shuffled in
+ * place, cut into runs of the global batch G, and the runs shuffled (kohya's
+ * BucketManager.shuffle, then make_buckets' batch list shuffled per epoch). */
+static void epoch_batches(SlTrainer *tr, int64_t epoch) {
+    if (tr->perm_epoch == epoch) return;
+    const int nb = tr->buckets.n;
+    const int64_t G = tr->cfg.batch * tr->world;
+    SlRng rng = {tr->cfg.seed, STREAM_PERM + ((uint64_t)epoch << 8), 0};
+    int64_t e = 0;
+    for (int k = 0; k < nb; k++) {
+        int64_t *seg = tr->perm + tr->bucket_first[k], n = 0;
+        for (int i = 0; i < tr->n_valid; i++)
+            if (tr->item_bucket[i] == k)
+                for (int r = 0; r < tr->data.items[tr->valid[i]].repeats; r++) seg[n++] = i;
+        for (int64_t i = n - 1; i > 0; i--) {
+            int64_t j = (int64_t)sl_rng_uniform_int(&rng, (uint32_t)(i + 1));
+            int64_t t = seg[i];
+            seg[i] = seg[j];
+            seg[j] = t;
+        }
+        for (int64_t start = 0; start < n; start += G) {
+            tr->batch_bucket[e] = k;
+            tr->batch_start[e++] = start;
+        }
+    }
+    assert(e == tr->n_batches);
+    SlRng brng = {tr->cfg.seed, STREAM_BATCHES + ((uint64_t)epoch << 8), 0};
+    for (int64_t i = tr->n_batches - 1; i > 0; i--) {
+        int64_t j = (int64_t)sl_rng_uniform_int(&brng, (uint32_t)(i + 1));
+        int tb = tr->batch_bucket[i];
+        int64_t ts = tr->batch_start[i];
+        tr->batch_bucket[i] = tr->batch_bucket[j];
+        tr->batch_start[i] = tr->batch_start[j];
+        tr->batch_bucket[j] = tb;
+        tr->batch_start[j] = ts;
+    }
+    tr->perm_epoch = epoch;
+}
+
+/* The item (valid index) at position j of global batch kb (= step * grad_accum +
+ * micro); its global sample index is kb * G + j. */
+static int batch_item(SlTrainer *tr, int64_t kb, int64_t j) {
+    const int64_t G = tr->cfg.batch * tr->world;
+    if (!tr->cfg.buckets) {
+        const uint64_t g = (uint64_t)(kb * G + j);
+        epoch_perm(tr, (int64_t)(g / (uint64_t)tr->n_samples));
+        return (int)tr->perm[g % (uint64_t)tr->n_samples];
+    }
+    bucket_sync(tr);
+    epoch_batches(tr, kb / tr->n_batches);
+    const int64_t e = kb % tr->n_batches, k = tr->batch_bucket[e];
+    const int64_t nk = tr->bucket_first[k + 1] - tr->bucket_first[k];
+    return (int)tr->perm[tr->bucket_first[k] + (tr->batch_start[e] + j) % nk]; /* the last run wraps to the start */
+}
+
+int sl_trainer_batch_item(SlTrainer *tr, int64_t kb, int64_t j) {
+    assert(tr->micro > 0 && kb >= 0 && j >= 0 && j < tr->cfg.batch * tr->world);
+    return batch_item(tr, kb, j);
+}
+
+/* Sets bh x bw to the latent size of accumulation micro-batch `micro` of the current
+ * step (its bucket's, or the square) and plans the U-Net for it if it is not. */
+static SlStatus plan_batch(SlTrainer *tr, int64_t micro, SlCtx *ctx) {
+    int64_t h = tr->h, w = tr->w;
+    if (tr->cfg.buckets) {
+        const int64_t kb = tr->step * tr->cfg.grad_accum + micro, f = sl_vae_downscale(&tr->model.vae_cfg);
+        bucket_sync(tr);
+        epoch_batches(tr, kb / tr->n_batches);
+        const SlBucket b = tr->buckets.b[tr->batch_bucket[kb % tr->n_batches]];
+        h = b.h / f;
+        w = b.w / f;
+    }
+    tr->bh = h;
+    tr->bw = w;
+    SlUNet *u = &tr->model.unet;
+    if (u->B != tr->micro || u->H != h || u->W != w) return sl_unet_plan(u, tr->micro, h, w, tr->T, ctx);
+    return SL_OK;
+}
+
 /* Fills x0, eps, xt, target, ehs, t [count] with the images first..first+count-1 of
  * this rank's batch in accumulation micro-batch `micro` of the current step. */
 static SlStatus make_batch(SlTrainer *tr, int64_t micro, int64_t first, int64_t count, SlCtx *ctx) {
     const SlTrainConfig *c = &tr->cfg;
-    const int64_t B = c->batch, nl = tr->C * tr->h * tr->w, nt = tr->T * tr->D, hw = tr->h * tr->w;
+    /* nl: this batch's latent size (bh x bw, the bucket's); nlmax: the square's, the
+     * stride of the latent cache and of the random counters (the same without buckets) */
+    const int64_t B = c->batch, nl = tr->C * tr->bh * tr->bw, nt = tr->T * tr->D, hw = tr->bh * tr->bw;
+    const int64_t nlmax = tr->C * tr->h * tr->w;
     const int nf = c->flip ? 2 : 1;
     const SlSchedule *sched = &tr->model.sched;
     const float sf = (float)tr->model.vae_cfg.scaling_factor, shift = (float)tr->model.vae_cfg.shift_factor;
     for (int64_t b = 0; b < count; b++) {
         /* global sample index: rank r of W takes slots r*B.. of each global batch of W*B */
-        const uint64_t g = (uint64_t)(((tr->step * c->grad_accum + micro) * tr->world + tr->rank) * B + first + b);
-        epoch_perm(tr, (int64_t)(g / (uint64_t)tr->n_samples));
-        const int item = (int)tr->perm[g % (uint64_t)tr->n_samples];
+        const int64_t kb = tr->step * c->grad_accum + micro, j = tr->rank * B + first + b;
+        const uint64_t g = (uint64_t)((kb * tr->world + tr->rank) * B + first + b);
+        const int item = batch_item(tr, kb, j);
         uint32_t u[2];
         sl_rng_u32(u, 2, c->seed, STREAM_FLIP, 2 * g);
         const int flip = c->flip ? (int)(u[0] & 1) : 0;
-        const float *mean = tr->lat_mean + ((size_t)item * nf + flip) * nl, *std = tr->lat_std + ((size_t)item * nf + flip) * nl;
+        const size_t at = (size_t)item * nf * nlmax + (size_t)flip * nl;
+        const float *mean = tr->lat_mean + at, *std = tr->lat_std + at;
         float *x0 = tr->x0 + b * nl, *eps = tr->eps + b * nl;
-        sl_rng_normal(x0, nl, c->seed, STREAM_LATENT, g * (uint64_t)nl);
+        sl_rng_normal(x0, nl, c->seed, STREAM_LATENT, g * (uint64_t)nlmax);
         for (int64_t i = 0; i < nl; i++) x0[i] = (mean[i] + std[i] * x0[i] - shift) * sf;
-        sl_rng_normal(eps, nl, c->seed, STREAM_NOISE, g * (uint64_t)nl);
+        sl_rng_normal(eps, nl, c->seed, STREAM_NOISE, g * (uint64_t)nlmax);
         if (c->noise_offset > 0) { /* per-channel offset (Crosslabs' noise offset) */
             float off[64];
             int64_t C = tr->C < 64 ? tr->C : 64;
@@ -733,8 +955,9 @@ static SlStatus make_batch(SlTrainer *tr, int64_t micro, int64_t first, int64_t 
 static SlStatus shard_forward_backward(SlTrainer *tr, int64_t micro, int64_t first, double *loss, SlCtx *ctx) {
     const SlTrainConfig *c = &tr->cfg;
     SlUNet *u = &tr->model.unet;
-    const int64_t mb = tr->micro, nl = tr->C * tr->h * tr->w;
     if (!c->full) sl_adapter_set_step(&tr->set, (uint64_t)(tr->step * c->grad_accum + micro));
+    SL_TRY(plan_batch(tr, micro, ctx));
+    const int64_t mb = tr->micro, nl = tr->C * tr->bh * tr->bw;
     SL_TRY(make_batch(tr, micro, first, mb, ctx));
     sl_unet_forward(u, tr->pred, tr->xt, tr->tt, tr->ehs);
     /* loss = mean over the global batch of w_b * mean_i (pred - target)^2, / accum; dL/dpred accordingly */
@@ -784,9 +1007,7 @@ static void acc_to_grads(SlTrainer *tr) {
 SlStatus sl_trainer_step(SlTrainer *tr, SlCtx *ctx) {
     SL_TRY(trainer_ready(tr, ctx));
     const SlTrainConfig *c = &tr->cfg;
-    SlUNet *u = &tr->model.unet;
-    const int64_t mb = tr->micro, shards = c->batch / mb;
-    if (u->B != mb) SL_TRY(sl_unet_plan(u, mb, tr->h, tr->w, tr->T, ctx));
+    const int64_t mb = tr->micro, shards = c->batch / mb; /* (each shard plans the U-Net for its shape) */
     /* Shards: the batch in micro-batches of mb images, each with all its grad_accum
      * micro-batches accumulated by the backward (float, in the GEMMs), from zeroed
      * gradients; the shards' gradients summed in order in double and rounded once.
@@ -836,8 +1057,7 @@ SlStatus sl_trainer_eval_loss(SlTrainer *tr, int n, uint64_t seed, double *loss,
     SL_TRY(trainer_ready(tr, ctx));
     SlTrainConfig *c = &tr->cfg;
     SlUNet *u = &tr->model.unet;
-    const int64_t B = c->batch, mb = tr->micro, nl = tr->C * tr->h * tr->w;
-    if (u->B != mb) SL_TRY(sl_unet_plan(u, mb, tr->h, tr->w, tr->T, ctx));
+    const int64_t B = c->batch, mb = tr->micro;
     const int64_t step = tr->step, perm_epoch = tr->perm_epoch;
     const uint64_t run_seed = c->seed;
     const float capdrop = c->caption_dropout;
@@ -850,13 +1070,18 @@ SlStatus sl_trainer_eval_loss(SlTrainer *tr, int n, uint64_t seed, double *loss,
     for (int k = 0; k < n && !st; k++) {
         tr->step = k;
         for (int64_t j = 0; j < B / mb && !st; j++) {
-            st = make_batch(tr, 0, j * mb, mb, ctx);
+            st = plan_batch(tr, 0, ctx);
+            if (!st) st = make_batch(tr, 0, j * mb, mb, ctx);
             if (st) break;
             sl_unet_forward(u, tr->pred, tr->xt, tr->tt, tr->ehs);
+            const int64_t nl = tr->C * tr->bh * tr->bw;
+            double sum = 0;
             for (int64_t i = 0; i < mb * nl; i++) {
                 double e = (double)tr->pred[i] - tr->target[i];
-                total += e * e;
+                sum += e * e;
             }
+            /* buckets: each batch's mean over its own size (without, the same sum as always) */
+            total += c->buckets ? sum * (double)(tr->C * tr->h * tr->w) / (double)nl : sum;
         }
     }
     c->seed = run_seed;
@@ -865,7 +1090,7 @@ SlStatus sl_trainer_eval_loss(SlTrainer *tr, int n, uint64_t seed, double *loss,
     tr->step = step;
     tr->perm_epoch = -1;
     (void)perm_epoch;
-    *loss = total / ((double)n * B * nl);
+    *loss = total / ((double)n * B * (tr->C * tr->h * tr->w));
     return st;
 }
 

@@ -21,6 +21,13 @@
  * index), so a run is the same bytes for any thread count and a resumed run
  * continues exactly where a checkpoint left it.
  *
+ * Buckets (cfg.buckets): each image goes to an aspect-ratio bucket (data.h), every
+ * batch (one accumulation micro-batch of the global batch) holds one bucket's
+ * images, and the U-Net is re-planned when the shape changes (its adapter caches
+ * were planned for the square R x R, the largest area). Per epoch each bucket's
+ * samples are shuffled, cut into batches, and the batches shuffled (kohya's
+ * BucketManager.shuffle and make_buckets); all draws are Philox counters as above.
+ *
  * Caches: each image's latent distribution (and its mirror's, with flip) and
  * each caption's embedding are computed once and kept in memory; with
  * cache_dir they are also stored there as safetensors files keyed by a hash of
@@ -83,6 +90,12 @@ typedef struct SlTrainConfig {
     /* data */
     const char *trigger, *caption;
     int flip;                    /* random horizontal flip */
+    /* aspect-ratio buckets (data.h; kohya's enable_bucket); 0 sizes: defaults from the
+     * resolution R and the model's size multiple m (VAE factor x U-Net downsamplings):
+     * step = the first multiple of m >= min(64, R/8); sides R/2 .. 2R (kohya's 256..1024
+     * at 512) rounded inwards to the step. */
+    int buckets;
+    int64_t bucket_step, min_bucket, max_bucket;
     int stop_on_bad_image;
     /* run */
     uint64_t seed;
@@ -140,7 +153,18 @@ typedef struct SlTrainer {
     SlParamRef *params;
     SlAdamW opt;
     int64_t step;                /* optimizer steps done */
-    int64_t *perm;               /* [n_samples] current epoch order */
+    int64_t *perm;               /* [n_samples] current epoch order (buckets: grouped by bucket) */
+    /* aspect-ratio buckets (cfg.buckets): the sizes, each valid image's bucket, and the
+     * epoch's batches, each a run of global-batch size through one bucket's shuffled
+     * samples (the last of a bucket wraps to its start: every batch is full) */
+    SlBuckets buckets;
+    int *item_bucket;            /* [n_valid] */
+    int64_t *bucket_first;       /* [buckets.n + 1] each bucket's samples in perm */
+    int64_t n_batches;           /* batches per epoch, for the global batch batch x world = batches_g */
+    int64_t batches_g;           /* (world may be set after init: test_dist's simulated ranks) */
+    int *batch_bucket;           /* [n_batches] this epoch's order */
+    int64_t *batch_start;        /* [n_batches] first sample within its bucket */
+    int64_t bh, bw;              /* latent size of the current batch (= h, w without buckets) */
     int64_t perm_epoch;
     /* per-step buffers, [micro, ...] */
     float *x0, *eps, *xt, *target, *pred, *dout, *ehs, *tt, *snr_w;
@@ -182,6 +206,9 @@ SlStatus sl_trainer_save(SlTrainer *tr, SlCtx *ctx);
 SlStatus sl_trainer_sample(SlTrainer *tr, const char *dir, SlCtx *ctx);
 /* Path of the state file for an adapter path. */
 void sl_trainer_state_path(char *buf, size_t n, const char *out);
+/* The image (index into tr->valid) at position j (0 <= j < batch x ranks) of global
+ * batch kb (= step x grad_accum + accumulation micro-batch): what that batch trains on. */
+int sl_trainer_batch_item(SlTrainer *tr, int64_t kb, int64_t j);
 /* Bytes of the trainable parameters, their gradients and the optimizer state. */
 void sl_trainer_memory(const SlTrainer *tr, size_t *params, size_t *grads, size_t *optim);
 

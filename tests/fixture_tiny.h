@@ -130,6 +130,35 @@ static inline int fixture_images(const char *dir, int n, int w) {
     return 1;
 }
 
+/* Writes dir/name.png, a w x h image (a red rectangle on a background coloured by
+ * `tone`), and dir/name.txt with a caption; for aspect-ratio buckets. 1 on success. */
+static inline int fixture_image_wh(const char *dir, const char *name, int w, int h, int tone) {
+    mkdir(dir, 0755);
+    SlCtx ctx;
+    sl_ctx_init(&ctx);
+    SlImage im = {0};
+    if (sl_image_alloc(&im, w, h, 3, &ctx) != SL_OK) return 0;
+    for (int y = 0; y < h; y++)
+        for (int x = 0; x < w; x++) {
+            int in = x > w / 4 && x < 3 * w / 4 && y > h / 4 && y < 3 * h / 4;
+            uint8_t *px = im.data + ((size_t)y * w + x) * 3;
+            px[0] = in ? 220 : (uint8_t)(40 * tone + x);
+            px[1] = in ? 30 : (uint8_t)(200 - y);
+            px[2] = in ? 30 : (uint8_t)(255 - 30 * tone);
+        }
+    char p[8400];
+    snprintf(p, sizeof p, "%s/%s.png", dir, name);
+    SlStatus st = sl_image_write_png(&im, p, NULL, 0, &ctx);
+    sl_image_free(&im);
+    if (st) return 0;
+    snprintf(p, sizeof p, "%s/%s.txt", dir, name);
+    FILE *f = fopen(p, "w");
+    if (!f) return 0;
+    fprintf(f, "a red rectangle %s\n", name);
+    fclose(f);
+    return 1;
+}
+
 /* Copies file src to dst; 1 on success. */
 static inline int fixture_copy(const char *src, const char *dst) {
     FILE *a = fopen(src, "rb"), *b = a ? fopen(dst, "wb") : NULL;

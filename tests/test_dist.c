@@ -8,6 +8,8 @@
  *   - the same for 2 ranks x batch 2 == 1 x batch 4 micro-batch 2, and for
  *     2 ranks x batch 1 x grad-accum 2 == 1 x batch 2 micro-batch 1 x grad-accum 2;
  *   - a micro-batched run is the same bytes with 1 and 2 threads;
+ *   - with --buckets (images of three aspect ratios) 2 ranks x batch 1 == 1 x batch 2
+ *     micro-batch 1, byte for byte: every global batch comes from one bucket;
  *   - without micro-batching, one process with batch 2 is NOT bitwise equal (its
  *     GEMMs sum the two images' weight gradients inside the reduction over the
  *     batch rows): step-1 gradients within SL_DIST_GTOL of each tensor's max,
@@ -50,6 +52,8 @@
 #define SIM_STEPS 4
 
 static char g_root[2048], g_model[2200], g_data[2200];
+static char g_data_bk[2200]; /* images of three aspect ratios, for --buckets */
+static int g_buckets;        /* config(): train with buckets on g_data_bk */
 
 static int make_fixture(const char *root) {
     char m[2200], d[2200];
@@ -220,6 +224,11 @@ static void config(SlTrainConfig *c, const char *out, int64_t batch, int64_t mic
     c->seed = 11;
     c->flip = 1;
     c->caption_dropout = 0.25f;
+    if (g_buckets) {
+        c->buckets = 1;
+        c->data = g_data_bk;
+        c->resolution = 48; /* buckets 64x32, 32x64, 48x48 for these images */
+    }
 }
 
 /* One process (threads: 0 = as set); records into rec (allocated here). */
@@ -425,6 +434,22 @@ static void test_two_ranks_more(void) {
     rec_free(&ra); rec_free(&r1); rec_free(&rc); rec_free(&r2);
 }
 
+/* --buckets: 2 ranks x 1 == 1 x 2 micro-batch 1; the 1-image bucket's batch wraps to its start */
+static void test_two_ranks_buckets(void) {
+    char sa[2200], mb1[2200];
+    path(sa, sizeof sa, "sim_buckets"); path(mb1, sizeof mb1, "one_b2_mb1_buckets");
+    Rec ra, rm;
+    double worst = 0;
+    g_buckets = 1;
+    if (run_sim(sa, 1, 1, &ra) && run_one(mb1, 2, 1, 1, 0, &rm)) {
+        compare_recs("buckets: 2 ranks x 1 vs 1 x 2 micro-batch 1", &ra, &rm, 1);
+        CHECK(compare_files(sa, mb1, 0, &worst, 1) == 1, "buckets: 2 ranks x 1 vs 1 x 2 micro-batch 1: adapters differ (%.3g)",
+              worst);
+    }
+    g_buckets = 0;
+    rec_free(&ra); rec_free(&rm);
+}
+
 /* Two trainers (world 1 each) at once on two pthreads with different kernel configurations:
  * neither's choice reaches the other (nn/kernels.h: no global kernel setting). */
 static void test_trainers_own_kernels(void) {
@@ -494,13 +519,17 @@ int main(int argc, char **argv) {
     snprintf(g_root, sizeof g_root, "%s/tmp_test_dist", sl_test_binary());
     snprintf(g_model, sizeof g_model, "%s/model", g_root);
     snprintf(g_data, sizeof g_data, "%s/data", g_root);
-    if (!make_fixture(g_root)) {
+    snprintf(g_data_bk, sizeof g_data_bk, "%s/data_buckets", g_root);
+    if (!make_fixture(g_root) || !fixture_image_wh(g_data_bk, "w0", 64, 32, 0) || !fixture_image_wh(g_data_bk, "w1", 100, 50, 1) ||
+        !fixture_image_wh(g_data_bk, "t0", 30, 60, 2) || !fixture_image_wh(g_data_bk, "s0", 40, 40, 3) ||
+        !fixture_image_wh(g_data_bk, "s1", 56, 52, 4)) {
         fprintf(stderr, "cannot build fixtures in %s\n", g_root);
         return 1;
     }
     test_sum_ranks();
     test_two_ranks_batch1();
     test_two_ranks_more();
+    test_two_ranks_buckets();
     test_trainers_own_kernels();
     diag_batch_independence();
     return sl_test_finish("test_dist");

@@ -38,7 +38,7 @@ static void show_progress(void *user, const SlTrainer *tr, double loss_ema) {
     sl_progress_update(user, tr->step, extra);
 }
 
-#define N_OPTS 52 /* [nf4] was 48 */
+#define N_OPTS 56 /* [nf4] was 48; buckets +4 */
 typedef struct TrainArgs {
     const char *v[N_OPTS];
     const char *sample_prompt[SL_TRAIN_MAX_SAMPLE_PROMPTS];
@@ -49,7 +49,7 @@ enum {
     A_DORA, A_RSLORA, A_INIT, A_DROPOUT, A_FULL, A_LR, A_SCHED, A_WARMUP, A_B1, A_B2, A_EPS, A_WD, A_CLIP, A_SNR,
     A_NOISE_OFF, A_CAP_DROP, A_CLIP_SKIP, A_TRIGGER, A_CAPTION, A_FLIP, A_BAD, A_SEED, A_THREADS, A_SAVE_EVERY,
     A_RESUME, A_FORMAT, A_SAVE_DTYPE, A_CACHE, A_SAMPLE_EVERY, A_SAMPLE_STEPS, A_SAMPLE_CFG, A_CONFIG, A_QUIET,
-    A_LOG, A_NAME, A_BASE, A_NF4_LAYERS, A_NF4_DQ, /* [nf4] */ A_RESUME_ANYWAY, A_COUNT
+    A_LOG, A_NAME, A_BASE, A_NF4_LAYERS, A_NF4_DQ, /* [nf4] */ A_RESUME_ANYWAY, A_BUCKETS, A_BUCKET_STEP, A_MIN_BUCKET, A_MAX_BUCKET, A_COUNT
 };
 
 _Static_assert(A_COUNT <= N_OPTS, "N_OPTS too small for the option table");
@@ -101,6 +101,10 @@ int cmd_train(int argc, char **argv) {
         {"--trigger", "WORD", "trigger word put first in every caption", &a.v[A_TRIGGER], 0},
         {"--caption", "TEXT", "caption for images without a caption file", &a.v[A_CAPTION], 0},
         {"--flip", NULL, "random horizontal flips", &a.v[A_FLIP], 0},
+        {"--buckets", NULL, "aspect-ratio buckets (kohya's enable_bucket): each image resized and center-cropped to the size of about --resolution^2 area whose aspect is closest; each batch from one bucket", &a.v[A_BUCKETS], 0},
+        {"--bucket-step", "PX", "with --buckets: bucket sides in steps of PX (default: 64, or R/8 below 512, raised to a multiple of the model's size multiple)", &a.v[A_BUCKET_STEP], 0},
+        {"--min-bucket", "PX", "with --buckets: smallest bucket side (default R/2, kohya's 256 at 512)", &a.v[A_MIN_BUCKET], 0},
+        {"--max-bucket", "PX", "with --buckets: largest bucket side (default 2R, kohya's 1024 at 512)", &a.v[A_MAX_BUCKET], 0},
         {"--stop-on-bad-image", NULL, "stop instead of skipping unreadable images", &a.v[A_BAD], 0},
         {"--seed", "N", "seed (default 42)", &a.v[A_SEED], 0},
         {"--threads", "N", "threads (default: all cores)", &a.v[A_THREADS], 0},
@@ -180,6 +184,9 @@ int cmd_train(int argc, char **argv) {
     INT(A_ACCUM, grad_accum, 1, 4096);
     INT(A_MICRO, micro_batch, 1, 4096);
     INT(A_RES, resolution, 8, 8192);
+    INT(A_BUCKET_STEP, bucket_step, 1, 8192);
+    INT(A_MIN_BUCKET, min_bucket, 1, 16384);
+    INT(A_MAX_BUCKET, max_bucket, 1, 16384);
     INT(A_RANK, rank, 1, 4096);
     INT(A_CONV_RANK, conv_rank, 1, 4096);
     NUM(A_ALPHA, alpha, 0, 10000, CLI_CLOSED); /* 0: = rank, as kohya */
@@ -208,6 +215,11 @@ int cmd_train(int argc, char **argv) {
     c.rslora = a.v[A_RSLORA] != NULL;
     c.full = a.v[A_FULL] != NULL;
     c.flip = a.v[A_FLIP] != NULL;
+    c.buckets = a.v[A_BUCKETS] != NULL;
+    if (!c.buckets && (a.v[A_BUCKET_STEP] || a.v[A_MIN_BUCKET] || a.v[A_MAX_BUCKET])) {
+        fprintf(stderr, "stylora train: error: --bucket-step, --min-bucket and --max-bucket need --buckets\n");
+        return 2;
+    }
     c.stop_on_bad_image = a.v[A_BAD] != NULL;
     c.resume = a.v[A_RESUME] != NULL || a.v[A_RESUME_ANYWAY] != NULL;
     c.resume_anyway = a.v[A_RESUME_ANYWAY] != NULL;
