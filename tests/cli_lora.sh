@@ -41,6 +41,8 @@ expect_err "PEFT without alpha" "alpha" "$bin" lora convert "$g/lora/pytorch_lor
 expect_err "not an adapter" "not an adapter file" "$bin" lora convert "$g/unet/diffusion_pytorch_model.safetensors" --to kohya --out "$tmp/x.safetensors"
 expect_err "missing adapter file" "nothere.safetensors" "$bin" lora merge --model "$g" --lora "$tmp/nothere.safetensors" --out "$tmp/m2"
 expect_err "model without unet" "no unet" "$bin" lora merge --model "$tmp" --lora "$tmp/k.safetensors" --out "$tmp/m3"
+cp -r "$g" "$tmp/sd2"; sed -i 's/"quick_gelu"/"gelu"/' "$tmp/sd2/text_encoder/config.json"
+expect_err "single-file of an SD 2.x text encoder refused" "SD 1.x layout" "$bin" lora merge --model "$tmp/sd2" --lora "$tmp/k.safetensors" --to single-file --out "$tmp/sd2.safetensors"
 "$bin" lora merge --model "$g" --lora "$tmp/k.safetensors" --dtype f64 --out "$tmp/m4" >/dev/null 2>&1; rc=$?
 if [[ $rc -eq 2 ]]; then ok "bad --dtype is a usage error"; else bad "bad --dtype gave rc $rc"; fi
 "$bin" lora convert x --to onnx --out y >/dev/null 2>&1; rc=$?

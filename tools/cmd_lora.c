@@ -388,10 +388,8 @@ static SlStatus write_single_file(MergeJob *j, const char *model, const char *ou
                           .n_map = nk, .prefix = SL_CKPT_UNET_PREFIX, .dtype = j->dtype};
         st = sl_export_add(&x, &p, ctx);
     }
-    if (st == SL_OK) {
-        st = export_vae(j, &x, &vw, model, ctx);
-        have_vw = vw.n_files > 0;
-    }
+    if (st == SL_OK) st = export_vae(j, &x, &vw, model, ctx);
+    have_vw = vw.n_files > 0;   /* also when the VAE's config failed after its files opened */
     if (st == SL_OK) st = export_text(j, &x, SL_CKPT_TE1_PREFIX, ctx);
     if (st == SL_OK) st = sl_st_writer_meta(&x.wr, "stylora.merged_loras", j->meta, ctx);
     if (st == SL_OK) st = sl_export_save(&x, out, ctx);
@@ -631,7 +629,13 @@ static int lora_merge(int argc, char **argv) {
         SlClipConfig cc;
         st = sl_weights_open_dir(&j.tw, sl_path_join(path, sizeof path, model, "text_encoder"), &ctx);
         j.have_tw = st == SL_OK;
-        if (st == SL_OK && te_mods) st = sl_clip_config_load(&cc, sl_path_join(path, sizeof path, model, "text_encoder/config.json"), &ctx);
+        if (st == SL_OK && (te_mods || j.single_file))
+            st = sl_clip_config_load(&cc, sl_path_join(path, sizeof path, model, "text_encoder/config.json"), &ctx);
+        /* SD 2.x (OpenCLIP, gelu) lives under cond_stage_model.model.* with fused in_proj: not written */
+        if (st == SL_OK && j.single_file && cc.act != SL_CLIP_ACT_QUICK_GELU)
+            st = sl_fail(&ctx, SL_ERR_UNSUPPORTED, "%s: --to single-file writes the SD 1.x layout; this text encoder "
+                         "(hidden_act gelu: SD 2.x's OpenCLIP) needs cond_stage_model.model.* names, not written yet",
+                         model);
         if (st == SL_OK && te_mods) st = sl_clip_load(&j.clip, &cc, &j.tw, SL_CLIP_LAYOUT_HF, &ctx);
         if (st == SL_OK && te_mods) st = sl_clip_reserve(j.clip, 1, 1, &ctx);
         if (st == SL_OK && te_mods) st = sl_sites_add_clip(&j.sites, j.clip, "text_encoder", &ctx);
