@@ -35,6 +35,8 @@ expect_ok "merged weights recognized" "diffusers U-Net weights" "$bin" inspect "
 expect_ok "merge into a U-Net folder writes a U-Net folder" "(U-Net folder, source dtypes)" "$bin" lora merge --model "$g/unet" --lora "$tmp/k.safetensors" --out "$tmp/merged_unet"
 if [[ -f "$tmp/merged_unet/config.json" && -f "$tmp/merged_unet/diffusion_pytorch_model.safetensors" ]]; then ok "merged U-Net folder written"; else bad "merged U-Net folder missing"; fi
 expect_ok "merge --to single-file (fp16 default)" "(single-file checkpoint, F16)" "$bin" lora merge --model "$g" --lora "$tmp/k.safetensors" --to single-file --out "$tmp/merged.safetensors"
+expect_ok "merge --to single-file --dtype bf16" "(single-file checkpoint, BF16)" "$bin" lora merge --model "$g" --lora "$tmp/k.safetensors" --to single-file --dtype bf16 --out "$tmp/merged_bf16.safetensors"
+expect_ok "bf16 single-file holds BF16 only" "data: 1.92 MiB (BF16 1.92 MiB)" "$bin" inspect "$tmp/merged_bf16.safetensors"
 expect_ok "single-file recognized" "single-file Stable Diffusion checkpoint (U-Net, VAE, text encoder)" "$bin" inspect "$tmp/merged.safetensors"
 # errors
 expect_err "PEFT without alpha" "alpha" "$bin" lora convert "$g/lora/pytorch_lora_weights.safetensors" --to kohya --out "$tmp/x.safetensors"
