@@ -1102,6 +1102,15 @@ void sl_trainer_memory(const SlTrainer *tr, size_t *params, size_t *grads, size_
     *optim = sl_adamw_state_bytes(&tr->opt);
 }
 
+void sl_trainer_mem_plan(const SlTrainer *tr, SlMemPlan *plan) {
+    memset(plan, 0, sizeof *plan);
+    size_t pb, gb, ob;
+    sl_trainer_memory(tr, &pb, &gb, &ob);
+    sl_mem_plan_add(plan, "trainable parameters (fp32)", (double)pb);
+    sl_mem_plan_add(plan, "gradients", (double)gb);
+    sl_mem_plan_add(plan, "optimizer state (AdamW moments)", (double)ob);
+}
+
 /* ---- samples during training ---- */
 
 SlStatus sl_trainer_sample(SlTrainer *tr, const char *dir, SlCtx *ctx) {

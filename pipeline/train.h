@@ -54,6 +54,7 @@
 
 #include "core/status.h"
 #include "pipeline/data.h"
+#include "pipeline/memplan.h"
 #include "pipeline/model.h"
 #include "pipeline/optim.h"
 #include "styles/adapter.h"
@@ -211,6 +212,9 @@ void sl_trainer_state_path(char *buf, size_t n, const char *out);
 int sl_trainer_batch_item(SlTrainer *tr, int64_t kb, int64_t j);
 /* Bytes of the trainable parameters, their gradients and the optimizer state. */
 void sl_trainer_memory(const SlTrainer *tr, size_t *params, size_t *grads, size_t *optim);
+/* The memory plan of an initialised trainer (pipeline/memplan.h): today the rows
+ * of sl_trainer_memory; no predicted peak yet (predicted_peak 0). */
+void sl_trainer_mem_plan(const SlTrainer *tr, SlMemPlan *plan);
 
 /* ---- resume safety (train_resume.c) ---- */
 
