@@ -184,16 +184,8 @@ static void print_adapter_summary(const char *path) {
     sl_ctx_init(&ctx);
     SlAdapterLoadOpts lo = {0, 1, NULL};
     SlAdapterFormat fmt;
-    int no_alpha = 0;
-    if (sl_adapter_load(&ad, path, NULL, &lo, &fmt, &ctx) == SL_ERR_MISSING && strstr(ctx.msg, "alpha")) {
-        /* PEFT files carry no alpha: show the rest */
-        no_alpha = 1;
-        lo.alpha = 1;
-        sl_adapter_free(&ad);
-        memset(&ad, 0, sizeof ad);
-        sl_ctx_clear(&ctx);
-    }
-    if (ctx.status != SL_OK || (no_alpha && sl_adapter_load(&ad, path, NULL, &lo, &fmt, &ctx) != SL_OK)) {
+    /* a file that stores no alpha loads at alpha = rank (styles/adapter_io.c), as diffusers reads it */
+    if (sl_adapter_load(&ad, path, NULL, &lo, &fmt, &ctx) != SL_OK) {
         printf("  adapter: cannot be read as an adapter: %s\n", ctx.msg);
         return;
     }
@@ -245,11 +237,8 @@ static void print_adapter_summary(const char *path) {
     } else if (ad.n) {
         printf("  rank: %lld", (long long)rmin);
         if (rmax != rmin) printf("..%lld", (long long)rmax);
-        if (no_alpha) printf(", alpha: not stored (PEFT file; give it when loading)");
-        else {
-            printf(", alpha: %g", amin);
-            if (amax != amin) printf("..%g", amax);
-        }
+        printf(", alpha: %g", amin);
+        if (amax != amin) printf("..%g", amax);
         printf("%s\n  targets:", ad.rslora ? " (rsLoRA: scale alpha/sqrt(rank))" : " (scale alpha/rank)");
         for (int k = 0; k < 16; k++)
             if (counts[k]) printf(" %s x%d", kinds[k], counts[k]);
