@@ -44,6 +44,17 @@ const SlHookOps *sl_site_hook_ops(int delegate_base);
 size_t sl_site_hook_cache_floats(const SlSite *site, const SlLoraMod *const *lms, int n,
                                  int dora, int dropout);
 
+/* The problems a file load met: counted, joined into one message ("a; b; ..."), and
+ * with `lenient` each logged as a warning that the module was skipped.
+ * adapter_io.c; lycoris.c uses it too. */
+typedef struct SlAdapterErrs {
+    char list[700];
+    size_t used;
+    int n;
+} SlAdapterErrs;
+void sl_adapter_errs_add(SlAdapterErrs *e, SlCtx *ctx, int lenient, const char *file, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
+
 /* Module name of a key stem (kohya flat names resolved against sites when given,
  * else expanded; PEFT / old diffusers names namespaced with dns). 0 if it cannot be
  * resolved (a kohya name that no site has). adapter_io.c; lycoris.c uses it too. */

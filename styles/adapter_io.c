@@ -150,15 +150,7 @@ typedef struct Group {
     int skip;
 } Group;
 
-typedef struct Errs {
-    char list[700];
-    size_t used;
-    int n;
-} Errs;
-
-static void errs_add(Errs *e, SlCtx *ctx, int lenient, const char *file, const char *fmt, ...)
-    __attribute__((format(printf, 5, 6)));
-static void errs_add(Errs *e, SlCtx *ctx, int lenient, const char *file, const char *fmt, ...) {
+void sl_adapter_errs_add(SlAdapterErrs *e, SlCtx *ctx, int lenient, const char *file, const char *fmt, ...) {
     char buf[512];
     va_list ap;
     va_start(ap, fmt);
@@ -360,7 +352,7 @@ static SlStatus module_alpha(SlLoraMod *lm, const Group *q, const AlphaMeta *am,
 }
 
 static SlStatus load_groups(SlAdapter *ad, const SlStFile *f, Group *g, int ng, const SlSites *sites,
-                            const SlAdapterLoadOpts *opts, const AlphaMeta *am, Errs *er, SlCtx *ctx) {
+                            const SlAdapterLoadOpts *opts, const AlphaMeta *am, SlAdapterErrs *er, SlCtx *ctx) {
     const int lenient = opts && opts->lenient;
     char sb[64], sb2[64];
     /* shapes and kinds */
@@ -370,18 +362,18 @@ static SlStatus load_groups(SlAdapter *ad, const SlStFile *f, Group *g, int ng, 
         const SlStEntry *A = q->e[ROLE_A], *B = q->e[ROLE_B], *M = q->e[ROLE_MAG];
         q->skip = 1;
         if (!A || !B) {
-            errs_add(er, ctx, lenient, f->path, "%s: %s without its %s", q->name, (A ? A : B ? B : q->e[ROLE_ALPHA] ? q->e[ROLE_ALPHA] : M)->name,
+            sl_adapter_errs_add(er, ctx, lenient, f->path, "%s: %s without its %s", q->name, (A ? A : B ? B : q->e[ROLE_ALPHA] ? q->e[ROLE_ALPHA] : M)->name,
                      A ? "up/B tensor" : "down/A tensor");
             continue;
         }
         if (q->site < 0 && sites) {
-            errs_add(er, ctx, lenient, f->path, "%s: no module %s in the model", A->name, q->name);
+            sl_adapter_errs_add(er, ctx, lenient, f->path, "%s: no module %s in the model", A->name, q->name);
             continue;
         }
         int okA = (A->ndim == 2 || (A->ndim == 4 && A->shape[2] == A->shape[3]));
         int okB = (B->ndim == 2 || (B->ndim == 4 && B->shape[2] == 1 && B->shape[3] == 1)) && okA && B->shape[1] == A->shape[0];
         if (!okA || !okB) {
-            errs_add(er, ctx, lenient, f->path, "%s %s and %s %s do not form a low-rank pair", A->name,
+            sl_adapter_errs_add(er, ctx, lenient, f->path, "%s %s and %s %s do not form a low-rank pair", A->name,
                      sl_shape_str(A->ndim, A->shape, sb, sizeof sb), B->name, sl_shape_str(B->ndim, B->shape, sb2, sizeof sb2));
             continue;
         }
@@ -393,7 +385,7 @@ static SlStatus load_groups(SlAdapter *ad, const SlStFile *f, Group *g, int ng, 
             int64_t si = conv ? st->conv->Ci : st->lin->I, so = conv ? st->conv->Co : st->lin->O;
             int64_t sk = conv ? st->conv->k : 1;
             if (si != I || so != O || sk != k) {
-                errs_add(er, ctx, lenient, f->path, "%s %s / %s %s do not fit %s [out %lld, in %lld, k %lld]", A->name,
+                sl_adapter_errs_add(er, ctx, lenient, f->path, "%s %s / %s %s do not fit %s [out %lld, in %lld, k %lld]", A->name,
                          sl_shape_str(A->ndim, A->shape, sb, sizeof sb), B->name, sl_shape_str(B->ndim, B->shape, sb2, sizeof sb2),
                          q->name, (long long)so, (long long)si, (long long)sk);
                 continue;
@@ -404,14 +396,14 @@ static SlStatus load_groups(SlAdapter *ad, const SlStFile *f, Group *g, int ng, 
             int okM = conv ? 0 : (M->ndim == 1 && M->shape[0] == O) || (M->ndim == 2 && M->shape[0] == O && M->shape[1] == 1) ||
                                      (M->ndim == 4 && M->shape[0] == 1 && M->shape[1] == O && M->shape[2] == 1 && M->shape[3] == 1);
             if (!okM) {
-                errs_add(er, ctx, lenient, f->path, "%s %s: DoRA magnitude must be per output row ([%lld], [%lld,1] or [1,O,1,1]) on a linear "
+                sl_adapter_errs_add(er, ctx, lenient, f->path, "%s %s: DoRA magnitude must be per output row ([%lld], [%lld,1] or [1,O,1,1]) on a linear "
                          "(input-wise LyCORIS DoRA and conv DoRA are not supported)", M->name,
                          sl_shape_str(M->ndim, M->shape, sb, sizeof sb), (long long)O, (long long)O);
                 continue;
             }
         }
         if (q->e[ROLE_ALPHA] && sl_shape_numel(q->e[ROLE_ALPHA]->ndim, q->e[ROLE_ALPHA]->shape) != 1) {
-            errs_add(er, ctx, lenient, f->path, "%s: alpha must hold one value", q->e[ROLE_ALPHA]->name);
+            sl_adapter_errs_add(er, ctx, lenient, f->path, "%s: alpha must hold one value", q->e[ROLE_ALPHA]->name);
             continue;
         }
         q->skip = 0;
@@ -511,7 +503,7 @@ SlStatus sl_adapter_load(SlAdapter *ad, const char *path, const SlSites *sites, 
     const int lenient = opts && opts->lenient;
     Group *g = calloc((size_t)(f.n ? f.n : 1), sizeof *g);
     SlStatus st = g ? SL_OK : sl_fail(ctx, SL_ERR_NOMEM, "%s: out of memory", path);
-    Errs er = {{0}, 0, 0};
+    SlAdapterErrs er = {{0}, 0, 0};
     int ng = 0, n_adapter_keys = 0;
     SlAdapterFormat detected = SL_ADAPTER_FMT_UNKNOWN;
     for (int i = 0; i < f.n && st == SL_OK; i++) {
@@ -523,14 +515,14 @@ SlStatus sl_adapter_load(SlAdapter *ad, const char *path, const SlSites *sites, 
             if (ln > ls && !strcmp(e->name + ln - ls, k_suffixes[s].suffix)) si = (int)s;
         }
         if (si < 0) {
-            errs_add(&er, ctx, lenient, path, "%s: not an adapter key", e->name);
+            sl_adapter_errs_add(&er, ctx, lenient, path, "%s: not an adapter key", e->name);
             continue;
         }
         n_adapter_keys++;
         char stem[SL_ADAPTER_NAME_MAX + 64], name[SL_ADAPTER_NAME_MAX];
         size_t lstem = ln - strlen(k_suffixes[si].suffix);
         if (lstem >= sizeof stem) {
-            errs_add(&er, ctx, lenient, path, "%s: name too long", e->name);
+            sl_adapter_errs_add(&er, ctx, lenient, path, "%s: name too long", e->name);
             continue;
         }
         memcpy(stem, e->name, lstem);
@@ -550,7 +542,7 @@ SlStatus sl_adapter_load(SlAdapter *ad, const char *path, const SlSites *sites, 
         if (g[gi].fmt == SL_ADAPTER_FMT_UNKNOWN) g[gi].fmt = kf;
         int role = k_suffixes[si].role;
         if (g[gi].e[role]) {
-            errs_add(&er, ctx, lenient, path, "%s: %s duplicates %s", name, e->name, g[gi].e[role]->name);
+            sl_adapter_errs_add(&er, ctx, lenient, path, "%s: %s duplicates %s", name, e->name, g[gi].e[role]->name);
             continue;
         }
         g[gi].e[role] = e;

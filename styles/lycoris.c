@@ -92,25 +92,6 @@ typedef struct LGroup {
     int64_t fa, fc, fb, fq;  /* LoKr: w1 [fa,fc], w2 as [fb,fq] */
 } LGroup;
 
-typedef struct LErrs {
-    char list[700];
-    size_t used;
-    int n;
-} LErrs;
-
-static void lerr(LErrs *e, SlCtx *ctx, int lenient, const char *file, const char *fmt, ...)
-    __attribute__((format(printf, 5, 6)));
-static void lerr(LErrs *e, SlCtx *ctx, int lenient, const char *file, const char *fmt, ...) {
-    char buf[512];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(buf, sizeof buf, fmt, ap);
-    va_end(ap);
-    e->n++;
-    if (lenient) sl_log(ctx, SL_LOG_WARN, "%s: skipped %s", file, buf);
-    if (e->used + strlen(buf) + 3 < sizeof e->list)
-        e->used += (size_t)snprintf(e->list + e->used, sizeof e->list - e->used, "%s%s", e->used ? "; " : "", buf);
-}
 
 static int64_t dim(const SlStEntry *e, int i) { return e->shape[i]; }
 static int64_t cols(const SlStEntry *e) {   /* numel / rows */
@@ -323,7 +304,7 @@ SlStatus sl_lycoris_load(SlAdapter *ad, const SlStFile *f, const SlSites *sites,
     const char *dns = opts && opts->default_ns ? opts->default_ns : "unet";
     LGroup *g = calloc((size_t)(f->n ? f->n : 1), sizeof *g);
     if (!g) return sl_fail(ctx, SL_ERR_NOMEM, "%s: out of memory", f->path);
-    LErrs er = {{0}, 0, 0};
+    SlAdapterErrs er = {{0}, 0, 0};
     char why[600];
     int ng = 0;
     SlStatus st = SL_OK;
@@ -332,13 +313,13 @@ SlStatus sl_lycoris_load(SlAdapter *ad, const SlStFile *f, const SlSites *sites,
         const SlStEntry *e = &f->entries[i];
         int s = key_index(e->name);
         if (s < 0) {
-            lerr(&er, ctx, lenient, f->path, "%s: not a LoHa/LoKr key (a file mixing LyCORIS with other adapter "
+            sl_adapter_errs_add(&er, ctx, lenient, f->path, "%s: not a LoHa/LoKr key (a file mixing LyCORIS with other adapter "
                  "types is not supported)", e->name);
             continue;
         }
         char stem[SL_ADAPTER_NAME_MAX + 64], name[SL_ADAPTER_NAME_MAX];
         size_t ls = strlen(e->name) - strlen(k_lyco_keys[s].suffix);
-        if (ls >= sizeof stem) { lerr(&er, ctx, lenient, f->path, "%s: name too long", e->name); continue; }
+        if (ls >= sizeof stem) { sl_adapter_errs_add(&er, ctx, lenient, f->path, "%s: name too long", e->name); continue; }
         memcpy(stem, e->name, ls);
         stem[ls] = 0;
         int resolved = sl_adapter_stem_name(name, sizeof name, stem, sites, dns, ctx);
@@ -353,7 +334,7 @@ SlStatus sl_lycoris_load(SlAdapter *ad, const SlStFile *f, const SlSites *sites,
         }
         const int kind = k_lyco_keys[s].kind;
         if (kind && g[gi].kind && kind != g[gi].kind) {
-            lerr(&er, ctx, lenient, f->path, "%s: %s mixes LoHa and LoKr keys", name, e->name);
+            sl_adapter_errs_add(&er, ctx, lenient, f->path, "%s: %s mixes LoHa and LoKr keys", name, e->name);
             g[gi].skip = 1;
             continue;
         }
@@ -369,34 +350,34 @@ SlStatus sl_lycoris_load(SlAdapter *ad, const SlStFile *f, const SlSites *sites,
         q->skip = 1;
         const SlStEntry *any = NULL;
         for (int r = 0; r < R_N && !any; r++) any = q->e[r];
-        if (!q->kind) { lerr(&er, ctx, lenient, f->path, "%s: %s without any LoHa/LoKr tensor", q->name, any->name); continue; }
+        if (!q->kind) { sl_adapter_errs_add(&er, ctx, lenient, f->path, "%s: %s without any LoHa/LoKr tensor", q->name, any->name); continue; }
         if (q->e[R_DORA]) {
-            lerr(&er, ctx, lenient, f->path, "%s: LyCORIS DoRA (dora_scale with %s) is not supported", q->e[R_DORA]->name,
+            sl_adapter_errs_add(&er, ctx, lenient, f->path, "%s: LyCORIS DoRA (dora_scale with %s) is not supported", q->e[R_DORA]->name,
                  q->kind == SL_LYCO_LOHA ? "LoHa" : "LoKr");
             continue;
         }
         if (q->e[R_ALPHA] && sl_shape_numel(q->e[R_ALPHA]->ndim, q->e[R_ALPHA]->shape) != 1) {
-            lerr(&er, ctx, lenient, f->path, "%s: alpha must hold one value", q->e[R_ALPHA]->name);
+            sl_adapter_errs_add(&er, ctx, lenient, f->path, "%s: alpha must hold one value", q->e[R_ALPHA]->name);
             continue;
         }
         int dims_ok = 1;   /* products of dims below stay far from int64 overflow */
         for (int r = 0; r < R_N && dims_ok; r++)
             for (int d = 0; q->e[r] && r != R_ALPHA && d < q->e[r]->ndim && dims_ok; d++)
                 if (q->e[r]->shape[d] < 1 || q->e[r]->shape[d] > (1 << 24)) {
-                    lerr(&er, ctx, lenient, f->path, "%s: dimension %d is %lld (1..2^24 expected)", q->e[r]->name, d,
+                    sl_adapter_errs_add(&er, ctx, lenient, f->path, "%s: dimension %d is %lld (1..2^24 expected)", q->e[r]->name, d,
                          (long long)q->e[r]->shape[d]);
                     dims_ok = 0;
                 }
         if (!dims_ok) continue;
-        if (!group_shapes(q, why, sizeof why)) { lerr(&er, ctx, lenient, f->path, "%s", why); continue; }
+        if (!group_shapes(q, why, sizeof why)) { sl_adapter_errs_add(&er, ctx, lenient, f->path, "%s", why); continue; }
         /* a kron of two small tensors can be enormous: cap the dense delta (the largest SDXL
          * weight has 14.7M values) so a hostile file fails here, not in the allocator */
         if (q->O <= 0 || q->K <= 0 || q->O > (1 << 24) || q->K > (1 << 24) || q->O * q->K > ((int64_t)1 << 28)) {
-            lerr(&er, ctx, lenient, f->path, "%s: LyCORIS delta [%lld, %lld] is empty or too large (limit 2^28 values)", q->stem,
+            sl_adapter_errs_add(&er, ctx, lenient, f->path, "%s: LyCORIS delta [%lld, %lld] is empty or too large (limit 2^28 values)", q->stem,
                  (long long)q->O, (long long)q->K);
             continue;
         }
-        if (sites && q->site < 0) { lerr(&er, ctx, lenient, f->path, "%s: no module %s in the model", any->name, q->name); continue; }
+        if (sites && q->site < 0) { sl_adapter_errs_add(&er, ctx, lenient, f->path, "%s: no module %s in the model", any->name, q->name); continue; }
         if (sites) {
             const SlSite *s = &sites->v[q->site];
             int64_t so = s->conv ? s->conv->Co : s->lin->O, si = s->conv ? s->conv->Ci : s->lin->I, sk = s->conv ? s->conv->k : 1;
@@ -405,7 +386,7 @@ SlStatus sl_lycoris_load(SlAdapter *ad, const SlStFile *f, const SlSites *sites,
                 if (q->kind == SL_LYCO_LOKR)
                     snprintf(kr, sizeof kr, " (kron of w1 [%lld,%lld] and w2 [%lld,%lld])", (long long)q->fa, (long long)q->fc,
                              (long long)q->fb, (long long)q->fq);
-                lerr(&er, ctx, lenient, f->path, "%s: %s delta [out %lld, in*k*k %lld, k %lld]%s does not fit %s [out %lld, in %lld, k %lld]",
+                sl_adapter_errs_add(&er, ctx, lenient, f->path, "%s: %s delta [out %lld, in*k*k %lld, k %lld]%s does not fit %s [out %lld, in %lld, k %lld]",
                      q->stem, q->kind == SL_LYCO_LOHA ? "LoHa" : "LoKr", (long long)q->O, (long long)q->K, (long long)q->k, kr,
                      q->name, (long long)so, (long long)si, (long long)sk);
                 continue;
