@@ -18,7 +18,9 @@
 #include <stdlib.h>
 #include <sys/wait.h>
 #include <string.h>
+#include <fcntl.h>
 #include <sys/stat.h>
+#include <time.h>
 
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <pcre2.h>
@@ -260,6 +262,9 @@ int main(void) {
     snprintf(g_data, sizeof g_data, "%s/data", g_root);
     snprintf(g_bin, sizeof g_bin, "%s", sl_test_env("SL_STYLORA", "./stylora"));
     if (!fixture_tiny_model(g_model, sl_test_shared()) || !fixture_images(g_data, 3, 32)) return 1;
+    char cache_dir[2300]; /* the Model-hash cache of every run here: not the user's ~/.cache */
+    snprintf(cache_dir, sizeof cache_dir, "%s/hash_cache", g_root);
+    setenv("STYLORA_CACHE_DIR", cache_dir, 1);
     /* train from a JSON config (command-line options win over it) */
     char p[4096];
     snprintf(p, sizeof p, "%s/train.json", g_root);
@@ -482,6 +487,35 @@ int main(void) {
     const char *mh = it_get(&t, "Model hash"), *mn = it_get(&t, "Model");
     CHECK(mh && !strcmp(mh, model_hash) && mn && !strcmp(mn, "tiny"), "Model hash '%s' (want '%s'), Model '%s'", mh ? mh : "(none)",
           model_hash, mn ? mn : "(none)");
+    free(info);
+    /* the hash is cached per (path, size, mtime): a second run reads it from the cache (a value
+     * planted there shows up in the PNG), and a file whose mtime changed is hashed again */
+    char cache[2300], line[8192] = "";
+    snprintf(cache, sizeof cache, "%s/hash_cache/model_hashes.tsv", g_root);
+    FILE *cf = fopen(cache, "rb");
+    if (cf) {
+        if (!fgets(line, sizeof line, cf)) line[0] = '\0';
+        fclose(cf);
+    }
+    CHECK(!strncmp(line, model_hash, 10) && strstr(line, "/tiny.safetensors\n"), "hash cache line: '%s'", line);
+    if (strlen(line) > 64) {
+        memcpy(line, "feedfacefe", 10);
+        cf = fopen(cache, "wb");
+        if (cf) { fputs(line, cf); fclose(cf); }
+    }
+    rc = sh("'%s' sample --model '%s' --config '%s' --prompt 'a red square' %s --out '%s/single2'", g_bin, p, g_model, common, g_root);
+    snprintf(b, sizeof b, "%s/single2/00000-5.png", g_root);
+    info = params_of(b);
+    CHECK(rc == 0 && a1111_parse(info, &t) && it_get(&t, "Model hash") && !strcmp(it_get(&t, "Model hash"), "feedfacefe"),
+          "a second run did not take the Model hash from the cache: rc %d", rc);
+    free(info);
+    struct timespec later[2] = {{0, UTIME_OMIT}, {1234567890, 0}};
+    utimensat(AT_FDCWD, p, later, 0);
+    rc = sh("'%s' sample --model '%s' --config '%s' --prompt 'a red square' %s --out '%s/single3'", g_bin, p, g_model, common, g_root);
+    snprintf(b, sizeof b, "%s/single3/00000-5.png", g_root);
+    info = params_of(b);
+    CHECK(rc == 0 && a1111_parse(info, &t) && it_get(&t, "Model hash") && !strcmp(it_get(&t, "Model hash"), model_hash),
+          "a changed mtime did not hash the file again: rc %d", rc);
     free(info);
     rc = sh("'%s' sample --model '%s' --config '%s' --from-png '%s/a1111.png' --lora-dir '%s' --steps 1 --quiet --out '%s/hand2' "
             "2>'%s/hand2.err' >/dev/null", g_bin, p, g_model, g_root, g_root, g_root, g_root);

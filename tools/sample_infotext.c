@@ -23,6 +23,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <pcre2.h>
@@ -96,15 +98,100 @@ void sample_format_parameters(char *buf, size_t n, const SampleRun *r, const cha
     put(buf, n, &o, ", Version: stylora");
 }
 
+/* The model-hash cache, as A1111 keeps one (its cache.json "hashes"): hashing a 2-4 GB
+ * checkpoint takes seconds, so each file is hashed once per (path, size, mtime). One line
+ * a file, "SHA256HEX\tSIZE\tMTIME_NS\tREALPATH", in $STYLORA_CACHE_DIR, else
+ * $XDG_CACHE_HOME/stylora, else ~/.cache/stylora; at most HASH_CACHE_MAX lines, newest
+ * last. A cache that cannot be read or written only costs the hashing again. */
+#define HASH_CACHE_MAX 256
+static int hash_cache_file(char *buf, size_t n, int make_dir) {
+    const char *d = getenv("STYLORA_CACHE_DIR"), *x = getenv("XDG_CACHE_HOME"), *h = getenv("HOME");
+    char dir[4096];
+    if (d && *d) snprintf(dir, sizeof dir, "%s", d);
+    else if (x && *x) snprintf(dir, sizeof dir, "%s/stylora", x);
+    else if (h && *h) snprintf(dir, sizeof dir, "%s/.cache/stylora", h);
+    else return 0;
+    if (make_dir && !sl_path_is_dir(dir)) {
+        char mk[4200];
+        snprintf(mk, sizeof mk, "%s", dir);
+        for (char *p = mk + 1; *p; p++) /* mkdir -p */
+            if (*p == '/') { *p = '\0'; mkdir(mk, 0755); *p = '/'; }
+        if (mkdir(mk, 0755) != 0 && errno != EEXIST) return 0;
+    }
+    return snprintf(buf, n, "%s/model_hashes.tsv", dir) < (int)n;
+}
+
+/* The cache's lines of `old` (NUL-terminated, edited in place): line i starts at l[i]. */
+static int hash_cache_lines(char *old, char **l, int max) {
+    int n = 0;
+    for (char *p = old; p && *p && n < max;) {
+        char *nl = strchr(p, '\n');
+        if (!nl) break; /* a torn last line (no newline) is dropped */
+        *nl = '\0';
+        if (strlen(p) > 65 && p[64] == '\t') l[n++] = p;
+        p = nl + 1;
+    }
+    return n;
+}
+
 SlStatus sample_model_hash(const char *path, char out[11], SlCtx *ctx) {
     out[0] = '\0';
     if (!sl_path_is_file(path)) return SL_OK; /* diffusers folder: see sample_jobs.h */
+    struct stat sb;
+    char real[4096], key[4400], cache[4200];
+    if (stat(path, &sb) != 0 || !realpath(path, real))
+        return sl_fail(ctx, SL_ERR_IO, "%s: cannot stat: %s", path, strerror(errno));
+    /* "SIZE\tMTIME_NS\tREALPATH": what the line after "SHA256HEX\t" must be */
+    snprintf(key, sizeof key, "%lld\t%lld\t%s", (long long)sb.st_size,
+             (long long)sb.st_mtim.tv_sec * 1000000000LL + sb.st_mtim.tv_nsec, real);
+    const char *key_path = strchr(strchr(key, '\t') + 1, '\t') + 1;
+    const int have_cache = hash_cache_file(cache, sizeof cache, 0);
+    char *old = NULL, *l[HASH_CACHE_MAX];
+    size_t n_old = 0;
+    int n = 0;
+    if (have_cache && sl_path_is_file(cache) && sl_read_file(cache, 4u << 20, &old, &n_old, NULL) == SL_OK)
+        n = hash_cache_lines(old, l, HASH_CACHE_MAX);
+    for (int i = 0; i < n; i++)
+        if (!strcmp(l[i] + 65, key)) {
+            memcpy(out, l[i], 10);
+            out[10] = '\0';
+            free(old);
+            return SL_OK;
+        }
     uint8_t d[32];
     char hex[65];
-    SL_TRY(sl_sha256_file(path, 0, d, ctx));
+    sl_log(ctx, SL_LOG_INFO, "%s: computing its SHA-256 for the PNGs' Model hash (once: cached in %s)", path,
+           have_cache ? cache : "no folder: set STYLORA_CACHE_DIR");
+    SlStatus st = sl_sha256_file(path, 0, d, ctx);
+    if (st) {
+        free(old);
+        return st;
+    }
     sl_sha256_hex(d, hex);
     memcpy(out, hex, 10);
     out[10] = '\0';
+    /* rewrite it atomically: the other files' lines (the newest HASH_CACHE_MAX - 1), then this one */
+    char tmp[4300];
+    FILE *f = NULL;
+    if (have_cache && hash_cache_file(cache, sizeof cache, 1)) {
+        snprintf(tmp, sizeof tmp, "%s.tmp.%ld", cache, (long)getpid());
+        f = fopen(tmp, "wb");
+    }
+    if (f) {
+        int kept = 0;
+        for (int i = n - 1; i >= 0; i--) { /* newest first: mark the ones to keep */
+            const char *p2 = strchr(strchr(l[i] + 65, '\t') ? strchr(l[i] + 65, '\t') + 1 : l[i], '\t');
+            const int same = p2 && !strcmp(p2 + 1, key_path);
+            if (same || kept >= HASH_CACHE_MAX - 1) l[i] = NULL;
+            else kept++;
+        }
+        for (int i = 0; i < n; i++)
+            if (l[i]) fprintf(f, "%s\n", l[i]);
+        fprintf(f, "%s\t%s\n", hex, key);
+        const int bad = ferror(f) != 0;
+        if (fclose(f) != 0 || bad || rename(tmp, cache) != 0) unlink(tmp);
+    }
+    free(old);
     return SL_OK;
 }
 
