@@ -51,9 +51,11 @@ float *probe_input_f32(const ProbeArgs *a, const char *name, int ndim, int64_t *
 int cmd_probe(int argc, char **argv) {
     const char *model = NULL, *in = NULL, *out = NULL, *threads = NULL, *quiet = NULL;
     const char *extra[PROBE_MAX_EXTRA] = {0}, *lora[PROBE_MAX_LORA + 1] = {0}, *merge = NULL, *lora_alpha = NULL;
-    const char *base = NULL; /* [nf4] */
+    const char *base = NULL, *config = NULL; /* [nf4] */
     const CliOpt opts[] = {
         {"--model", "DIR", "model folder (diffusers layout) or single-file checkpoint", &model, 0},
+        {"--config", "DIR", "configs + tokenizer folder for a single-file checkpoint (or --set config=DIR)", &config, 0},
+        {"--model-config", "DIR", "the same as --config (train's name for it)", &config, 0},
         {"--in", "IN.safetensors", "input tensors", &in, 0},
         {"--out", "OUT.safetensors", "where the outputs go (written atomically)", &out, 0},
         {"--threads", "N", "threads (default: all cores)", &threads, 0},
@@ -99,7 +101,8 @@ int cmd_probe(int argc, char **argv) {
     if (threads) cli_threads(cli_int("probe", "--threads", threads, 1, 1024));
     int saved = 0;
     ProbeArgs a = {.model = model, .out_path = out, .saved = &saved, .extra = extra, .threads = threads ? (int)cli_int("probe", "--threads", threads, 1, 1024) : 0,
-                   .lora = lora, .merge = merge != NULL, .lora_alpha = lora_alpha ? (float)cli_num("probe", "--lora-alpha", lora_alpha, 0, 10000, CLI_OPEN_LO) : 0, .base = base}; /* [nf4] .base */
+                   .lora = lora, .merge = merge != NULL, .lora_alpha = lora_alpha ? (float)cli_num("probe", "--lora-alpha", lora_alpha, 0, 10000, CLI_OPEN_LO) : 0, .base = base,
+                   .config = config}; /* [nf4] .base */
     SlStFile fin;
     if (sl_st_open(&fin, in, &ctx) != SL_OK) return cli_fail("probe", &ctx);
     a.in = &fin;

@@ -25,6 +25,7 @@ typedef struct ProbeArgs {
     int merge;           /* merge the adapters instead of hooking them */
     float lora_alpha;    /* alpha for files that store none (0: none) */
     const char *base;    /* [nf4] NULL/"fp32" or "nf4" (--set nf4_layers=LIST, nf4_dq=1) */
+    const char *config;  /* --config / --model-config DIR (or --set config=DIR): a single file's configs */
     ProbeScratch *scratch;
 } ProbeArgs;
 

@@ -22,7 +22,7 @@
 #include "probe_adapters.h"
 
 static SlStatus load(SlModel *m, const ProbeArgs *a, int text, int vae, int unet, SlCtx *ctx) {
-    SlModelOpts o = {.config_dir = probe_setting(a, "config"), .skip_text = !text, .skip_vae = !vae, .skip_unet = !unet,
+    SlModelOpts o = {.config_dir = a->config ? a->config : probe_setting(a, "config"), .skip_text = !text, .skip_vae = !vae, .skip_unet = !unet,
                      .unet_dense = a->base && !strcmp(a->base, "fp32"), /* [nf4] a pre-quantized model: dequantized */
                      .unet_half = a->base && !strcmp(a->base, "fp16")}; /* pipeline/half.h */
     /* [nf4] --base nf4: the U-Net linears are streamed into NF4 (pipeline/quant.h); a
