@@ -202,13 +202,14 @@ for c in train sample "lora convert" "lora merge" quantize probe eval inspect to
   done
   if [[ -z $miss ]]; then ok "$c --help: every flag it names exists"; else bad "$c --help names$miss, not options of $c"; fi
 done
-# a library message naming a flag: the single-file hint is read by sample and train users
+# a library message naming a flag: the single-file hint is read by sample, train and probe users
 hdr='{"model.diffusion_model.x":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}'
 while (( ${#hdr} % 8 )); do hdr="$hdr "; done
 { printf "$(printf '\\x%02x' ${#hdr})\\0\\0\\0\\0\\0\\0\\0"; printf '%s' "$hdr"; printf '\0\0\0\0'; } > "$tmp/outs/single.safetensors"
 err=$("$bin" sample --model "$tmp/outs/single.safetensors" --prompt "a circle" --out "$tmp/outs/o" 2>&1 >/dev/null)
 flag=$(printf '%s\n' "$err" | grep -oE -- '--[a-z-]+ DIR' | head -1 | cut -d' ' -f1)
-if [[ -n $flag ]] && "$bin" sample --help | grep -q -- "^  $flag DIR " && "$bin" train --help | grep -q -- "^  $flag DIR "
-then ok "single-file hint names $flag, an option of sample and train"; else bad "single-file hint '${flag:-none}' ($err)"; fi
+if [[ -n $flag ]] && "$bin" sample --help | grep -q -- "^  $flag DIR " && "$bin" train --help | grep -q -- "^  $flag DIR " &&
+   "$bin" probe --help | grep -q -- "^  $flag DIR "
+then ok "single-file hint names $flag, an option of sample, train and probe"; else bad "single-file hint '${flag:-none}' ($err)"; fi
 echo "$((checks-fails)) passed, $fails failed"
 [[ $fails -eq 0 ]]
