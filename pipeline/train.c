@@ -1117,7 +1117,9 @@ void sl_trainer_mem_plan(const SlTrainer *tr, SlMemPlan *plan) {
     m.images = tr->n_valid;
     /* the U-Net arena as it is; its dtype split from a shapes-only twin (the hooks on the
      * real one stop the NF4 planner) */
-    const int nf4 = sl_unet_count_nf4(&md->unet) > 0, half = sl_unet_count_half(&md->unet) > 0;
+    /* (an adapter's hook hides the NF4 hook of the linears it wraps from sl_unet_count_nf4) */
+    const int nf4 = (c->base && !strcmp(c->base, "nf4")) || sl_unet_count_nf4(&md->unet) > 0;
+    const int half = sl_unet_count_half(&md->unet) > 0;
     SlUNet twin;
     SlCtx quiet;
     sl_ctx_init(&quiet);
