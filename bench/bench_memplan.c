@@ -4,6 +4,8 @@
  * Usage: bench_memplan [--source DIR] [--shared DIR] [--steps N] [--sd15] [--res R]
  *   --source  the stylora tree (models/shapes64, examples/styles/neon; default ".")
  *   --shared  the folder holding sd15/ (configs only; default "../shared")
+ *   --only    only the cases whose name holds NAME (BENCH_MEMPLAN_TRACE=1: the plan's rows
+ *             and the child's VmRSS/VmHWM after each phase, on stderr)
  *   --sd15    also the SD-1.5 shape at --res (default 256) with seeded random weights
  *             (~2-5 GB and tens of seconds per case)
  *
@@ -70,6 +72,15 @@ static int run_trainer(const SlTrainConfig *c) {
     return 0;
 }
 
+static void rss_note(const char *what) {
+    if (!getenv("BENCH_MEMPLAN_TRACE")) return;
+    FILE *f = fopen("/proc/self/status", "r");
+    char line[256];
+    while (f && fgets(line, sizeof line, f))
+        if (!strncmp(line, "VmRSS", 5) || !strncmp(line, "VmHWM", 5)) fprintf(stderr, "%s: %s", what, line);
+    if (f) fclose(f);
+}
+
 /* child: what sl_trainer_init and sl_trainer_step hold, on random SD-1.5-shaped weights */
 static int run_random(const SlTrainConfig *c) {
     SlCtx ctx;
@@ -88,6 +99,7 @@ static int run_random(const SlTrainConfig *c) {
     if (nf4 ? bench_unet_open_nf4(&u, &ucfg, dir, 1, NULL, 0, &ns, &ctx)
             : half ? bench_unet_open_half(&u, &ucfg, dir, 1, &hs, &ctx) : bench_unet_open(&u, &ucfg, dir, 1, &ctx))
         bench_die("bench_memplan", &ctx);
+    rss_note("encoders + U-Net");
     if ((nf4 || half) && bench_reset_peak_rss()) fprintf(stderr, "bench_memplan: cannot reset the peak RSS\n");
     SlDataset ds;
     SlDataOpts dopts = {0};
@@ -112,6 +124,7 @@ static int run_random(const SlTrainConfig *c) {
     }
     sl_free(img);
     sl_free(logvar);
+    rss_note("caches encoded");
     /* set-up's plan, the adapter and its caches, the optimizer, the step buffers */
     if (sl_unet_plan(&u, B > 2 ? B : 2, h, h, T, &ctx)) bench_die("bench_memplan", &ctx);
     SlSites sites;
@@ -140,6 +153,7 @@ static int run_random(const SlTrainConfig *c) {
     float *xt = sl_alloc((size_t)B * nl * 4), *target = sl_alloc((size_t)B * nl * 4), *pred = sl_alloc((size_t)B * nl * 4);
     float *dout = sl_alloc((size_t)B * nl * 4), *x0 = sl_alloc((size_t)B * nl * 4), *eps = sl_alloc((size_t)B * nl * 4);
     float *ehs = sl_alloc((size_t)B * nt * 4), *ts = sl_alloc((size_t)B * 4);
+    rss_note("set-up done");
     /* the steps: the U-Net re-planned for the micro-batch (sl_trainer_step's plan_batch) */
     if (sl_unet_plan(&u, B, h, h, T, &ctx)) bench_die("bench_memplan", &ctx);
     for (int s = 0; s < g_steps; s++) {
@@ -152,9 +166,11 @@ static int run_random(const SlTrainConfig *c) {
         sl_rng_normal(eps, B * nl, 3, (uint64_t)s, 0);
         for (int64_t i = 0; i < B * nl; i++) xt[i] = 0.7f * x0[i] + 0.7f * eps[i], target[i] = eps[i];
         sl_unet_forward(&u, pred, xt, ts, ehs);
+        rss_note("forward");
         for (int64_t i = 0; i < B * nl; i++) dout[i] = 2.0f * (pred[i] - target[i]) / (float)(B * nl);
         sl_unet_backward(&u, NULL, dout);
         sl_adamw_step(&opt, 1e-4f);
+        rss_note("step");
     }
     return 0; /* (the process ends: the OS frees it all) */
 }
@@ -175,6 +191,7 @@ static double measure(const Case *k, const SlTrainConfig *c, double *seconds) {
 
 int main(int argc, char **argv) {
     int sd15 = 0;
+    const char *only = NULL;
     for (int i = 1; i < argc; i++) {
         const char *s = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(s, "--sd15")) sd15 = 1;
@@ -182,8 +199,9 @@ int main(int argc, char **argv) {
         else if (v && !strcmp(s, "--shared")) g_shared = argv[++i];
         else if (v && !strcmp(s, "--steps")) g_steps = atoi(argv[++i]);
         else if (v && !strcmp(s, "--res")) g_res = atoll(argv[++i]);
+        else if (v && !strcmp(s, "--only")) only = argv[++i];
         else {
-            fprintf(stderr, "usage: %s [--source DIR] [--shared DIR] [--steps N] [--sd15] [--res R]\n", argv[0]);
+            fprintf(stderr, "usage: %s [--source DIR] [--shared DIR] [--steps N] [--sd15] [--res R] [--only NAME]\n", argv[0]);
             return 2;
         }
     }
@@ -196,13 +214,15 @@ int main(int argc, char **argv) {
     int bad = 0;
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         const Case *k = &cases[i];
-        if (k->sd15 && !sd15) continue;
+        if ((k->sd15 && !sd15) || (only && !strstr(k->name, only))) continue;
         SlTrainConfig c;
         cfg_of(k, &c);
         SlCtx ctx;
         sl_ctx_init(&ctx);
         SlMemPlan plan;
         if (sl_train_predict_memory(&c, &plan, &ctx)) bench_die("bench_memplan", &ctx);
+        if (getenv("BENCH_MEMPLAN_TRACE"))
+            for (int r = 0; r < plan.n; r++) fprintf(stderr, "  %-64s %10.1f\n", plan.rows[r].label, plan.rows[r].bytes / 1048576);
         double secs = 0;
         const double got = measure(k, &c, &secs);
         unlink(g_out);

@@ -263,11 +263,10 @@ SlStatus sl_train_predict_memory(const SlTrainConfig *c, SlMemPlan *plan, SlCtx 
     m.images = ds.n;
     sl_dataset_free(&ds);
     m.micro = c->micro_batch > 0 ? c->micro_batch : c->batch;
-    /* the steps run the U-Net planned for the micro-batch (sl_trainer_step re-plans it);
-     * guided samples plan it for 2 (the set-up's plan for max(micro, 2) is freed
-     * untouched, and the adapter caches sized from it are touched as far as the rows run) */
-    const int sampling = c->sample_every > 0 && c->n_sample_prompts > 0;
-    m.plan_batch = sampling && m.micro < 2 ? 2 : m.micro;
+    /* set-up plans the U-Net for max(micro, 2) (guided samples) and its arena is zeroed,
+     * so resident, until step 1 re-plans it for the micro-batch; the adapter caches are
+     * sized (and zeroed) from that plan */
+    m.plan_batch = m.micro > 2 ? m.micro : 2;
     SlUNet u;
     SL_TRY(sl_unet_init_shapes(&u, &ucfg, ctx));
     /* the base as sl_trainer_init / sl_model_load choose it: --base, else a pre-quantized

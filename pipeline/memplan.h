@@ -49,13 +49,13 @@ typedef struct SlMemPlan {
 /* The process itself before any model: the binary, libc/libm/OpenMP/BLAS, thread
  * stacks, allocator slack, the tokenizer. Measured: `stylora train` on models/shapes64
  * peaks this much above the arenas of its plan (the binary alone: ~5 MiB). */
-#define SL_MEMPLAN_PROGRAM_BYTES (14.0 * 1024 * 1024)
+#define SL_MEMPLAN_PROGRAM_BYTES (8.0 * 1024 * 1024)
 
 /* What a training run holds, in bytes, by part (0: the part is absent). */
 typedef struct SlMemParts {
     int full;                  /* --full: the U-Net's fp32 weights are the trainable parameters */
     int64_t micro;             /* images per forward/backward */
-    int64_t plan_batch;        /* the U-Net activation plan's batch: micro, or 2 for guided samples */
+    int64_t plan_batch;        /* the U-Net activation plan's batch: max(micro, 2) (set-up's, for guided samples) */
     int64_t images;            /* images in the latent cache */
     double unet_fp32, unet_fp16, unet_nf4, nf4_tile; /* the U-Net weight arena by dtype */
     double text_encoder, vae;  /* their fp32 weight arenas */

@@ -1112,8 +1112,7 @@ void sl_trainer_mem_plan(const SlTrainer *tr, SlMemPlan *plan) {
     memset(&m, 0, sizeof m);
     m.full = c->full;
     m.micro = tr->micro;
-    const int sampling = c->sample_every > 0 && c->n_sample_prompts > 0;
-    m.plan_batch = sampling && tr->micro < 2 ? 2 : tr->micro; /* what the steps run (see memplan.c) */
+    m.plan_batch = tr->micro > 2 ? tr->micro : 2; /* set-up's plan (see memplan.c) */
     m.images = tr->n_valid;
     /* the U-Net arena as it is; its dtype split from a shapes-only twin (the hooks on the
      * real one stop the NF4 planner) */
@@ -1142,8 +1141,7 @@ void sl_trainer_mem_plan(const SlTrainer *tr, SlMemPlan *plan) {
     m.grad_sum = tr->acc ? (double)tr->n_fused * sizeof(double) : 0;
     m.grads = (double)gb - m.grad_sum;
     m.optimizer = (double)ob;
-    /* the caches were sized for the set-up plan's rows; the steps touch plan_batch's share */
-    if (md->unet.B > 0) m.adapter_caches = (double)tr->set.cache.size * (double)m.plan_batch / (double)md->unet.B;
+    m.adapter_caches = (double)tr->set.cache.size;
     m.step_buffers = sl_mem_step_buffer_bytes(tr->micro, tr->C * tr->h * tr->w, tr->T * tr->D, tr->n_samples);
     m.vae_encode_acts = md->vae ? (double)sl_vae_activation_bytes(md->vae) : 0;
     if (c->sample_every > 0 && c->n_sample_prompts > 0) /* (planned at the first sample) */
