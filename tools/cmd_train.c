@@ -63,12 +63,12 @@ static int memory_check(SlTrainConfig *c, const char *max_mem, int pick, int qui
     if (!given) limit = sl_mem_available();
     int fits = 1;
     if (sl_train_fit_memory(c, limit, given && pick, plan, &fits, ctx) != SL_OK) {
-        /* no prediction (a single file without configs, a missing config): the load reports it */
+        /* no prediction (a single file without configs, a missing config, a pickle): the
+         * load that follows reports the same fault in its own words, once */
         if (given) {
             fprintf(stderr, "stylora train: error: --max-memory: cannot predict the memory: %s\n", ctx->msg);
             return 1;
         }
-        sl_log(ctx, SL_LOG_WARN, "no memory plan: %s", ctx->msg);
         sl_ctx_clear(ctx);
         memset(plan, 0, sizeof *plan);
         return 0;
@@ -358,9 +358,13 @@ int cmd_train(int argc, char **argv) {
         const double peak = (double)ru.ru_maxrss * 1024.0; /* (KiB on Linux) */
         SlMemPlan after;
         sl_trainer_mem_plan(&tr, &after);
-        fprintf(stderr, "memory: measured peak RSS %.0f MiB; predicted %.0f MiB before loading (%.2fx), %.0f MiB from "
-                "the loaded arenas\n", peak / MIB, plan.predicted_peak / MIB,
-                plan.predicted_peak > 0 ? plan.predicted_peak / peak : 0.0, after.predicted_peak / MIB);
+        if (plan.predicted_peak > 0)
+            fprintf(stderr, "memory: measured peak RSS %.0f MiB; predicted %.0f MiB before loading (%.2fx), %.0f MiB "
+                    "from the loaded arenas\n", peak / MIB, plan.predicted_peak / MIB, plan.predicted_peak / peak,
+                    after.predicted_peak / MIB);
+        else
+            fprintf(stderr, "memory: measured peak RSS %.0f MiB; predicted %.0f MiB from the loaded arenas\n", peak / MIB,
+                    after.predicted_peak / MIB);
         printf("%s\n", c.out);
     }
     sl_trainer_free(&tr);
