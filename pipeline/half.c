@@ -230,6 +230,18 @@ static SlStatus load_one_half(SlWeights *w, const SlUNetParam *p, uint16_t *h, f
     return SL_OK;
 }
 
+SlStatus sl_unet_half_bytes(SlUNet *u, size_t *total, size_t *half, SlCtx *ctx) {
+    Plan pl;
+    SL_TRY(plan_init(u, &pl, ctx));
+    for (int i = 0; i < u->n_params; i++) pl.half[i] = pl.mod[i] != NULL; /* as sl_unet_load_half */
+    SlHalfStats s = {0};
+    fill_stats(&s, u, &pl);
+    *total = plan_bytes(u, &pl);
+    *half = s.half_bytes;
+    plan_free(&pl);
+    return SL_OK;
+}
+
 SlStatus sl_unet_load_half(SlUNet *u, SlWeights *w, SlHalfStats *stats, SlCtx *ctx) {
     if (u->weights.base) return sl_fail(ctx, SL_ERR_ARG, "fp16: loading needs a U-Net from sl_unet_init_shapes");
     Plan pl;

@@ -50,6 +50,9 @@ SlStatus sl_unet_to_half(SlUNet *u, SlHalfStats *stats, SlCtx *ctx);
 /* Loads a U-Net made with sl_unet_init_shapes from w straight into the half layout:
  * F16 tensors are copied as they are, others converted in chunks (the fp32 copy of a
  * weight never exists). Same checks as sl_unet_load (names, shapes, NaN/Inf). */
+/* The weight arena sl_unet_load_half makes, without making it (memory plans): *total
+ * bytes, of which *half are the binary16 linear and conv weights (unaligned sum). */
+SlStatus sl_unet_half_bytes(SlUNet *u, size_t *total, size_t *half, SlCtx *ctx);
 SlStatus sl_unet_load_half(SlUNet *u, SlWeights *w, SlHalfStats *stats, SlCtx *ctx);
 /* Widens the half weights of the n modules `names` (diffusers names without "unet.";
  * NULL = all) back to fp32 (the binary16 values), e.g. before merging an adapter. */

@@ -357,6 +357,20 @@ static SlStatus load_streaming(SlWeights *w, const SlUNetParam *p, SlNf4Weight *
     return SL_OK;
 }
 
+SlStatus sl_unet_nf4_bytes(SlUNet *u, const char *which, int dq, size_t *total, size_t *nf4, size_t *tile,
+                           SlCtx *ctx) {
+    Plan pl;
+    SL_TRY(plan_select(u, which, dq, &pl, ctx));
+    plan_sizes(u, &pl);
+    *total = pl.bytes;
+    *tile = sl_align_up(pl.work_floats * sizeof(float));
+    *nf4 = 0;
+    for (int i = 0; i < u->n_params; i++)
+        if (pl.lin[i]) *nf4 += sl_align_up(sizeof(SlNf4Linear)) + sl_nf4_bytes(pl.lin[i]->O, pl.lin[i]->I, pl.dq[i]);
+    plan_free(&pl);
+    return SL_OK;
+}
+
 /* which NULL: only the pre-quantized tensors become NF4 (the rest loads dense). */
 static SlStatus load_nf4(SlUNet *u, SlWeights *w, const char *which, int dq, SlNf4Stats *stats, SlCtx *ctx) {
     if (u->weights.base) return sl_fail(ctx, SL_ERR_ARG, "nf4: loading NF4 needs a U-Net from sl_unet_init_shapes");

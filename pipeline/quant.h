@@ -80,6 +80,11 @@ SlStatus sl_unet_quantize_nf4(SlUNet *u, const char *which, int double_quant, Sl
 /* Loads a U-Net made with sl_unet_init_shapes from w, quantizing the selected linears
  * while streaming (or taking pre-quantized tensors, whose own format wins; `which` is
  * then ignored for them). */
+/* The weight arena sl_unet_load_nf4 makes for `which` (NULL: SL_NF4_DEFAULT_LAYERS), without
+ * making it (memory plans): *total bytes, of which *nf4 the packed codes + block scales of the
+ * selected linears and *tile the shared dequantization tile; the rest is fp32. */
+SlStatus sl_unet_nf4_bytes(SlUNet *u, const char *which, int dq, size_t *total, size_t *nf4, size_t *tile,
+                           SlCtx *ctx);
 SlStatus sl_unet_load_nf4(SlUNet *u, SlWeights *w, const char *which, int double_quant, SlNf4Stats *stats,
                           SlCtx *ctx);
 /* Loads a U-Net made with sl_unet_init_shapes from a pre-quantized file: the tensors stored

@@ -1,5 +1,6 @@
 /* train.c - the trainer; see train.h. */
 #include "pipeline/train.h"
+#include "pipeline/half.h"
 #include "pipeline/quant.h" /* [nf4] */
 
 #include <assert.h>
@@ -1104,11 +1105,53 @@ void sl_trainer_memory(const SlTrainer *tr, size_t *params, size_t *grads, size_
 
 void sl_trainer_mem_plan(const SlTrainer *tr, SlMemPlan *plan) {
     memset(plan, 0, sizeof *plan);
+    if (tr->micro <= 0) return; /* not initialised: no rows */
+    const SlTrainConfig *c = &tr->cfg;
+    const SlModel *md = &tr->model;
+    SlMemParts m;
+    memset(&m, 0, sizeof m);
+    m.full = c->full;
+    m.micro = tr->micro;
+    m.plan_batch = tr->micro > 2 ? tr->micro : 2; /* set-up's plan (see memplan.c) */
+    m.images = tr->n_valid;
+    /* the U-Net arena as it is; its dtype split from a shapes-only twin (the hooks on the
+     * real one stop the NF4 planner) */
+    /* (an adapter's hook hides the NF4 hook of the linears it wraps from sl_unet_count_nf4) */
+    const int nf4 = (c->base && !strcmp(c->base, "nf4")) || sl_unet_count_nf4(&md->unet) > 0;
+    const int half = sl_unet_count_half(&md->unet) > 0;
+    SlUNet twin;
+    SlCtx quiet;
+    sl_ctx_init(&quiet);
+    if (sl_unet_init_shapes(&twin, &md->unet_cfg, &quiet) == SL_OK) {
+        sl_mem_unet_split(&twin, nf4, half, c->nf4_layers, c->nf4_double_quant, (double)md->unet.weights.size, &m, &quiet);
+        size_t acts = 0;
+        if (md->unet.B == m.plan_batch) acts = md->unet.acts.size;
+        else if (sl_unet_plan_bytes(&twin, m.plan_batch, tr->h, tr->w, tr->T, &acts, &quiet) != SL_OK) acts = 0;
+        m.unet_acts = (double)acts;
+        sl_unet_free(&twin);
+    }
+    if (!nf4 && !half) m.unet_fp32 = (double)md->unet.weights.size;
+    m.text_encoder = md->clip ? (double)md->clip->weights.size : 0;
+    int64_t nvae = 0;
+    if (md->vae) sl_vae_weight_data(md->vae, &nvae);
+    m.vae = (double)nvae * sizeof(float);
     size_t pb, gb, ob;
     sl_trainer_memory(tr, &pb, &gb, &ob);
-    sl_mem_plan_add(plan, "trainable parameters (fp32)", (double)pb);
-    sl_mem_plan_add(plan, "gradients", (double)gb);
-    sl_mem_plan_add(plan, "optimizer state (AdamW moments)", (double)ob);
+    m.trainable = c->full ? 0 : (double)pb;
+    m.grad_sum = tr->acc ? (double)tr->n_fused * sizeof(double) : 0;
+    m.grads = (double)gb - m.grad_sum;
+    m.optimizer = (double)ob;
+    m.adapter_caches = (double)tr->set.cache.size;
+    m.step_buffers = sl_mem_step_buffer_bytes(tr->micro, tr->C * tr->h * tr->w, tr->T * tr->D, tr->n_samples);
+    m.vae_encode_acts = md->vae ? (double)sl_vae_activation_bytes(md->vae) : 0;
+    if (c->sample_every > 0 && c->n_sample_prompts > 0) /* (planned at the first sample) */
+        m.vae_decode_acts = (double)sl_vae_activation_plan_bytes(&md->vae_cfg, 1, 1, tr->h, tr->w, 0);
+    m.text_encoder_acts = md->clip ? (double)md->clip->acts_arena.size : 0;
+    const size_t nl = (size_t)(tr->C * tr->h * tr->w) * (c->flip ? 2 : 1);
+    m.latent_cache = 2.0 * (double)sl_align_up((size_t)tr->data.n * nl * sizeof(float)); /* (allocated for every image) */
+    m.text_cache = (double)(tr->n_valid + 1) * (double)(tr->T * tr->D) * sizeof(float);
+    m.mapped_files = sl_mem_mapped_bytes(c->model);
+    sl_mem_plan_from_parts(plan, &m);
 }
 
 /* ---- samples during training ---- */

@@ -212,9 +212,30 @@ void sl_trainer_state_path(char *buf, size_t n, const char *out);
 int sl_trainer_batch_item(SlTrainer *tr, int64_t kb, int64_t j);
 /* Bytes of the trainable parameters, their gradients and the optimizer state. */
 void sl_trainer_memory(const SlTrainer *tr, size_t *params, size_t *grads, size_t *optim);
-/* The memory plan of an initialised trainer (pipeline/memplan.h): today the rows
- * of sl_trainer_memory; no predicted peak yet (predicted_peak 0). */
+/* The memory plan of an initialised trainer (pipeline/memplan.h): the rows from the
+ * arenas it holds (frozen weights by dtype, encoders, trainable parameters, gradients,
+ * optimizer state, activations of one micro-batch, caches) and the predicted peak.
+ * available and advice are 0 and "". */
 void sl_trainer_mem_plan(const SlTrainer *tr, SlMemPlan *plan);
+/* The same plan predicted before anything is loaded, from c alone: the model's
+ * config.json files, its safetensors headers (the stored dtypes decide the default
+ * base), the file sizes and the data folder's image count; nothing of the model's
+ * size is allocated. Errors name the file (a missing config, a bad resolution). */
+SlStatus sl_train_predict_memory(const SlTrainConfig *c, SlMemPlan *plan, SlCtx *ctx);
+/* Pieces both plans share (memplan.c): the bytes the U-Net's load maps (its folder's
+ * weight files, or the single file), the trainer's step buffers, and the U-Net weight
+ * arena split by dtype (shapes: a U-Net from sl_unet_init_shapes; total 0: its size
+ * as planned, else the real arena's bytes). */
+double sl_mem_mapped_bytes(const char *model);
+double sl_mem_step_buffer_bytes(int64_t micro, int64_t nl, int64_t nt, int64_t samples);
+SlStatus sl_mem_unet_split(SlUNet *shapes, int nf4, int half, const char *which, int dq, double total, SlMemParts *m,
+                           SlCtx *ctx);
+/* Checks the prediction against `limit` bytes (plan->available = limit). If it does
+ * not fit: with pick_micro, c->micro_batch becomes the largest divisor of the batch
+ * that fits (plan re-predicted for it; plan->advice says what was picked); otherwise,
+ * or if none fits, plan->advice names the settings that would fit (each re-predicted:
+ * --micro-batch N, --base fp16 / nf4, a smaller --resolution) and *fits = 0. */
+SlStatus sl_train_fit_memory(SlTrainConfig *c, double limit, int pick_micro, SlMemPlan *plan, int *fits, SlCtx *ctx);
 
 /* ---- resume safety (train_resume.c) ---- */
 

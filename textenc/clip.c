@@ -421,15 +421,20 @@ void sl_clip_set_kernels(SlClip *m, const SlKernels *k) {
     }
 }
 
+size_t sl_clip_acts_bytes(const SlClipConfig *c, int64_t B, int64_t T) {
+    ActsPlan p = acts_plan(c, B, T);
+    size_t f = sizeof(float);
+    return 5 * sl_align_up(p.x * f) + 2 * sl_align_up(p.q * f) /* k, v */ + 2 * sl_align_up(p.mean * f) +
+           sl_align_up(p.lse * f) + sl_align_up(p.h * f) + sl_align_up((p.work ? p.work : 1) * f);
+}
+
 SlStatus sl_clip_reserve(SlClip *m, int B, int T, SlCtx *ctx) {
     if (B < 1 || T < 1) return sl_fail(ctx, SL_ERR_ARG, "CLIP: batch %d x %d tokens is empty", B, T);
     if (B <= m->cap_B && T <= m->cap_T) return SL_OK;
     if (B < m->cap_B) B = m->cap_B;
     if (T < m->cap_T) T = m->cap_T;
+    const size_t bytes = sl_clip_acts_bytes(&m->cfg, B, T);
     ActsPlan p = acts_plan(&m->cfg, B, T);
-    size_t f = sizeof(float);
-    size_t bytes = 5 * sl_align_up(p.x * f) + 2 * sl_align_up(p.q * f) /* k, v */ + 2 * sl_align_up(p.mean * f) +
-                   sl_align_up(p.lse * f) + sl_align_up(p.h * f) + sl_align_up((p.work ? p.work : 1) * f);
     sl_arena_free(&m->acts_arena);
     m->cap_B = m->cap_T = 0;
     SL_TRY(sl_arena_init(&m->acts_arena, bytes, "CLIP text encoder activations", ctx));

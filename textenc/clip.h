@@ -156,6 +156,8 @@ void sl_clip_set_kernels(SlClip *m, const SlKernels *k);
 
 /* Plans and (re)allocates the activation arena for up to B x T tokens (only grows). */
 SlStatus sl_clip_reserve(SlClip *m, int B, int T, SlCtx *ctx);
+/* The activation arena bytes sl_clip_reserve allocates for (B, T) (memory plans). */
+size_t sl_clip_acts_bytes(const SlClipConfig *c, int64_t B, int64_t T);
 
 /* Forward pass. ids [B,T] in [0,V), 1 <= T <= P. Outputs (caller-owned):
  *   last_hidden   [B,T,D]          after the final LayerNorm (required)

@@ -12,6 +12,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 
 #include "cli.h"
@@ -38,7 +39,53 @@ static void show_progress(void *user, const SlTrainer *tr, double loss_ema) {
     sl_progress_update(user, tr->step, extra);
 }
 
-#define N_OPTS 56 /* [nf4] was 48; buckets +4 */
+#define MIB (1024.0 * 1024.0)
+
+/* The plan as a table on f (MiB). */
+static void print_plan(FILE *f, const SlMemPlan *p) {
+    fprintf(f, "memory plan (predicted before loading; MiB):\n");
+    for (int i = 0; i < p->n; i++)
+        if (p->rows[i].bytes > 0) fprintf(f, "  %-64s %10.1f\n", p->rows[i].label, p->rows[i].bytes / MIB);
+    fprintf(f, "  %-64s %10.1f\n", "predicted peak", p->predicted_peak / MIB);
+    if (p->available > 0) fprintf(f, "  %-64s %10.1f\n", "available", p->available / MIB);
+}
+
+/* Predicts the run's memory before the model loads (pipeline/memplan.h) and compares it
+ * with --max-memory, else MemAvailable. Returns 0 to go on (c->micro_batch may have been
+ * picked), nonzero after printing why not (plan->predicted_peak 0: a bad option). */
+static int memory_check(SlTrainConfig *c, const char *max_mem, int pick, int quiet, SlMemPlan *plan, SlCtx *ctx) {
+    double limit = 0;
+    if (max_mem && sl_mem_size_parse(max_mem, "--max-memory", &limit, ctx) != SL_OK) {
+        fprintf(stderr, "stylora train: error: %s\n", ctx->msg);
+        return 1;
+    }
+    const int given = limit > 0;
+    if (!given) limit = sl_mem_available();
+    int fits = 1;
+    if (sl_train_fit_memory(c, limit, given && pick, plan, &fits, ctx) != SL_OK) {
+        /* no prediction (a single file without configs, a missing config, a pickle): the
+         * load that follows reports the same fault in its own words, once */
+        if (given) {
+            fprintf(stderr, "stylora train: error: --max-memory: cannot predict the memory: %s\n", ctx->msg);
+            return 1;
+        }
+        sl_ctx_clear(ctx);
+        memset(plan, 0, sizeof *plan);
+        return 0;
+    }
+    if (!quiet || !fits) print_plan(stderr, plan);
+    if (!fits) {
+        fprintf(stderr, "stylora train: error: the predicted peak of %.0f MiB exceeds %s (%.0f MiB): nothing was "
+                "loaded. Settings that fit: %s\n", plan->predicted_peak / MIB,
+                given ? "--max-memory" : "the memory available (MemAvailable; set --max-memory to override)",
+                limit / MIB, plan->advice);
+        return 1;
+    }
+    if (plan->advice[0]) fprintf(stderr, "memory: %s\n", plan->advice);
+    return 0;
+}
+
+#define N_OPTS 58 /* [nf4] was 48; buckets +4; memplan +1 */
 typedef struct TrainArgs {
     const char *v[N_OPTS];
     const char *sample_prompt[SL_TRAIN_MAX_SAMPLE_PROMPTS];
@@ -49,7 +96,7 @@ enum {
     A_DORA, A_RSLORA, A_INIT, A_DROPOUT, A_FULL, A_LR, A_SCHED, A_WARMUP, A_B1, A_B2, A_EPS, A_WD, A_CLIP, A_SNR,
     A_NOISE_OFF, A_CAP_DROP, A_CLIP_SKIP, A_TRIGGER, A_CAPTION, A_FLIP, A_BAD, A_SEED, A_THREADS, A_SAVE_EVERY,
     A_RESUME, A_FORMAT, A_SAVE_DTYPE, A_CACHE, A_SAMPLE_EVERY, A_SAMPLE_STEPS, A_SAMPLE_CFG, A_CONFIG, A_QUIET,
-    A_LOG, A_NAME, A_BASE, A_NF4_LAYERS, A_NF4_DQ, /* [nf4] */ A_RESUME_ANYWAY, A_BUCKETS, A_BUCKET_STEP, A_MIN_BUCKET, A_MAX_BUCKET, A_COUNT
+    A_LOG, A_NAME, A_BASE, A_NF4_LAYERS, A_NF4_DQ, /* [nf4] */ A_RESUME_ANYWAY, A_BUCKETS, A_BUCKET_STEP, A_MIN_BUCKET, A_MAX_BUCKET, A_MAX_MEM, A_COUNT
 };
 
 _Static_assert(A_COUNT <= N_OPTS, "N_OPTS too small for the option table");
@@ -75,7 +122,8 @@ int cmd_train(int argc, char **argv) {
         {"--steps", "N", "optimizer steps (default 1000)", &a.v[A_STEPS], 0},
         {"--batch", "N", "images per step (default 1)", &a.v[A_BATCH], 0},
         {"--grad-accum", "N", "micro-batches per step (default 1)", &a.v[A_ACCUM], 0},
-        {"--micro-batch", "N", "run the batch N images at a time (divides --batch; less memory; the gradient sum in a fixed order)", &a.v[A_MICRO], 0},
+        {"--micro-batch", "N", "run the batch N images at a time (divides --batch; less memory; the gradient sum in a fixed order); auto: with --max-memory, the largest that fits", &a.v[A_MICRO], 0},
+        {"--max-memory", "SIZE", "refuse before loading if the predicted peak exceeds SIZE (8G, 3500M; default: MemAvailable); picks --micro-batch when it is auto or not given", &a.v[A_MAX_MEM], 0},
         {"--resolution", "N", "training image size (default: the VAE's sample size)", &a.v[A_RES], 0},
         {"--rank", "R", "LoRA rank (default 8)", &a.v[A_RANK], 0},
         {"--conv-rank", "R", "rank of LoCon conv adapters (default: --rank)", &a.v[A_CONV_RANK], 0},
@@ -182,7 +230,8 @@ int cmd_train(int argc, char **argv) {
     INT(A_STEPS, steps, 1, 100000000);
     INT(A_BATCH, batch, 1, 4096);
     INT(A_ACCUM, grad_accum, 1, 4096);
-    INT(A_MICRO, micro_batch, 1, 4096);
+    const int micro_auto = a.v[A_MICRO] && !strcmp(a.v[A_MICRO], "auto");
+    if (!micro_auto) INT(A_MICRO, micro_batch, 1, 4096);
     INT(A_RES, resolution, 8, 8192);
     INT(A_BUCKET_STEP, bucket_step, 1, 8192);
     INT(A_MIN_BUCKET, min_bucket, 1, 16384);
@@ -263,6 +312,17 @@ int cmd_train(int argc, char **argv) {
     /* before the model loads: fail in ms, not after training. Under mpirun the trainer's own
      * check of --out (before the model loads too) reports through the rank-named error path. */
     cli_check_train_outputs(c.out, a.v[A_LOG], c.cache_dir);
+    if (micro_auto && !a.v[A_MAX_MEM]) {
+        fprintf(stderr, "stylora train: error: --micro-batch auto needs --max-memory SIZE\n");
+        sl_config_free(&jc);
+        return 2;
+    }
+    SlMemPlan plan;
+    memset(&plan, 0, sizeof plan);
+    if (memory_check(&c, a.v[A_MAX_MEM], micro_auto || !a.v[A_MICRO], a.v[A_QUIET] != NULL, &plan, &ctx) != 0) {
+        sl_config_free(&jc);
+        return plan.predicted_peak > 0 ? 1 : 2;
+    }
     SlTrainer tr;
     if (sl_trainer_init(&tr, &c, &ctx) != SL_OK) {
         int rc = cli_fail("train", &ctx);
@@ -292,8 +352,21 @@ int cmd_train(int argc, char **argv) {
     }
     int rc = 0;
     if (st) rc = cli_fail("train", &ctx);
-    else if (!a.v[A_QUIET])
+    else if (!a.v[A_QUIET]) {
+        struct rusage ru;
+        getrusage(RUSAGE_SELF, &ru);
+        const double peak = (double)ru.ru_maxrss * 1024.0; /* (KiB on Linux) */
+        SlMemPlan after;
+        sl_trainer_mem_plan(&tr, &after);
+        if (plan.predicted_peak > 0)
+            fprintf(stderr, "memory: measured peak RSS %.0f MiB; predicted %.0f MiB before loading (%.2fx), %.0f MiB "
+                    "from the loaded arenas\n", peak / MIB, plan.predicted_peak / MIB, plan.predicted_peak / peak,
+                    after.predicted_peak / MIB);
+        else
+            fprintf(stderr, "memory: measured peak RSS %.0f MiB; predicted %.0f MiB from the loaded arenas\n", peak / MIB,
+                    after.predicted_peak / MIB);
         printf("%s\n", c.out);
+    }
     sl_trainer_free(&tr);
     sl_config_free(&jc);
     return rc;

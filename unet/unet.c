@@ -633,7 +633,9 @@ static int64_t scale_dim(int64_t full, int64_t code) {
     return v;
 }
 
-SlStatus sl_unet_plan(SlUNet *u, int64_t B, int64_t H, int64_t W, int64_t T, SlCtx *ctx) {
+/* size_only: pass 0 only, *size_only = the arena bytes sl_unet_plan would allocate (nothing
+ * allocated, the current plan's arena kept). */
+static SlStatus unet_plan(SlUNet *u, int64_t B, int64_t H, int64_t W, int64_t T, size_t *size_only, SlCtx *ctx) {
     const SlUNetConfig *c = &u->cfg;
     const int64_t f = (int64_t)1 << (c->n_blocks - 1);
     if (B < 1 || B > 4096 || H < 1 || W < 1 || H > 4096 || W > 4096 || T < 1 || T > 65536)
@@ -642,7 +644,7 @@ SlStatus sl_unet_plan(SlUNet *u, int64_t B, int64_t H, int64_t W, int64_t T, SlC
     if (H % f || W % f)
         return sl_fail(ctx, SL_ERR_ARG, "unet: latent size %lldx%lld is not divisible by %lld", (long long)H,
                        (long long)W, (long long)f);
-    sl_arena_free(&u->acts);
+    if (!size_only) sl_arena_free(&u->acts);
     u->B = B;
     u->H = H;
     u->W = W;
@@ -727,12 +729,18 @@ SlStatus sl_unet_plan(SlUNet *u, int64_t B, int64_t H, int64_t W, int64_t T, SlC
         take(&p, &u->work, (int64_t)u->max_work + 16);
         if (pass == 0) {
             cache_max = p.cache_max;
+            if (size_only) {
+                *size_only = p.bytes + cache_max;
+                break;
+            }
             SL_TRY(sl_arena_init(&u->acts, p.bytes + cache_max, "unet activations", ctx));
         }
     }
-    u->planned_inference = u->inference;
-    stamp_kernels(u); /* every product of this plan runs on its kernels */
-    sl_unet_wire(u);
+    if (!size_only) {
+        u->planned_inference = u->inference;
+        stamp_kernels(u); /* every product of this plan runs on its kernels */
+        sl_unet_wire(u);
+    }
     /* rows per linear module (for adapters sizing their caches) */
     set_rows(u, &u->time1, B);
     set_rows(u, &u->time2, B);
@@ -751,6 +759,15 @@ SlStatus sl_unet_plan(SlUNet *u, int64_t B, int64_t H, int64_t W, int64_t T, SlC
         }
     }
     return SL_OK;
+}
+
+SlStatus sl_unet_plan(SlUNet *u, int64_t B, int64_t H, int64_t W, int64_t T, SlCtx *ctx) {
+    return unet_plan(u, B, H, W, T, NULL, ctx);
+}
+
+SlStatus sl_unet_plan_bytes(SlUNet *u, int64_t B, int64_t H, int64_t W, int64_t T, size_t *bytes, SlCtx *ctx) {
+    *bytes = 0;
+    return unet_plan(u, B, H, W, T, bytes, ctx);
 }
 
 /* Points every module's in/din/out/dout at its layer's (and its sources') buffers. */

@@ -237,6 +237,11 @@ void sl_unet_set_kernels(SlUNet *u, const SlKernels *k);
 /* Plans and allocates activations for sample [B,Cin,H,W] and ehs [B,T,D].
  * H and W must be divisible by 2^(n_blocks-1). */
 SlStatus sl_unet_plan(SlUNet *u, int64_t B, int64_t H, int64_t W, int64_t T, SlCtx *ctx);
+/* The activation arena bytes sl_unet_plan would allocate for these sizes, without
+ * allocating (memory plans, pipeline/memplan.h). It sets the planned sizes and the
+ * modules' rows as sl_unet_plan does, but no buffer: on a planned U-Net, plan it again
+ * before running it; on one from sl_unet_init_shapes, adapter caches can be sized from it. */
+SlStatus sl_unet_plan_bytes(SlUNet *u, int64_t B, int64_t H, int64_t W, int64_t T, size_t *bytes, SlCtx *ctx);
 /* out [B,Cout,H,W] = unet(sample [B,Cin,H,W], timesteps [B], ehs [B,T,D]).
  * sample and ehs must stay valid until backward. */
 void sl_unet_forward(SlUNet *u, float *out, const float *sample, const float *timesteps, const float *ehs);
