@@ -51,8 +51,9 @@ static void print_plan(FILE *f, const SlMemPlan *p) {
 }
 
 /* Predicts the run's memory before the model loads (pipeline/memplan.h) and compares it
- * with --max-memory, else MemAvailable. Returns 0 to go on (c->micro_batch may have been
- * picked), nonzero after printing why not (plan->predicted_peak 0: a bad option). */
+ * with --max-memory (over it: refused) or else MemAvailable (over it: a warning). Returns 0
+ * to go on (c->micro_batch may have been picked), nonzero after printing why not
+ * (plan->predicted_peak 0: a bad option). */
 static int memory_check(SlTrainConfig *c, const char *max_mem, int pick, int quiet, SlMemPlan *plan, SlCtx *ctx) {
     double limit = 0;
     if (max_mem && sl_mem_size_parse(max_mem, "--max-memory", &limit, ctx) != SL_OK) {
@@ -74,12 +75,16 @@ static int memory_check(SlTrainConfig *c, const char *max_mem, int pick, int qui
         return 0;
     }
     if (!quiet || !fits) print_plan(stderr, plan);
-    if (!fits) {
-        fprintf(stderr, "stylora train: error: the predicted peak of %.0f MiB exceeds %s (%.0f MiB): nothing was "
-                "loaded. Settings that fit: %s\n", plan->predicted_peak / MIB,
-                given ? "--max-memory" : "the memory available (MemAvailable; set --max-memory to override)",
-                limit / MIB, plan->advice);
+    if (!fits && given) {
+        fprintf(stderr, "stylora train: error: the predicted peak of %.0f MiB exceeds --max-memory (%.0f MiB): nothing was "
+                "loaded. Settings that fit: %s\n", plan->predicted_peak / MIB, limit / MIB, plan->advice);
         return 1;
+    }
+    if (!fits) { /* MemAvailable moves (page cache, other programs): say so, as the issue asks; --max-memory refuses */
+        fprintf(stderr, "stylora train: warning: the predicted peak of %.0f MiB exceeds the memory available now "
+                "(MemAvailable %.0f MiB): the run may swap or be killed. Settings that fit: %s. With --max-memory SIZE "
+                "this is a refusal.\n", plan->predicted_peak / MIB, limit / MIB, plan->advice);
+        return 0;
     }
     if (plan->advice[0]) fprintf(stderr, "memory: %s\n", plan->advice);
     return 0;
