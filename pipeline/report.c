@@ -304,9 +304,10 @@ static void section_throughput(Buf *b, const SlTrainer *tr, const SlReportInput 
     puts_(b, "</section>\n");
 }
 
-static void section_memory(Buf *b, const SlTrainer *tr) {
+static void section_memory(Buf *b, const SlTrainer *tr, const SlMemPlan *given) {
     SlMemPlan plan;
-    sl_trainer_mem_plan(tr, &plan);
+    if (given) plan = *given;
+    else sl_trainer_mem_plan(tr, &plan);
     struct rusage ru;
     const double rss = getrusage(RUSAGE_SELF, &ru) == 0 ? (double)ru.ru_maxrss * 1024.0 : 0; /* Linux: kB */
     puts_(b, "<section id=\"memory\"><h2>Memory</h2>\n<table>\n");
@@ -421,7 +422,7 @@ SlStatus sl_report_write(const char *path, const SlTrainer *tr, const SlReportIn
     section_data(&b, tr, in);
     section_loss(&b, in);
     section_throughput(&b, tr, in);
-    section_memory(&b, tr);
+    section_memory(&b, tr, in->plan);
     section_checkpoints(&b, tr, in);
     puts_(&b, "</body></html>\n");
     SlStatus st = b.oom ? sl_fail(ctx, SL_ERR_NOMEM, "%s: out of memory building the report", path)

@@ -40,6 +40,7 @@ typedef struct SlReportInput {
     double step_seconds;       /* wall time in those steps */
     const char *samples_dir;   /* where sample-stepNNNNNN-I.png are */
     const char *assets_dir;    /* <out>.report: thumb-NNNN.png, base-I.png */
+    const SlMemPlan *plan;     /* NULL: sl_trainer_mem_plan(tr) */
     int final;                 /* 1: the run ended (else: at a checkpoint) */
 } SlReportInput;
 
