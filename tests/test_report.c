@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include "core/file.h"
+#include "core/image.h"
 #include "pipeline/report.h"
 #include "test_util.h"
 
@@ -102,7 +103,40 @@ static void test_page(void) {
     rmdir(dir);
 }
 
-int main(void) {
+/* tests/cli_report.sh's image check: `test_report --decode [--nonblank] FILE...` reads
+ * each file with stylora's own reader and prints its size; --nonblank also requires
+ * that over 1% of the pixels differ from the top-left one (a blank screenshot is
+ * one colour). Exit 1 if any file does not decode or is blank. */
+static int decode_files(int argc, char **argv) {
+    int nonblank = 0, bad = 0;
+    for (int i = 2; i < argc; i++) {
+        if (!strcmp(argv[i], "--nonblank")) {
+            nonblank = 1;
+            continue;
+        }
+        SlImage im = {0};
+        SlCtx ctx;
+        sl_ctx_init(&ctx);
+        if (sl_image_read(&im, argv[i], NULL, &ctx) != SL_OK) {
+            fprintf(stderr, "%s: does not decode: %s\n", argv[i], ctx.msg);
+            bad = 1;
+            continue;
+        }
+        int64_t differ = 0, n = (int64_t)im.w * im.h;
+        for (int64_t p = 0; p < n; p++) differ += memcmp(im.data + p * im.c, im.data, (size_t)im.c) != 0;
+        printf("%s: %dx%dx%d, %.1f%% of pixels differ from the top-left one\n", argv[i], im.w, im.h, im.c,
+               100.0 * (double)differ / (double)n);
+        if (nonblank && differ * 100 <= n) {
+            fprintf(stderr, "%s: blank\n", argv[i]);
+            bad = 1;
+        }
+        sl_image_free(&im);
+    }
+    return bad;
+}
+
+int main(int argc, char **argv) {
+    if (argc > 1 && !strcmp(argv[1], "--decode")) return decode_files(argc, argv);
     test_escape();
     test_page();
     return sl_test_finish("test_report");
