@@ -293,12 +293,12 @@ static void section_loss(Buf *b, const SlReportInput *in) {
 
 static void section_throughput(Buf *b, const SlTrainer *tr, const SlReportInput *in) {
     puts_(b, "<section id=\"throughput\"><h2>Throughput</h2>\n");
-    if (in->n_rows > 0 && in->step_seconds > 0) {
-        const double sps = (double)in->n_rows / in->step_seconds;
+    if (in->steps_timed > 0 && in->step_seconds > 0) {
+        const double sps = (double)in->steps_timed / in->step_seconds;
         const double ips = sps * (double)(tr->cfg.batch * tr->cfg.grad_accum * (tr->world > 1 ? tr->world : 1));
         putf(b, "<table><tr><th>steps/s</th><td>%.3f</td></tr><tr><th>images/s</th><td>%.3f</td></tr>"
                 "<tr><th>time in steps</th><td>%.1f s for %lld steps</td></tr></table>\n",
-             sps, ips, in->step_seconds, (long long)in->n_rows);
+             sps, ips, in->step_seconds, (long long)in->steps_timed);
     } else
         puts_(b, "<p>no steps timed yet</p>\n");
     puts_(b, "</section>\n");
@@ -412,7 +412,7 @@ SlStatus sl_report_write(const char *path, const SlTrainer *tr, const SlReportIn
               "pre.cmd{white-space:pre-wrap;word-break:break-all;background:#f4f4f4;padding:6px}\n"
               ".sheet{display:flex;flex-wrap:wrap;gap:6px}.sheet figure{margin:0;width:100px;font-size:10px}\n"
               ".sheet img{display:block;image-rendering:pixelated;width:96px}\n"
-              ".grid img{image-rendering:pixelated;width:128px}.grid th{font-size:12px;max-width:140px}\n"
+              ".grid img{image-rendering:pixelated;width:96px}.grid th{font-size:12px;max-width:140px}\n"
               ".missing{color:#a00;font-size:11px}.advice{color:#a00}\n"
               "</style></head><body>\n<h1>stylora training report</h1>\n<p>");
     put_esc(&b, tr->cfg.out);

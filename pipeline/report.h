@@ -35,9 +35,10 @@ typedef struct SlReportRow {
 
 typedef struct SlReportInput {
     const char *cmdline;       /* the command line as given (NULL: not shown) */
-    const SlReportRow *rows;   /* [n_rows] this run's steps, in order */
+    const SlReportRow *rows;   /* [n_rows] the steps logged so far, in order (with a resume's earlier ones) */
     int64_t n_rows;
-    double step_seconds;       /* wall time in those steps */
+    int64_t steps_timed;       /* steps this process ran ... */
+    double step_seconds;       /* ... and their wall time */
     const char *samples_dir;   /* where sample-stepNNNNNN-I.png are */
     const char *assets_dir;    /* <out>.report: thumb-NNNN.png, base-I.png */
     const SlMemPlan *plan;     /* NULL: sl_trainer_mem_plan(tr) */

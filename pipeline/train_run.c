@@ -120,6 +120,29 @@ static SlStatus report_base_samples(SlTrainer *tr, const char *assets, SlCtx *ct
     return st;
 }
 
+/* A resumed run's report shows the whole curve: the rows of steps 1..step from the
+ * log (already cut back to the checkpoint by log_open), into rows[0..step). Returns
+ * how many; an unreadable log gives 0 (the report then starts at the resume). */
+static int64_t report_log_rows(const char *path, int64_t step, SlReportRow *rows) {
+    char *buf = NULL;
+    size_t n = 0;
+    SlCtx q;
+    sl_ctx_init(&q);
+    if (sl_read_file(path, (size_t)1 << 30, &buf, &n, &q) != SL_OK) return 0;
+    int64_t k = 0;
+    for (char *line = buf; line && *line && k < step;) {
+        char *next = strchr(line, '\n');
+        if (next) *next++ = '\0';
+        long long s;
+        float loss, lr;
+        if (sscanf(line, "%lld,%f,%f", &s, &loss, &lr) == 3 && s >= 1 && s <= step && (k == 0 || s > rows[k - 1].step))
+            rows[k++] = (SlReportRow){s, loss, lr};
+        line = next;
+    }
+    free(buf);
+    return k;
+}
+
 /* Writes the report; a failure is a warning (the adapter and the log are what matter). */
 static void report_write(const char *path, SlTrainer *tr, const SlReportInput *in, SlCtx *ctx) {
     SlCtx q;
@@ -176,6 +199,7 @@ SlStatus sl_trainer_run(SlTrainer *tr, const SlTrainHooks *hooks, SlTrainRunResu
         st = log_open(&csv, log_path, tr, ctx);
         losses = malloc((size_t)c->steps * sizeof(float));
     }
+    if (report && c->resume && !st) rin.n_rows = report_log_rows(log_path, tr->step, rows);
     if (h->agree && h->agree(h->user, st != SL_OK) && !st) st = writer_failed(ctx);
     double ema = 0;
     while (!st && tr->step < c->steps) {
@@ -192,6 +216,7 @@ SlStatus sl_trainer_run(SlTrainer *tr, const SlTrainHooks *hooks, SlTrainRunResu
             ema = tr->step - 1 == res->first_step ? tr->loss : 0.95 * ema + 0.05 * tr->loss;
             if (losses) losses[n_losses++] = tr->loss;
             if (rows) rows[rin.n_rows++] = (SlReportRow){tr->step, tr->loss, tr->lr};
+            rin.steps_timed++;
             rin.step_seconds = res->step_seconds;
             fprintf(csv, "%lld,%.6g,%.6g,%.6g\n", (long long)tr->step, tr->loss, tr->lr, tr->grad_norm);
             if (h->progress) h->progress(h->user, tr, ema);

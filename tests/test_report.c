@@ -64,7 +64,7 @@ static void test_page(void) {
     plan.predicted_peak = 3e6;
     snprintf(plan.advice, sizeof plan.advice, "try --micro-batch 1 <script>");
     SlReportRow rows[2] = {{1, 0.5f, 1e-3f}, {2, 0.25f, 1e-3f}};
-    SlReportInput in = {.cmdline = "stylora train --caption '<script>x</script>'", .rows = rows, .n_rows = 2,
+    SlReportInput in = {.cmdline = "stylora train --caption '<script>x</script>'", .rows = rows, .n_rows = 2, .steps_timed = 2,
                         .step_seconds = 1.0, .samples_dir = dir, .assets_dir = assets, .plan = &plan, .final = 1};
     SlCtx ctx;
     sl_ctx_init(&ctx);
