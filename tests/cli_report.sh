@@ -6,7 +6,7 @@
 # image the page references is a data: URI (or a file) that stylora's own reader
 # decodes (test_report --decode); the page has no script and no network reference;
 # the screenshot decodes and is not blank; the run printed the report's path;
-# --no-report writes none. Exits 77 without chromium (tools/deps.sh --test installs it).
+# a resume's page still has every step's point; --no-report writes none. Exits 77 without chromium (tools/deps.sh --test installs it).
 set -u
 bin=${SL_STYLORA:?}; src=${SL_SOURCE_DIR:?}; bdir=${SL_BINARY_DIR:-.}
 decode=$bdir/test_report
@@ -69,6 +69,17 @@ done
 shot=$tmp/report.png
 render "file://$page" --screenshot="$shot" >/dev/null
 if out_d=$("$decode" --decode --nonblank "$shot"); then ok "screenshot: $out_d"; else bad "screenshot blank or unreadable: $out_d"; fi
+
+# the curve has a point per step; a resume (here at the last step: only the final save)
+# rewrites the page with the earlier steps' points, read back from the log
+points() { grep -o '<polyline id="loss-raw"[^>]*' "$1" | sed 's/.*points="//; s/".*//' | wc -w; }
+p1=$(points "$page")
+"$bin" train --model "$src/models/shapes64" --data "$src/examples/styles/neon" --out "$out" \
+  --steps 20 --save-every 10 --sample-every 10 --sample-steps 8 --seed 3 --resume --quiet \
+  --sample-prompt "neonstyle, a large red circle" --sample-prompt "neonstyle, two small squares & a star" >/dev/null 2>&1
+p2=$(points "$page")
+if [[ $p1 -eq 20 && $p2 -eq 20 ]]; then ok "loss curve: 20 points, 20 after the resume"; else bad "loss curve points: $p1, after resume $p2 (want 20)"; fi
+if grep -q 'id="ckpt-20"' "$page"; then ok "resumed page keeps its checkpoints"; else bad "resumed page lost ckpt-20"; fi
 
 # --no-report: no page
 "$bin" train --model "$src/models/shapes64" --data "$src/examples/styles/neon" --out "$tmp/none.safetensors" \
