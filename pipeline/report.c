@@ -21,6 +21,7 @@
 #include "core/file.h"
 #include "core/image.h"
 #include "core/outpath.h"
+#include "pipeline/eval.h"
 #include "pipeline/memplan.h"
 #include "pipeline/optim.h"
 
@@ -337,6 +338,80 @@ static void section_memory(Buf *b, const SlTrainer *tr, const SlMemPlan *given) 
     puts_(b, "</section>\n");
 }
 
+/* ---- the checkpoints' figures: `stylora eval`'s measures on the sample rows ---- */
+
+#define REPORT_STYLE_SEED 1234 /* = tools/cmd_eval.c's EVAL_SEED: the same style net, comparable figures */
+
+typedef struct Scorer {
+    int ok;               /* 0: no figures (no thumbnails, out of memory) */
+    int has_net;          /* net to free */
+    SlStyleNet net;
+    SlStyleStats ref;     /* the training images (their thumbnails) */
+    SlStyleStats row;
+} Scorer;
+
+/* The reference is the contact sheet's thumbnails (the style net resizes to 64x64
+ * anyway), so a report costs no pass over the full-size data set. */
+static void scorer_init(Scorer *sc, const SlTrainer *tr, const char *assets) {
+    SlCtx q;
+    sl_ctx_init(&q);
+    sc->ok = sc->has_net = sl_style_net_init(&sc->net, REPORT_STYLE_SEED, &q) == SL_OK;
+    sl_style_stats_init(&sc->ref);
+    const int n = tr->n_valid < SL_REPORT_MAX_THUMBS ? tr->n_valid : SL_REPORT_MAX_THUMBS;
+    for (int i = 0; i < n && sc->ok; i++) {
+        char path[4200];
+        snprintf(path, sizeof path, "%s/thumb-%04d.png", assets, i);
+        SlImage im = {0};
+        if (sl_image_read(&im, path, NULL, &q) == SL_OK) sl_style_stats_add(&sc->ref, &sc->net, &im, &q);
+        sl_image_free(&im);
+    }
+    if (sc->ref.n == 0) sc->ok = 0;
+}
+
+/* Scores one row's images (paths[n]; prompts[n]): the style distance of the row to the
+ * training images and the mean prompt fidelity over the prompts of the shapes grammar
+ * (NaN if none parses). Returns 0 if no image could be read. */
+static int scorer_row(Scorer *sc, char (*paths)[4200], const char *const *prompts, int n, double *dist, double *fid) {
+    SlCtx q;
+    sl_ctx_init(&q);
+    sl_style_stats_init(&sc->row);
+    double fsum = 0;
+    int fn = 0;
+    for (int i = 0; i < n; i++) {
+        SlImage im = {0};
+        SlImageReadOpts o = sl_image_read_opts_default();
+        o.channels = 3;
+        if (sl_image_read(&im, paths[i], &o, &q) == SL_OK) {
+            sl_style_stats_add(&sc->row, &sc->net, &im, &q);
+            SlSceneCaption cap;
+            SlDetection det;
+            if (sl_eval_parse_caption(&cap, prompts[i], &q) == SL_OK && sl_eval_detect(&det, &im, &q) == SL_OK) {
+                SlFidelity f;
+                sl_eval_fidelity(&f, &det, &cap);
+                fsum += f.score;
+                fn++;
+            }
+        }
+        sl_image_free(&im);
+    }
+    SlStyleDistance d;
+    if (sc->row.n == 0 || sl_style_distance(&d, &sc->row, &sc->ref, &q) != SL_OK) return 0;
+    *dist = d.total;
+    *fid = fn ? fsum / fn : NAN;
+    return 1;
+}
+
+static void put_scores(Buf *b, Scorer *sc, char (*paths)[4200], const char *const *prompts, int n) {
+    double dist, fid;
+    if (!sc->ok || !scorer_row(sc, paths, prompts, n, &dist, &fid)) {
+        puts_(b, "<td class=\"num\">-</td><td class=\"num\">-</td>");
+        return;
+    }
+    putf(b, "<td class=\"num style\">%.4f</td>", dist);
+    if (isnan(fid)) puts_(b, "<td class=\"num fidelity\">-</td>");
+    else putf(b, "<td class=\"num fidelity\">%.3f</td>", fid);
+}
+
 static void section_checkpoints(Buf *b, const SlTrainer *tr, const SlReportInput *in) {
     const SlTrainConfig *c = &tr->cfg;
     puts_(b, "<section id=\"checkpoints\"><h2>Checkpoints</h2>\n");
@@ -352,14 +427,20 @@ static void section_checkpoints(Buf *b, const SlTrainer *tr, const SlReportInput
         put_esc(b, c->sample_prompts[i]);
         puts_(b, "</th>");
     }
-    puts_(b, "</tr>\n<tr id=\"ckpt-base\"><th>base model</th>");
+    puts_(b, "<th>style distance</th><th>prompt fidelity</th></tr>\n<tr id=\"ckpt-base\"><th>base model</th>");
+    Scorer *sc = calloc(1, sizeof *sc);
+    if (sc) scorer_init(sc, tr, in->assets_dir);
     char path[4200];
+    char (*paths)[4200] = malloc((size_t)c->n_sample_prompts * sizeof *paths);
+    if (!paths && sc) sc->ok = 0;
     for (int i = 0; i < c->n_sample_prompts; i++) {
         snprintf(path, sizeof path, "%s/base-%d.png", in->assets_dir, i);
+        if (paths) memcpy(paths[i], path, sizeof path);
         puts_(b, "<td>");
         put_img(b, path, c->sample_prompts[i], 256);
         puts_(b, "</td>");
     }
+    if (sc) put_scores(b, sc, paths, c->sample_prompts, c->n_sample_prompts);
     puts_(b, "</tr>\n");
     for (int64_t s = c->sample_every; s <= tr->step; s += c->sample_every) {
         snprintf(path, sizeof path, "%s/sample-step%06lld-0.png", in->samples_dir, (long long)s);
@@ -368,13 +449,22 @@ static void section_checkpoints(Buf *b, const SlTrainer *tr, const SlReportInput
         putf(b, "<tr id=\"ckpt-%lld\"><th>step %lld</th>", (long long)s, (long long)s);
         for (int i = 0; i < c->n_sample_prompts; i++) {
             snprintf(path, sizeof path, "%s/sample-step%06lld-%d.png", in->samples_dir, (long long)s, i);
+            if (paths) memcpy(paths[i], path, sizeof path);
             puts_(b, "<td>");
             put_img(b, path, c->sample_prompts[i], 256);
             puts_(b, "</td>");
         }
+        if (sc) put_scores(b, sc, paths, c->sample_prompts, c->n_sample_prompts);
         puts_(b, "</tr>\n");
     }
-    puts_(b, "</table></section>\n");
+    puts_(b, "</table>\n<p class=\"legend\">style distance: <code>stylora eval</code>'s measure (pipeline/eval.h; 0 = "
+             "the same statistics) of the row's images to the training images (their thumbnails); prompt fidelity: "
+             "the mean over the prompts of the shapes grammar (1 = colour and shape right; - when none parses). "
+             "A few images make noisy figures: read the trend; <code>stylora eval --n 32</code> measures the "
+             "finished adapter.</p></section>\n");
+    if (sc && sc->has_net) sl_style_net_free(&sc->net);
+    free(sc);
+    free(paths);
 }
 
 static SlStatus write_atomic(const char *path, const char *data, size_t n, SlCtx *ctx) {

@@ -4,7 +4,12 @@
 # writes <out>.html; headless Chromium renders it (screenshot + DOM), and the DOM has
 # the sections loss and memory and the checkpoint grids ckpt-10 and ckpt-20; every
 # image the page references is a data: URI (or a file) that stylora's own reader
-# decodes (test_report --decode); the page has no script and no network reference;
+# decodes (test_report --decode); each grid row has a style distance; the page has no script and no network reference;
+# each grid row carries `stylora eval`'s style distance to the training images (a number in [0, 2])
+for id in ckpt-base ckpt-10 ckpt-20; do
+  d=$(grep -o "<tr id=\"$id\">.*" "$dom" | sed 's#</tr>.*##' | grep -o 'class="num style">[^<]*' | sed 's/.*>//')
+  if awk -v d="$d" 'BEGIN{exit !(d != "" && d+0 > 0 && d+0 < 2)}'; then ok "#$id: style distance $d"; else bad "#$id: style distance '$d'"; fi
+done
 # the screenshot decodes and is not blank; the run printed the report's path;
 # a resume's page still has every step's point; --no-report writes none. Exits 77 without chromium (tools/deps.sh --test installs it).
 set -u
@@ -64,6 +69,11 @@ if [[ $n -eq 38 && $nbad -eq 0 ]]; then ok "all $n images decode"; else bad "$nb
 for id in ckpt-base ckpt-10 ckpt-20; do
   k=$(grep -o "<tr id=\"$id\">.*" "$dom" | sed 's#</tr>.*##' | grep -o '<img' | wc -l)
   if [[ $k -eq 2 ]]; then ok "#$id: 2 images"; else bad "#$id: $k images, want 2"; fi
+done
+# each grid row carries `stylora eval`'s style distance to the training images (a number in [0, 2])
+for id in ckpt-base ckpt-10 ckpt-20; do
+  d=$(grep -o "<tr id=\"$id\">.*" "$dom" | sed 's#</tr>.*##' | grep -o 'class="num style">[^<]*' | sed 's/.*>//')
+  if awk -v d="$d" 'BEGIN{exit !(d != "" && d+0 > 0 && d+0 < 2)}'; then ok "#$id: style distance $d"; else bad "#$id: style distance '$d'"; fi
 done
 # the screenshot
 shot=$tmp/report.png

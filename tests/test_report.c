@@ -88,6 +88,7 @@ static void test_page(void) {
         /* no sample files: no checkpoint rows, and the missing thumbnail and base image are marked */
         CHECK(!strstr(html, "id=\"ckpt-1\""), "a checkpoint row without samples");
         CHECK(strstr(html, "class=\"missing\""), "missing images not marked");
+        CHECK(strstr(html, "<td class=\"num\">-</td><td class=\"num\">-</td></tr>"), "no images: the figures must be '-'");
         free(low);
     }
     free(html);
