@@ -260,9 +260,19 @@ int cmd_train(int argc, char **argv) {
         return cli_fail("train", &ctx);
     }
 
+    /* the report: <out>.html, showing the command line as given (quoted where a shell would need it) */
+    char report[4200], cmdline[8192];
+    snprintf(report, sizeof report, "%s.html", c.out);
+    size_t k = (size_t)snprintf(cmdline, sizeof cmdline, "stylora train");
+    for (int i = 1; i < argc && k < sizeof cmdline; i++) {
+        const int q = argv[i][strcspn(argv[i], " \t'\"\\$`*?;&|<>()")] != '\0' || !argv[i][0];
+        k += (size_t)snprintf(cmdline + k, sizeof cmdline - k, q ? " '%s'" : " %s", argv[i]);
+    }
+    const int want_report = !a.v[A_NO_REPORT];
+
 #ifdef SL_WITH_MPI /* issue 13: under mpirun, the data-parallel loop of tools/train_mpi.c */
     if (train_mpi_launched()) {
-        int mpi_rc = train_mpi_run(&c, a.v[A_QUIET] != NULL);
+        int mpi_rc = train_mpi_run(&c, a.v[A_QUIET] != NULL, want_report ? report : NULL, cmdline);
         sl_config_free(&jc);
         return mpi_rc;
     }
@@ -270,9 +280,7 @@ int cmd_train(int argc, char **argv) {
     /* before the model loads: fail in ms, not after training. Under mpirun the trainer's own
      * check of --out (before the model loads too) reports through the rank-named error path. */
     cli_check_train_outputs(c.out, a.v[A_LOG], c.cache_dir);
-    char report[4200];
-    snprintf(report, sizeof report, "%s.html", c.out);
-    if (!a.v[A_NO_REPORT] && sl_path_check_writable("--out (its report)", report, &ctx) != SL_OK) {
+    if (want_report && sl_path_check_writable("--out (its report)", report, &ctx) != SL_OK) {
         sl_config_free(&jc);
         return cli_fail("train", &ctx);
     }
@@ -292,14 +300,6 @@ int cmd_train(int argc, char **argv) {
     signal(SIGTERM, on_sigint);
     SlProgress bar;
     sl_progress_begin(&bar, "train", c.steps, stderr, a.v[A_QUIET] != NULL);
-    /* the report: <out>.html, showing the command line as given (quoted where a shell would need it) */
-    char cmdline[8192];
-    size_t k = (size_t)snprintf(cmdline, sizeof cmdline, "stylora train");
-    for (int i = 1; i < argc && k < sizeof cmdline; i++) {
-        const int q = argv[i][strcspn(argv[i], " \t'\"\\$`*?;&|<>()")] != '\0' || !argv[i][0];
-        k += (size_t)snprintf(cmdline + k, sizeof cmdline - k, q ? " '%s'" : " %s", argv[i]);
-    }
-    const int want_report = !a.v[A_NO_REPORT];
     SlTrainHooks hooks = {.user = &bar, .stop_requested = stop_requested, .progress = show_progress,
                           .report_path = want_report ? report : NULL, .cmdline = cmdline};
     SlTrainRunResult res;
