@@ -11,7 +11,8 @@ for id in ckpt-base ckpt-10 ckpt-20; do
   if awk -v d="$d" 'BEGIN{exit !(d != "" && d+0 > 0 && d+0 < 2)}'; then ok "#$id: style distance $d"; else bad "#$id: style distance '$d'"; fi
 done
 # the screenshot decodes and is not blank; the run printed the report's path;
-# a resume's page still has every step's point; --no-report writes none. Exits 77 without chromium (tools/deps.sh --test installs it).
+# a resume's page still has every step's point; --no-report writes none, and
+# the adapter's bytes are those of a run without report or samples. Exits 77 without chromium (tools/deps.sh --test installs it).
 set -u
 bin=${SL_STYLORA:?}; src=${SL_SOURCE_DIR:?}; bdir=${SL_BINARY_DIR:-.}
 decode=$bdir/test_report
@@ -91,10 +92,12 @@ p2=$(points "$page")
 if [[ $p1 -eq 20 && $p2 -eq 20 ]]; then ok "loss curve: 20 points, 20 after the resume"; else bad "loss curve points: $p1, after resume $p2 (want 20)"; fi
 if grep -q 'id="ckpt-20"' "$page"; then ok "resumed page keeps its checkpoints"; else bad "resumed page lost ckpt-20"; fi
 
-# --no-report: no page
+# --no-report: no page; and the report (its base-model samples at weight 0, the checkpoint
+# samples) leaves training alone: the same adapter bytes as a run with neither
 "$bin" train --model "$src/models/shapes64" --data "$src/examples/styles/neon" --out "$tmp/none.safetensors" \
-  --steps 2 --quiet --no-report >/dev/null 2>&1
+  --steps 20 --seed 3 --quiet --no-report >/dev/null 2>&1
 if [[ -f "$tmp/none.safetensors" && ! -e "$tmp/none.safetensors.html" ]]; then ok "--no-report writes none"; else bad "--no-report"; fi
+if cmp -s "$out" "$tmp/none.safetensors"; then ok "same adapter bytes with and without the report and samples"; else bad "the report's sampling changed the adapter"; fi
 echo "cli_report: $checks checks, $fails failed"
 [[ $fails -eq 0 ]] || exit 1
 rm -rf "$tmp"
