@@ -279,6 +279,12 @@ typedef struct SlTrainHooks {
     /* checkpoint policy: nonzero = save after this step (never asked at the last
      * step, which always saves). NULL: every cfg.save_every steps, and on stop. */
     int (*save_now)(void *user, const SlTrainer *tr, int stop);
+    /* the run's HTML page (pipeline/report.h), writer only: its path (NULL: none),
+     * rewritten at each checkpoint or sample and at the end, and the command line
+     * it shows (NULL: none). Its images go in <out>.report/. A report that cannot
+     * be written is a warning: it never stops the run. */
+    const char *report_path;
+    const char *cmdline;
 } SlTrainHooks;
 
 typedef struct SlTrainRunResult {

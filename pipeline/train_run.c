@@ -13,6 +13,7 @@
 
 #include "core/config.h" /* sl_read_file */
 #include "pipeline/plot.h"
+#include "pipeline/report.h"
 
 static double now_s(void) {
     struct timespec t;
@@ -94,6 +95,61 @@ static SlStatus log_open(FILE **out, const char *path, const SlTrainer *tr, SlCt
     return SL_OK;
 }
 
+/* The base model's samples for the report's first row: the same prompts and seeds as
+ * sl_trainer_sample with the adapter's weight at 0 (its hooks then add nothing), as
+ * <assets>/base-I.png. Made once per report folder (a resume keeps them). */
+static SlStatus report_base_samples(SlTrainer *tr, const char *assets, SlCtx *ctx) {
+    const SlTrainConfig *c = &tr->cfg;
+    if (!c->sample_every || !c->n_sample_prompts || c->full || tr->set.n_ad < 1) return SL_OK;
+    char from[4300], to[4300];
+    int have = 1;
+    for (int i = 0; i < c->n_sample_prompts && have; i++) {
+        snprintf(to, sizeof to, "%s/base-%d.png", assets, i);
+        have = access(to, F_OK) == 0;
+    }
+    if (have) return SL_OK;
+    const float w = tr->set.w[0];
+    sl_adapter_set_weight(&tr->set, 0, 0.0f);
+    SlStatus st = sl_trainer_sample(tr, assets, ctx);
+    sl_adapter_set_weight(&tr->set, 0, w);
+    for (int i = 0; i < c->n_sample_prompts && !st; i++) {
+        snprintf(from, sizeof from, "%s/sample-step%06lld-%d.png", assets, (long long)tr->step, i);
+        snprintf(to, sizeof to, "%s/base-%d.png", assets, i);
+        if (rename(from, to) != 0) st = sl_fail(ctx, SL_ERR_IO, "%s: cannot rename to %s: %s", from, to, strerror(errno));
+    }
+    return st;
+}
+
+/* A resumed run's report shows the whole curve: the rows of steps 1..step from the
+ * log (already cut back to the checkpoint by log_open), into rows[0..step). Returns
+ * how many; an unreadable log gives 0 (the report then starts at the resume). */
+static int64_t report_log_rows(const char *path, int64_t step, SlReportRow *rows) {
+    char *buf = NULL;
+    size_t n = 0;
+    SlCtx q;
+    sl_ctx_init(&q);
+    if (sl_read_file(path, (size_t)1 << 30, &buf, &n, &q) != SL_OK) return 0;
+    int64_t k = 0;
+    for (char *line = buf; line && *line && k < step;) {
+        char *next = strchr(line, '\n');
+        if (next) *next++ = '\0';
+        long long s;
+        float loss, lr;
+        if (sscanf(line, "%lld,%f,%f", &s, &loss, &lr) == 3 && s >= 1 && s <= step && (k == 0 || s > rows[k - 1].step))
+            rows[k++] = (SlReportRow){s, loss, lr};
+        line = next;
+    }
+    free(buf);
+    return k;
+}
+
+/* Writes the report; a failure is a warning (the adapter and the log are what matter). */
+static void report_write(const char *path, SlTrainer *tr, const SlReportInput *in, SlCtx *ctx) {
+    SlCtx q;
+    sl_ctx_init(&q);
+    if (sl_report_write(path, tr, in, &q) != SL_OK) sl_log(ctx, SL_LOG_WARN, "report not written: %s", q.msg);
+}
+
 /* The writer failed and this (silent) process only heard of it. */
 static SlStatus writer_failed(SlCtx *ctx) {
     return sl_fail(ctx, SL_ERR_INTERRUPTED, "stopped: the writing process failed");
@@ -118,6 +174,23 @@ SlStatus sl_trainer_run(SlTrainer *tr, const SlTrainHooks *hooks, SlTrainRunResu
     if (slash) *slash = '\0';
     else snprintf(out_dir, sizeof out_dir, ".");
 
+    /* the report (writer only): its folder of images, this run's log rows */
+    const char *report = writer ? h->report_path : NULL;
+    char assets[4200];
+    snprintf(assets, sizeof assets, "%s.report", c->out);
+    SlReportRow *rows = report ? malloc((size_t)c->steps * sizeof *rows) : NULL;
+    SlReportInput rin = {.cmdline = h->cmdline, .samples_dir = out_dir, .assets_dir = assets};
+    rin.rows = rows;
+    if (report && !rows) report = NULL;
+    if (report) {
+        SlCtx q;
+        sl_ctx_init(&q);
+        if (sl_report_thumbnails(tr, assets, &q) != SL_OK || report_base_samples(tr, assets, &q) != SL_OK) {
+            sl_log(ctx, SL_LOG_WARN, "report: %s", q.msg);
+            if (q.status == SL_ERR_IO) report = NULL; /* (no folder for its images) */
+        }
+    }
+
     FILE *csv = NULL;
     float *losses = NULL; /* [steps] this run's losses, for the curve (none if out of memory) */
     int64_t n_losses = 0;
@@ -126,6 +199,7 @@ SlStatus sl_trainer_run(SlTrainer *tr, const SlTrainHooks *hooks, SlTrainRunResu
         st = log_open(&csv, log_path, tr, ctx);
         losses = malloc((size_t)c->steps * sizeof(float));
     }
+    if (report && c->resume && !st) rin.n_rows = report_log_rows(log_path, tr->step, rows);
     if (h->agree && h->agree(h->user, st != SL_OK) && !st) st = writer_failed(ctx);
     double ema = 0;
     while (!st && tr->step < c->steps) {
@@ -141,6 +215,9 @@ SlStatus sl_trainer_run(SlTrainer *tr, const SlTrainHooks *hooks, SlTrainRunResu
         if (writer) {
             ema = tr->step - 1 == res->first_step ? tr->loss : 0.95 * ema + 0.05 * tr->loss;
             if (losses) losses[n_losses++] = tr->loss;
+            if (rows) rows[rin.n_rows++] = (SlReportRow){tr->step, tr->loss, tr->lr};
+            rin.steps_timed++;
+            rin.step_seconds = res->step_seconds;
             fprintf(csv, "%lld,%.6g,%.6g,%.6g\n", (long long)tr->step, tr->loss, tr->lr, tr->grad_norm);
             if (h->progress) h->progress(h->user, tr, ema);
         }
@@ -154,6 +231,7 @@ SlStatus sl_trainer_run(SlTrainer *tr, const SlTrainHooks *hooks, SlTrainRunResu
             st = sl_trainer_save(tr, ctx);
         }
         if (writer && sample && !st) st = sl_trainer_sample(tr, out_dir, ctx);
+        if (report && (save || sample) && !st) report_write(report, tr, &rin, ctx);
         if ((save || sample) && h->agree && h->agree(h->user, st != SL_OK) && !st) st = writer_failed(ctx);
         if (!st && stop && tr->step < c->steps) res->stopped = 1;
         if (res->stopped) break;
@@ -162,10 +240,13 @@ SlStatus sl_trainer_run(SlTrainer *tr, const SlTrainHooks *hooks, SlTrainRunResu
         if (writer) {
             st = sl_trainer_save(tr, ctx);
             if (!st && losses && n_losses > 1) st = sl_plot_curve_png(curve_path, losses, (int)n_losses, 0.95f, 640, 320, ctx);
+            rin.final = 1;
+            if (!st && report) report_write(report, tr, &rin, ctx);
         }
         if (h->agree && h->agree(h->user, st != SL_OK) && !st) st = writer_failed(ctx);
     }
     if (csv) fclose(csv);
     free(losses);
+    free(rows);
     return st;
 }

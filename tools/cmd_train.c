@@ -17,6 +17,7 @@
 
 #include "cli.h"
 #include "core/config.h"
+#include "core/outpath.h"
 #include "core/progress.h"
 #include "pipeline/plot.h"
 #include "pipeline/train.h"
@@ -90,7 +91,7 @@ static int memory_check(SlTrainConfig *c, const char *max_mem, int pick, int qui
     return 0;
 }
 
-#define N_OPTS 58 /* [nf4] was 48; buckets +4; memplan +1 */
+#define N_OPTS 61 /* [nf4] was 48; buckets +4; memplan +1; report +2 */
 typedef struct TrainArgs {
     const char *v[N_OPTS];
     const char *sample_prompt[SL_TRAIN_MAX_SAMPLE_PROMPTS];
@@ -101,7 +102,7 @@ enum {
     A_DORA, A_RSLORA, A_INIT, A_DROPOUT, A_FULL, A_LR, A_SCHED, A_WARMUP, A_B1, A_B2, A_EPS, A_WD, A_CLIP, A_SNR,
     A_NOISE_OFF, A_CAP_DROP, A_CLIP_SKIP, A_TRIGGER, A_CAPTION, A_FLIP, A_BAD, A_SEED, A_THREADS, A_SAVE_EVERY,
     A_RESUME, A_FORMAT, A_SAVE_DTYPE, A_CACHE, A_SAMPLE_EVERY, A_SAMPLE_STEPS, A_SAMPLE_CFG, A_CONFIG, A_QUIET,
-    A_LOG, A_NAME, A_BASE, A_NF4_LAYERS, A_NF4_DQ, /* [nf4] */ A_RESUME_ANYWAY, A_BUCKETS, A_BUCKET_STEP, A_MIN_BUCKET, A_MAX_BUCKET, A_MAX_MEM, A_COUNT
+    A_LOG, A_NAME, A_BASE, A_NF4_LAYERS, A_NF4_DQ, /* [nf4] */ A_RESUME_ANYWAY, A_BUCKETS, A_BUCKET_STEP, A_MIN_BUCKET, A_MAX_BUCKET, A_MAX_MEM, A_REPORT, A_NO_REPORT, A_COUNT
 };
 
 _Static_assert(A_COUNT <= N_OPTS, "N_OPTS too small for the option table");
@@ -128,7 +129,7 @@ int cmd_train(int argc, char **argv) {
         {"--batch", "N", "images per step (default 1)", &a.v[A_BATCH], 0},
         {"--grad-accum", "N", "micro-batches per step (default 1)", &a.v[A_ACCUM], 0},
         {"--micro-batch", "N", "run the batch N images at a time (divides --batch; less memory; the gradient sum in a fixed order); auto: with --max-memory, the largest that fits", &a.v[A_MICRO], 0},
-        {"--max-memory", "SIZE", "refuse before loading if the predicted peak exceeds SIZE (8G, 3500M; default: MemAvailable); picks --micro-batch when it is auto or not given", &a.v[A_MAX_MEM], 0},
+        {"--max-memory", "SIZE", "refuse before loading if the predicted peak exceeds SIZE (8G, 3500M; without it: a warning over MemAvailable); picks --micro-batch when it is auto or not given", &a.v[A_MAX_MEM], 0},
         {"--resolution", "N", "training image size (default: the VAE's sample size)", &a.v[A_RES], 0},
         {"--rank", "R", "LoRA rank (default 8)", &a.v[A_RANK], 0},
         {"--conv-rank", "R", "rank of LoCon conv adapters (default: --rank)", &a.v[A_CONV_RANK], 0},
@@ -174,6 +175,8 @@ int cmd_train(int argc, char **argv) {
         {"--config", "FILE.json", "read options from a JSON object", &a.v[A_CONFIG], 0},
         {"--log", "FILE.csv", "CSV log (default: <out>.csv)", &a.v[A_LOG], 0},
         {"--base-name", "NAME", "base model name written into the metadata", &a.v[A_NAME], 0},
+        {"--report", NULL, "write <out>.html, the run's report (default; images in <out>.report/)", &a.v[A_REPORT], 0},
+        {"--no-report", NULL, "no HTML report", &a.v[A_NO_REPORT], 0},
         {"--quiet", NULL, "no progress bar", &a.v[A_QUIET], 0},
         {"--base", "KIND", "frozen U-Net weights: fp32 | fp16 (linears+convs in binary16: half the memory) | nf4 (QLoRA, 4-bit NormalFloat linears); default: fp16 when the file stores them F16 (exact), else fp32", &a.v[A_BASE], 0}, /* [nf4] */
         {"--nf4-layers", "LIST", "with --base nf4: attn,ff,proj (default), time, all, or patterns", &a.v[A_NF4_LAYERS], 0}, /* [nf4] */
@@ -274,6 +277,10 @@ int cmd_train(int argc, char **argv) {
         fprintf(stderr, "stylora train: error: --bucket-step, --min-bucket and --max-bucket need --buckets\n");
         return 2;
     }
+    if (a.v[A_REPORT] && a.v[A_NO_REPORT]) {
+        fprintf(stderr, "stylora train: error: --report and --no-report contradict each other\n");
+        return 2;
+    }
     c.stop_on_bad_image = a.v[A_BAD] != NULL;
     c.resume = a.v[A_RESUME] != NULL || a.v[A_RESUME_ANYWAY] != NULL;
     c.resume_anyway = a.v[A_RESUME_ANYWAY] != NULL;
@@ -307,9 +314,19 @@ int cmd_train(int argc, char **argv) {
         return cli_fail("train", &ctx);
     }
 
+    /* the report: <out>.html, showing the command line as given (quoted where a shell would need it) */
+    char report[4200], cmdline[8192];
+    snprintf(report, sizeof report, "%s.html", c.out);
+    size_t k = (size_t)snprintf(cmdline, sizeof cmdline, "stylora train");
+    for (int i = 1; i < argc && k < sizeof cmdline; i++) {
+        const int q = argv[i][strcspn(argv[i], " \t'\"\\$`*?;&|<>()")] != '\0' || !argv[i][0];
+        k += (size_t)snprintf(cmdline + k, sizeof cmdline - k, q ? " '%s'" : " %s", argv[i]);
+    }
+    const int want_report = !a.v[A_NO_REPORT];
+
 #ifdef SL_WITH_MPI /* issue 13: under mpirun, the data-parallel loop of tools/train_mpi.c */
     if (train_mpi_launched()) {
-        int mpi_rc = train_mpi_run(&c, a.v[A_QUIET] != NULL);
+        int mpi_rc = train_mpi_run(&c, a.v[A_QUIET] != NULL, want_report ? report : NULL, cmdline);
         sl_config_free(&jc);
         return mpi_rc;
     }
@@ -328,6 +345,10 @@ int cmd_train(int argc, char **argv) {
         sl_config_free(&jc);
         return plan.predicted_peak > 0 ? 1 : 2;
     }
+    if (want_report && sl_path_check_writable("--out (its report)", report, &ctx) != SL_OK) {
+        sl_config_free(&jc);
+        return cli_fail("train", &ctx);
+    }
     SlTrainer tr;
     if (sl_trainer_init(&tr, &c, &ctx) != SL_OK) {
         int rc = cli_fail("train", &ctx);
@@ -344,7 +365,8 @@ int cmd_train(int argc, char **argv) {
     signal(SIGTERM, on_sigint);
     SlProgress bar;
     sl_progress_begin(&bar, "train", c.steps, stderr, a.v[A_QUIET] != NULL);
-    SlTrainHooks hooks = {.user = &bar, .stop_requested = stop_requested, .progress = show_progress};
+    SlTrainHooks hooks = {.user = &bar, .stop_requested = stop_requested, .progress = show_progress,
+                          .report_path = want_report ? report : NULL, .cmdline = cmdline};
     SlTrainRunResult res;
     SlStatus st = sl_trainer_run(&tr, &hooks, &res, &ctx);
     sl_progress_end(&bar);
@@ -371,6 +393,7 @@ int cmd_train(int argc, char **argv) {
             fprintf(stderr, "memory: measured peak RSS %.0f MiB; predicted %.0f MiB from the loaded arenas\n", peak / MIB,
                     after.predicted_peak / MIB);
         printf("%s\n", c.out);
+        if (want_report) fprintf(stderr, "stylora train: report: %s\n", report);
     }
     sl_trainer_free(&tr);
     sl_config_free(&jc);

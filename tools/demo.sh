@@ -3,7 +3,9 @@
 # then trains a style adapter on a shipped example style with the shipped model
 # (models/shapes64) and measures it: the same prompts and seeds are sampled
 # with and without the adapter, a side-by-side grid is written, and the last
-# lines printed are the figures as `name: value`.
+# lines printed are the figures as `name: value`. The run's HTML report (loss curve,
+# memory, a sample grid at each fifth of the run under the base model's row) is
+# <out>/<style>.safetensors.html; its path is printed before the figures.
 #
 #   tools/demo.sh                     the neon style
 #   STYLE=outline STEPS=2000 tools/demo.sh
@@ -27,11 +29,14 @@ if [[ ! -f "$model/unet/diffusion_pytorch_model.safetensors" ]]; then
   echo "stylora demo: $model is missing: regenerate it with tools/shapes/pretrain.sh" >&2
   exit 1
 fi
+trigger=$(head -1 "$data/000.txt" | cut -d, -f1) # the style's trigger word, for the report's samples
 echo
 echo "== 1. train a LoRA on $data ($(ls "$data"/*.png | wc -l) images, $steps steps) =="
 "$bin" train --model "$model" --data "$data" --out "$out/$style.safetensors" \
   --steps "$steps" --batch 4 --rank 8 --lr 1e-3 --targets attn,proj,ff,resnet --seed 1 --cache-dir "$out/cache" \
-  --noise-offset 0.3 --caption-dropout 0.1 --min-snr-gamma 5
+  --noise-offset 0.3 --caption-dropout 0.1 --min-snr-gamma 5 \
+  --save-every $(( (steps + 4) / 5 )) --sample-every $(( (steps + 4) / 5 )) --sample-steps 20 \
+  --sample-prompt "$trigger, a large red circle on a white background" --sample-prompt "$trigger, two small blue squares on a yellow background"
 echo
 echo "== 2. sample the same prompts and seeds without and with it, and measure =="
 "$bin" eval --model "$model" --lora "$out/$style.safetensors" --style-dir "$data" \
@@ -39,4 +44,5 @@ echo "== 2. sample the same prompts and seeds without and with it, and measure =
 echo
 echo "adapter: $out/$style.safetensors (inspect it with: $bin inspect $out/$style.safetensors)"
 echo "grid (top: base model, bottom: with the adapter): $out/eval/grid.png"
+echo "report (loss, memory, samples during training): $out/$style.safetensors.html"
 tail -4 "$out/figures.txt"

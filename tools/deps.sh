@@ -3,13 +3,15 @@
 # only those missing. As root it runs apt-get; as another user it prints the
 # command to run and exits 1.
 #   tools/deps.sh            build dependencies
-#   tools/deps.sh --test     also what the tests need (Open MPI, clang + libFuzzer)
+#   tools/deps.sh --test     also what the tests need (Open MPI, clang + libFuzzer,
+#                            chromium + file for tests/cli_report.sh)
 #   tools/deps.sh --torch    also python3-torch (only for tests/reference/*.py
 #                            and the model pretraining scripts; never at run time)
 set -euo pipefail
 pkgs=(build-essential cmake pkg-config libopenblas-dev libstb-dev libpng-dev zlib1g-dev libcjson-dev libpcre2-dev)
-# tests only: Open MPI (tests/mpi/run.sh), clang's libFuzzer and OpenMP (tests/cli_fuzz.sh)
-if [[ "${1:-}" == "--test" || "${1:-}" == "--torch" ]]; then pkgs+=(libopenmpi-dev openmpi-bin clang-14 libclang-rt-14-dev libomp-14-dev); fi
+# tests only: Open MPI (tests/mpi/run.sh), clang's libFuzzer and OpenMP (tests/cli_fuzz.sh),
+# headless Chromium and file(1) (tests/cli_report.sh renders the training report)
+if [[ "${1:-}" == "--test" || "${1:-}" == "--torch" ]]; then pkgs+=(libopenmpi-dev openmpi-bin clang-14 libclang-rt-14-dev libomp-14-dev chromium file); fi
 if [[ "${1:-}" == "--torch" ]]; then pkgs+=(python3-torch python3-numpy python3-regex python3-pil); fi
 missing=()
 for p in "${pkgs[@]}"; do

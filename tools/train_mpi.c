@@ -140,7 +140,7 @@ static void mpi_progress(void *user, const SlTrainer *tr, double loss_ema) {
     sl_progress_update(((MpiRun *)user)->bar, tr->step, extra);
 }
 
-int train_mpi_run(SlTrainConfig *c, int quiet) {
+int train_mpi_run(SlTrainConfig *c, int quiet, const char *report, const char *cmdline) {
     SlCtx ctx;
     cli_ctx_init(&ctx, quiet);
     SlDistReduce mode = SL_DIST_ORDERED;
@@ -208,7 +208,8 @@ int train_mpi_run(SlTrainConfig *c, int quiet) {
     MpiRun run = {&d, &bar, d.n_reduce};
     SlTrainHooks hooks = {.user = &run, .silent = d.rank != 0, .reduce_grads = mpi_reduce_grads,
                           .stop_requested = mpi_stop_requested, .step_done = mpi_step_done,
-                          .step_failed = mpi_step_failed, .agree = mpi_agree, .progress = mpi_progress};
+                          .step_failed = mpi_step_failed, .agree = mpi_agree, .progress = mpi_progress,
+                          .report_path = report, .cmdline = cmdline};
     const double r0 = d.reduce_seconds;
     SlTrainRunResult res;
     SlStatus st = sl_trainer_run(&tr, &hooks, &res, &ctx);
@@ -226,7 +227,10 @@ int train_mpi_run(SlTrainConfig *c, int quiet) {
         sl_log(&ctx, SL_LOG_INFO, "data-parallel: %d ranks, %.1f ms per step, all-reduce %.2f ms per step (%.1f%%), "
                                   "%.2f images/s",
                d.world, 1e3 * per, 1e3 * red, per > 0 ? 100 * red / per : 0, (double)c->batch * d.world / per);
-        if (d.rank == 0 && !quiet) printf("%s\n", c->out);
+        if (d.rank == 0 && !quiet) {
+            printf("%s\n", c->out);
+            if (report) fprintf(stderr, "stylora train: report: %s\n", report);
+        }
     }
 done:
     sl_trainer_free(&tr);

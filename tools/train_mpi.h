@@ -11,9 +11,10 @@
 /* 1 if started by mpirun/mpiexec/srun (then cmd_train calls train_mpi_run). */
 static inline int train_mpi_launched(void) { return sl_dist_launched(); }
 /* The data-parallel training loop: every rank trains, rank 0 writes the
- * adapter, state, CSV log (c->log_csv) and loss curve (pipeline/train_run.c).
+ * adapter, state, CSV log (c->log_csv), loss curve and the HTML report at
+ * `report` (NULL: none; showing `cmdline`) (pipeline/train_run.c).
  * Returns the exit code (0, 1 error, 2 usage, 130 interrupted). */
-int train_mpi_run(SlTrainConfig *c, int quiet);
+int train_mpi_run(SlTrainConfig *c, int quiet, const char *report, const char *cmdline);
 #endif
 
 #endif
