@@ -198,13 +198,15 @@ int sl_train_clean_stale_tmp(const SlTrainConfig *c, SlCtx *ctx) {
     char dir[4096], log[4200];
     const char *base;
     int removed = 0;
-    /* the adapter, the state file and the write probe (train.c) beside --out */
+    /* the adapter, the state file, the report (<out>.html, pipeline/report.c) and the write
+     * probe (train.c) beside --out */
     split_path(c->out, dir, sizeof dir, &base);
-    char state_base[4200];
+    char state_base[4200], html_base[4200];
     snprintf(state_base, sizeof state_base, "%s.state", base);
-    const char *stems[3] = {base, state_base, ".stylora-write-test"};
-    const char *seps[3] = {".tmp.", ".tmp.", "."};
-    removed += clean_dir(dir, stems, seps, 3, 0, ctx);
+    snprintf(html_base, sizeof html_base, "%s.html", base);
+    const char *stems[4] = {base, state_base, html_base, ".stylora-write-test"};
+    const char *seps[4] = {".tmp.", ".tmp.", ".tmp.", "."};
+    removed += clean_dir(dir, stems, seps, 4, 0, ctx);
     /* the CSV log's cut-back copy (train_run.c) beside the log */
     if (c->log_csv) snprintf(log, sizeof log, "%s", c->log_csv);
     else snprintf(log, sizeof log, "%s.csv", c->out);

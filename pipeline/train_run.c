@@ -238,6 +238,9 @@ SlStatus sl_trainer_run(SlTrainer *tr, const SlTrainHooks *hooks, SlTrainRunResu
     }
     if (!st && !res->stopped) {
         if (writer) {
+            /* the last row reaches the file before the state that says the run is done: a
+             * kill between the two would otherwise leave a finished run without it */
+            if (csv) fflush(csv);
             st = sl_trainer_save(tr, ctx);
             if (!st && losses && n_losses > 1) st = sl_plot_curve_png(curve_path, losses, (int)n_losses, 0.95f, 640, 320, ctx);
             rin.final = 1;

@@ -422,18 +422,19 @@ static void test_stale_tmp(void) {
     snprintf(out, sizeof out, "%s/stale.safetensors", g_root);
     snprintf(cache, sizeof cache, "%s/stale_cache", g_root);
     mkdir(cache, 0755);
-    char gone[5][4300], kept[3][4300];
+    char gone[6][4300], kept[3][4300];
     snprintf(gone[0], sizeof gone[0], "%s.tmp.%ld", out, (long)dead);
     snprintf(gone[1], sizeof gone[1], "%s.state.tmp.%ld", out, (long)dead);
     snprintf(gone[2], sizeof gone[2], "%s.csv.tmp.%ld", out, (long)dead);
     snprintf(gone[3], sizeof gone[3], "%s/.stylora-write-test.%ld", g_root, (long)dead);
     snprintf(gone[4], sizeof gone[4], "%s/lat_0123456789abcdef_2.safetensors.tmp.%ld", cache, (long)dead);
+    snprintf(gone[5], sizeof gone[5], "%s.html.tmp.%ld", out, (long)dead); /* the report's (kill -9 left one) */
     snprintf(kept[0], sizeof kept[0], "%s.state.tmp.%ld", out, live);
     snprintf(kept[1], sizeof kept[1], "%s/other.safetensors.tmp.%ld", g_root, (long)dead); /* another output's */
     snprintf(kept[2], sizeof kept[2], "%s/te_0123456789abcdef.safetensors.tmp.%ld", cache, live);
-    for (int i = 0; i < 8; i++) {
-        FILE *f = fopen(i < 5 ? gone[i] : kept[i - 5], "w");
-        CHECK(f != NULL, "cannot write %s", i < 5 ? gone[i] : kept[i - 5]);
+    for (int i = 0; i < 9; i++) {
+        FILE *f = fopen(i < 6 ? gone[i] : kept[i - 6], "w");
+        CHECK(f != NULL, "cannot write %s", i < 6 ? gone[i] : kept[i - 6]);
         if (f) fclose(f);
     }
     SlTrainConfig c;
@@ -442,7 +443,7 @@ static void test_stale_tmp(void) {
     SlTrainer tr;
     CHECK_OK(sl_trainer_init(&tr, &c, &ctx), &ctx);
     sl_trainer_free(&tr);
-    for (int i = 0; i < 5; i++) CHECK(access(gone[i], F_OK) != 0, "the dead process's %s was not removed", gone[i]);
+    for (int i = 0; i < 6; i++) CHECK(access(gone[i], F_OK) != 0, "the dead process's %s was not removed", gone[i]);
     for (int i = 0; i < 3; i++) {
         CHECK(access(kept[i], F_OK) == 0, "%s was removed (%s)", kept[i], i == 1 ? "not ours" : "its process is alive");
         unlink(kept[i]);
