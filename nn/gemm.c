@@ -79,7 +79,7 @@ static pthread_once_t g_once = PTHREAD_ONCE_INIT;
 static int g_avx512_ok = 0;
 /* Each thread that runs AVX-512 tiles packs into its own buffer (A panel block +
  * B panel block), allocated on its first tile and freed when the thread exits:
- * OpenMP workers keep theirs for the process, and callers on different
+ * pool workers keep theirs for the process, and callers on different
  * pthreads (tests/test_dist.c runs two trainers at once) never share one. */
 static pthread_key_t g_pack_key;
 static pthread_key_t g_scratch_key; /* BLAS tiles' widening scratch, see thread_scratch */
