@@ -49,6 +49,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/pool.h"
 #include "core/tensor.h"
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>
@@ -78,7 +79,7 @@ static pthread_once_t g_once = PTHREAD_ONCE_INIT;
 static int g_avx512_ok = 0;
 /* Each thread that runs AVX-512 tiles packs into its own buffer (A panel block +
  * B panel block), allocated on its first tile and freed when the thread exits:
- * OpenMP workers keep theirs for the process, and callers on different
+ * pool workers keep theirs for the process, and callers on different
  * pthreads (tests/test_dist.c runs two trainers at once) never share one. */
 static pthread_key_t g_pack_key;
 static pthread_key_t g_scratch_key; /* BLAS tiles' widening scratch, see thread_scratch */
@@ -492,6 +493,38 @@ static void scale_c(int64_t M, int64_t N, float beta, float *C, int64_t ldc) {
         for (int64_t j = 0; j < N; j++) C[i * ldc + j] = beta == 0.0f ? 0.0f : beta * C[i * ldc + j];
 }
 
+/* One product's tiles, for the pool: tile t's bits do not depend on the thread
+ * that computes it (each thread packs into its own buffer), so the pool may hand
+ * a tile to whichever thread is running (core/pool.h). */
+typedef struct GemmJob {
+    const SlGemmOperand *As, *Bs; /* the operands as computed (swapped or not) */
+    const SlGemmOperand *A, *B;   /* as given (the OpenBLAS tiles) */
+    GemmTiles tp;
+    int64_t Ms, Ns, K;
+    float alpha, beta;
+    float *C;
+    int64_t ldc;
+    int swap, use_avx;
+} GemmJob;
+
+static void gemm_job_tile(void *ctx, int64_t t, int tid) {
+    (void)tid;
+    const GemmJob *j = ctx;
+    const GemmTiles tp = j->tp;
+    const int64_t m0 = (t / tp.tn) * tp.bm, n0 = (t % tp.tn) * tp.bn;
+    const int64_t mb = j->Ms - m0 < tp.bm ? j->Ms - m0 : tp.bm, nb = j->Ns - n0 < tp.bn ? j->Ns - n0 : tp.bn;
+    float *c = j->swap ? j->C + n0 * j->ldc + m0 : j->C + m0 * j->ldc + n0;
+#if SL_GEMM_HAVE_AVX512
+    if (j->use_avx) {
+        float *pa = thread_pack(), *pb = pa ? pa + (size_t)SL_GEMM_BM * SL_GEMM_KC : NULL;
+        tile_avx512(j->As, j->Bs, m0, n0, mb, nb, j->K, j->alpha, j->beta, c, j->ldc, j->swap, pa, pb,
+                    pb ? pb + (size_t)SL_GEMM_KC * SL_GEMM_NR : NULL);
+        return;
+    }
+#endif
+    tile_blas(j->A, j->B, m0, n0, mb, nb, j->K, j->alpha, j->beta, c, j->ldc);
+}
+
 /* The product behind sl_sgemm and sl_gemm_op. */
 static void gemm_run(int64_t M, int64_t N, int64_t K, float alpha, const SlGemmOperand *A, const SlGemmOperand *B,
                      float beta, float *C, int64_t ldc, const SlKernels *kern) {
@@ -527,21 +560,10 @@ static void gemm_run(int64_t M, int64_t N, int64_t K, float alpha, const SlGemmO
     const GemmTiles tp = gemm_plan(Ms, Ns, K);
     const int64_t tiles = tp.tm * tp.tn;
     const int par = tiles > 1 && !nested && 2.0 * (double)M * (double)N * (double)K >= SL_GEMM_PAR_FLOPS;
-#pragma omp parallel for schedule(dynamic, 1) if (par)
-    for (int64_t t = 0; t < tiles; t++) {
-        const int64_t m0 = (t / tp.tn) * tp.bm, n0 = (t % tp.tn) * tp.bn;
-        const int64_t mb = Ms - m0 < tp.bm ? Ms - m0 : tp.bm, nb = Ns - n0 < tp.bn ? Ns - n0 : tp.bn;
-        float *c = swap ? C + n0 * ldc + m0 : C + m0 * ldc + n0;
-#if SL_GEMM_HAVE_AVX512
-        if (use_avx) {
-            float *pa = thread_pack(), *pb = pa ? pa + (size_t)SL_GEMM_BM * SL_GEMM_KC : NULL;
-            tile_avx512(&As, &Bs, m0, n0, mb, nb, K, alpha, beta, c, ldc, swap, pa, pb,
-                        pb ? pb + (size_t)SL_GEMM_KC * SL_GEMM_NR : NULL);
-            continue;
-        }
-#endif
-        tile_blas(A, B, m0, n0, mb, nb, K, alpha, beta, c, ldc);
-    }
+    GemmJob job = {&As, &Bs, A, B, tp, Ms, Ns, K, alpha, beta, C, ldc, swap, use_avx};
+    if (par) sl_pool_for(tiles, gemm_job_tile, &job);
+    else
+        for (int64_t t = 0; t < tiles; t++) gemm_job_tile(&job, t, 0);
 }
 
 #ifdef SL_GEMM_PROFILE

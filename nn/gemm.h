@@ -2,7 +2,7 @@
  * row-major, with results that do not depend on the thread count.
  *
  * The output is cut into tiles whose size depends only on (M, N) - never on
- * the thread count; OpenMP threads take tiles, and each tile is computed by
+ * the thread count; the threads of core/pool.h take tiles, and each tile is computed by
  * one thread with a fixed reduction order over K. Every element is therefore
  * the same bits whatever runs it (1 or 2 threads give the same adapter bytes).
  *

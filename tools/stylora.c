@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "nn/gemm.h"
 
@@ -38,11 +39,21 @@ static void usage(FILE *out) {
     fprintf(out, "\n'stylora COMMAND --help' lists the options of a command.\n");
 }
 
+/* Idle OpenMP threads sleep instead of spinning: on a busy machine spinning
+ * threads steal the cores the working ones need (issue 18: the demo's training
+ * at 1/4 of its speed beside a compiler, 20x slower on a loaded 2-core machine).
+ * libgomp reads OMP_WAIT_POLICY in its load-time constructor, before main, so
+ * a setenv here comes too late: the program runs itself again with it set
+ * (once: the variable is then set). A user's OMP_WAIT_POLICY (e.g. active) is
+ * kept. Without /proc the exec fails and the run continues as it is. */
+static void omp_wait_passive(char **argv) {
+    if (getenv("OMP_WAIT_POLICY")) return;
+    if (setenv("OMP_WAIT_POLICY", "passive", 1) != 0) return;
+    execv("/proc/self/exe", argv);
+}
+
 int main(int argc, char **argv) {
-    /* Idle OpenMP threads sleep instead of spinning: on a busy machine spinning
-     * threads steal the cores the working ones need (measured: 20x slower
-     * training on a loaded 2-core machine). OMP_WAIT_POLICY=active overrides. */
-    setenv("OMP_WAIT_POLICY", "passive", 0);
+    omp_wait_passive(argv);
     sl_gemm_init();
     if (argc < 2) {
         usage(stderr);
