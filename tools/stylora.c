@@ -39,21 +39,25 @@ static void usage(FILE *out) {
     fprintf(out, "\n'stylora COMMAND --help' lists the options of a command.\n");
 }
 
-/* Idle OpenMP threads sleep instead of spinning: on a busy machine spinning
- * threads steal the cores the working ones need (issue 18: the demo's training
- * at 1/4 of its speed beside a compiler, 20x slower on a loaded 2-core machine).
- * libgomp reads OMP_WAIT_POLICY in its load-time constructor, before main, so
- * a setenv here comes too late: the program runs itself again with it set
- * (once: the variable is then set). A user's OMP_WAIT_POLICY (e.g. active) is
- * kept. Without /proc the exec fails and the run continues as it is. */
-static void omp_wait_passive(char **argv) {
-    if (getenv("OMP_WAIT_POLICY")) return;
-    if (setenv("OMP_WAIT_POLICY", "passive", 1) != 0) return;
+/* Idle OpenMP threads spin only briefly (GOMP_SPINCOUNT 3000, a few microseconds)
+ * and then sleep: libgomp's default 300,000 steals the cores the working threads
+ * need on a busy machine (issue 18: the demo's training at 0.31 of its idle speed
+ * beside one busy loop), and no spin at all (passive) cost 14% of the idle speed.
+ * bench/bench_contended.sh, one run each on this 2-core machine: default spin idle
+ * 26.1 it/s, beside a busy loop 0.31, two at once 0.23; passive 22.4 it/s, 1.05,
+ * 0.88; spin 3000 26.0 it/s, 0.63, 0.57. libgomp reads its variables in a load-time
+ * constructor, before main, so a setenv here comes too late: the program runs
+ * itself again with it set (once: the variable is then set). A user's
+ * OMP_WAIT_POLICY or GOMP_SPINCOUNT is kept. Without /proc the exec fails and the
+ * run continues as it is. */
+static void omp_wait_short(char **argv) {
+    if (getenv("OMP_WAIT_POLICY") || getenv("GOMP_SPINCOUNT")) return;
+    if (setenv("GOMP_SPINCOUNT", "3000", 1) != 0) return;
     execv("/proc/self/exe", argv);
 }
 
 int main(int argc, char **argv) {
-    omp_wait_passive(argv);
+    omp_wait_short(argv);
     sl_gemm_init();
     if (argc < 2) {
         usage(stderr);
