@@ -175,13 +175,35 @@ int sl_dataset_item_of_sample(const SlDataset *d, int64_t s) {
     return d->n - 1;
 }
 
-SlStatus sl_data_prepare_image(float *chw, const char *path, int R, float crop_u, int flip, int64_t max_pixels,
-                               SlCtx *ctx) {
+/* An image read as RGB (alpha composited on white) under the pixel limit (<= 0: the default). */
+static SlStatus read_rgb(SlImage *img, const char *path, int64_t max_pixels, int64_t *limit, SlCtx *ctx) {
     SlImageReadOpts ro = sl_image_read_opts_default();
     if (max_pixels > 0) ro.max_pixels = max_pixels;
-    ro.channels = 3; /* alpha composited on white */
+    ro.channels = 3;
+    *limit = ro.max_pixels;
+    return sl_image_read(img, path, &ro, ctx);
+}
+
+/* The end both preparations share: the crop flipped if asked and written as CHW, a failure
+ * prefixed with the file, every image freed. Returns st. */
+static SlStatus finish_prepared(float *chw, SlImage *img, SlImage *rs, SlImage *cr, int flip, SlStatus st,
+                                const char *path, SlCtx *ctx) {
+    if (!st) {
+        if (flip) sl_image_flip_h(cr);
+        sl_image_to_chw(chw, cr, 3);
+    }
+    if (st) sl_fail_prefix(ctx, "%s", path);
+    sl_image_free(img);
+    sl_image_free(rs);
+    sl_image_free(cr);
+    return st;
+}
+
+SlStatus sl_data_prepare_image(float *chw, const char *path, int R, float crop_u, int flip, int64_t max_pixels,
+                               SlCtx *ctx) {
     SlImage img = {0}, rs = {0}, cr = {0};
-    SL_TRY(sl_image_read(&img, path, &ro, ctx));
+    int64_t limit;
+    SL_TRY(read_rgb(&img, path, max_pixels, &limit, ctx));
     int w = img.w, h = img.h, nw, nh;
     if (w <= h) { nw = R; nh = (int)((int64_t)h * R / w); if (nh < R) nh = R; }
     else { nh = R; nw = (int)((int64_t)w * R / h); if (nw < R) nw = R; }
@@ -192,15 +214,7 @@ SlStatus sl_data_prepare_image(float *chw, const char *path, int R, float crop_u
         int x = (int)((nw - R) * crop_u + 0.5f), y = (int)((nh - R) * crop_u + 0.5f);
         st = sl_image_crop(&cr, &rs, nw > R ? x : 0, nh > R ? y : 0, R, R, ctx);
     }
-    if (!st) {
-        if (flip) sl_image_flip_h(&cr);
-        sl_image_to_chw(chw, &cr, 3);
-    }
-    if (st) sl_fail_prefix(ctx, "%s", path);
-    sl_image_free(&img);
-    sl_image_free(&rs);
-    sl_image_free(&cr);
-    return st;
+    return finish_prepared(chw, &img, &rs, &cr, flip, st, path, ctx);
 }
 
 SlStatus sl_file_hash(const char *path, uint64_t salt, uint64_t *out, SlCtx *ctx) {
@@ -284,29 +298,19 @@ SlStatus sl_data_prepare_image_bucket(float *chw, const char *path, const SlBuck
                                       int64_t max_pixels, SlCtx *ctx) {
     assert(bucket >= 0 && bucket < bk->n);
     const SlBucket b = bk->b[bucket];
-    SlImageReadOpts ro = sl_image_read_opts_default();
-    if (max_pixels > 0) ro.max_pixels = max_pixels;
-    ro.channels = 3; /* alpha composited on white */
     SlImage img = {0}, rs = {0}, cr = {0};
-    SL_TRY(sl_image_read(&img, path, &ro, ctx));
+    int64_t limit;
+    SL_TRY(read_rgb(&img, path, max_pixels, &limit, ctx));
     int nw, nh;
     bucket_resize(b, img.w, img.h, &nw, &nh);
     SlStatus st = SL_OK;
-    if ((int64_t)nw * nh > ro.max_pixels) /* a 1x100000 strip would cover its bucket at 24 x 2.4M */
+    if ((int64_t)nw * nh > limit) /* a 1x100000 strip would cover its bucket at 24 x 2.4M */
         st = sl_fail(ctx, SL_ERR_FORMAT, "%dx%d image: covering its %dx%d bucket takes %dx%d pixels, above the limit of "
-                     "%lld: too extreme an aspect ratio", img.w, img.h, b.w, b.h, nw, nh, (long long)ro.max_pixels);
+                     "%lld: too extreme an aspect ratio", img.w, img.h, b.w, b.h, nw, nh, (long long)limit);
     if (!st && (nw != img.w || nh != img.h))
         st = sl_image_resize(&rs, &img, nw, nh, (nw < img.w || nh < img.h) ? SL_RESIZE_AREA : SL_RESIZE_BILINEAR, ctx);
     const SlImage *src = (nw != img.w || nh != img.h) ? &rs : &img;
     /* kohya's trim_and_resize_if_required without random_crop: p = trim // 2 */
     if (!st) st = sl_image_crop(&cr, src, (nw - b.w) / 2, (nh - b.h) / 2, b.w, b.h, ctx);
-    if (!st) {
-        if (flip) sl_image_flip_h(&cr);
-        sl_image_to_chw(chw, &cr, 3);
-    }
-    if (st) sl_fail_prefix(ctx, "%s", path);
-    sl_image_free(&img);
-    sl_image_free(&rs);
-    sl_image_free(&cr);
-    return st;
+    return finish_prepared(chw, &img, &rs, &cr, flip, st, path, ctx);
 }
