@@ -27,6 +27,10 @@ int sl_dtype_from_name(const char *s, SlDType *out) {
 }
 
 int64_t sl_shape_numel(int ndim, const int64_t *shape) {
+    /* a zero dimension first: [2^32, 2^35, 0, 3] is a valid empty tensor (the safetensors
+     * reader accepts it) whose other dimensions alone overflow an int64 product */
+    for (int i = 0; i < ndim; i++)
+        if (shape[i] == 0) return 0;
     int64_t n = 1;
     for (int i = 0; i < ndim; i++) n *= shape[i];
     return n;

@@ -358,6 +358,27 @@ static void test_shared_models(void) {
     sl_st_close(&f);
 }
 
+/* An empty tensor whose other dimensions alone overflow an int64 product (the fuzzer's
+ * find): it opens, counts 0 elements and reads as nothing; sl_shape_numel multiplied
+ * the huge dimensions first (signed overflow, UBSan in the sanitizer pass). */
+static void test_zero_dim_beside_huge(void) {
+    SlCtx ctx;
+    sl_ctx_init(&ctx);
+    static const char hdr[] = "{\"a\":{\"dtype\":\"F32\",\"shape\":[294967296,42949672969,0,3],\"data_offsets\":[0,0]}}";
+    uint8_t buf[8 + sizeof hdr];
+    const uint64_t n = sizeof hdr - 1;
+    for (int i = 0; i < 8; i++) buf[i] = (uint8_t)(n >> (8 * i));
+    memcpy(buf + 8, hdr, n);
+    SlStFile f;
+    CHECK(sl_st_open_buffer(&f, buf, 8 + (size_t)n, "zero_dim.safetensors", &ctx) == SL_OK, "zero-dim tensor: %s", ctx.msg);
+    if (sl_test_failures) return;
+    const SlStEntry *e = sl_st_find(&f, "a");
+    CHECK(e && sl_shape_numel(e->ndim, e->shape) == 0, "zero-dim tensor: element count not 0");
+    float one = 0;
+    CHECK(e && sl_st_read_f32(&f, e, &one, &ctx) == SL_OK, "reading an empty tensor: %s", ctx.msg);
+    sl_st_close(&f);
+}
+
 int main(void) {
     snprintf(g_dir, sizeof g_dir, "%s/tmp_test_safetensors", sl_test_binary());
     mkdir(g_dir, 0755);
@@ -368,5 +389,6 @@ int main(void) {
     test_config();
     test_weights();
     test_shared_models();
+    test_zero_dim_beside_huge();
     return sl_test_finish("test_safetensors");
 }
