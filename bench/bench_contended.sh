@@ -8,7 +8,7 @@
 #   NICE (e.g. -10, needs root: every process of the bench, the busy loop too, at that
 #   niceness, so that other jobs on a shared machine weigh less against them)
 #
-# Three runs of tools/demo.sh's training command (models/shapes64, examples/styles/neon,
+# Three runs of tools/demo.sh's training command (models/shapes64, tests/data/shapes64_styles/neon,
 # batch 4, no samples or checkpoints), after one warm-up run that fills the latent cache:
 #   idle       alone;
 #   contended  beside one busy loop (`sh -c 'while :; do :; done'`), which is killed after;
@@ -40,7 +40,7 @@ trap 'exit 130' INT TERM
 
 # train NAME STEPS: the demo's training command; prints the final it/s.
 train() {
-  "$bin" train --model "$root/models/shapes64" --data "$root/examples/styles/neon" --out "$work/$1.safetensors" \
+  "$bin" train --model "$root/models/shapes64" --data "$root/tests/data/shapes64_styles/neon" --out "$work/$1.safetensors" \
     --steps "$2" --batch 4 --rank 8 --lr 1e-3 --targets attn,proj,ff,resnet --seed 1 --cache-dir "$work/cache" \
     --noise-offset 0.3 --caption-dropout 0.1 --min-snr-gamma 5 >"$work/$1.log" 2>&1 ||
     { echo "bench_contended.sh: training '$1' failed, log:" >&2; cat "$work/$1.log" >&2; return 1; }

@@ -2,7 +2,7 @@
  * beside the measured peak RSS of a process running a few training steps.
  *
  * Usage: bench_memplan [--source DIR] [--shared DIR] [--steps N] [--sd15] [--res R]
- *   --source  the stylora tree (models/shapes64, examples/styles/neon; default ".")
+ *   --source  the stylora tree (models/shapes64, tests/data/shapes64_styles/neon; default ".")
  *   --shared  the folder holding sd15/ (configs only; default "../shared")
  *   --only    only the cases whose name holds NAME (BENCH_MEMPLAN_TRACE=1: the plan's rows
  *             and the child's VmRSS/VmHWM after each phase, on stderr)
@@ -48,7 +48,7 @@ static char g_model[4096], g_data[4096], g_out[4096];
 
 static void cfg_of(const Case *k, SlTrainConfig *c) {
     sl_train_config_default(c);
-    snprintf(g_data, sizeof g_data, "%s/examples/styles/neon", g_source);
+    snprintf(g_data, sizeof g_data, "%s/tests/data/shapes64_styles/neon", g_source);
     if (k->sd15) snprintf(g_model, sizeof g_model, "%s/sd15", g_shared);
     else snprintf(g_model, sizeof g_model, "%s/models/shapes64", g_source);
     snprintf(g_out, sizeof g_out, "/tmp/bench_memplan_%d.safetensors", (int)getpid());

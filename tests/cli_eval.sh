@@ -16,7 +16,7 @@ val() { grep "^$1: " <<<"$2" | tail -1 | cut -d' ' -f2; }   # name, output
 if ! "$bin" eval --help >/dev/null 2>&1; then
   echo "FAIL 'stylora eval' is not registered in tools/stylora.c"; exit 1
 fi
-style=$src/examples/styles/outline
+style=$src/tests/data/shapes64_styles/outline
 out=$("$bin" eval --images "$src/tests/data/eval" --style-dir "$style" 2>&1); rc=$?
 if [[ $rc -eq 0 ]]; then ok "eval --images runs"; else bad "eval --images (rc $rc): $out"; fi
 fid=$(val prompt_fidelity "$out"); sd=$(val style_distance "$out"); floor=$(val reference_halves "$out")

@@ -102,7 +102,7 @@ else bad "train on hostile images (rc $rc): $out"; fi
 # The shipped model trains in about a second, so a late failure shows as step lines and
 # leftovers (<out>.csv, <out>.state) that these checks look for. Runs without --quiet:
 # the one line of stderr must be the error, with nothing about steps before it.
-shp=$src/models/shapes64; neon=$src/examples/styles/neon
+shp=$src/models/shapes64; neon=$src/tests/data/shapes64_styles/neon
 train_fast=("$bin" train --model "$shp" --data "$neon" --steps 2 --rank 2 --seed 1)
 mkdir -p "$tmp/outs/dir"
 mkfifo "$tmp/outs/fifo"

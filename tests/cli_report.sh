@@ -32,7 +32,7 @@ render() { # url, then --screenshot=... / --dump-dom
 }
 
 out=$tmp/neon.safetensors
-err=$("$bin" train --model "$src/models/shapes64" --data "$src/examples/styles/neon" --out "$out" \
+err=$("$bin" train --model "$src/models/shapes64" --data "$src/tests/data/shapes64_styles/neon" --out "$out" \
   --steps 20 --save-every 10 --sample-every 10 --sample-steps 8 --seed 3 \
   --sample-prompt "neonstyle, a large red circle" --sample-prompt "neonstyle, two small squares & a star" 2>&1 >/dev/null); rc=$?
 if [[ $rc -eq 0 ]]; then ok "train runs"; else bad "train (rc $rc): $err"; fi
@@ -85,7 +85,7 @@ if out_d=$("$decode" --decode --nonblank "$shot"); then ok "screenshot: $out_d";
 # rewrites the page with the earlier steps' points, read back from the log
 points() { grep -o '<polyline id="loss-raw"[^>]*' "$1" | sed 's/.*points="//; s/".*//' | wc -w; }
 p1=$(points "$page")
-"$bin" train --model "$src/models/shapes64" --data "$src/examples/styles/neon" --out "$out" \
+"$bin" train --model "$src/models/shapes64" --data "$src/tests/data/shapes64_styles/neon" --out "$out" \
   --steps 20 --save-every 10 --sample-every 10 --sample-steps 8 --seed 3 --resume --quiet \
   --sample-prompt "neonstyle, a large red circle" --sample-prompt "neonstyle, two small squares & a star" >/dev/null 2>&1
 p2=$(points "$page")
@@ -94,7 +94,7 @@ if grep -q 'id="ckpt-20"' "$page"; then ok "resumed page keeps its checkpoints";
 
 # --no-report: no page; and the report (its base-model samples at weight 0, the checkpoint
 # samples) leaves training alone: the same adapter bytes as a run with neither
-"$bin" train --model "$src/models/shapes64" --data "$src/examples/styles/neon" --out "$tmp/none.safetensors" \
+"$bin" train --model "$src/models/shapes64" --data "$src/tests/data/shapes64_styles/neon" --out "$tmp/none.safetensors" \
   --steps 20 --seed 3 --quiet --no-report >/dev/null 2>&1
 if [[ -f "$tmp/none.safetensors" && ! -e "$tmp/none.safetensors.html" ]]; then ok "--no-report writes none"; else bad "--no-report"; fi
 if cmp -s "$out" "$tmp/none.safetensors"; then ok "same adapter bytes with and without the report and samples"; else bad "the report's sampling changed the adapter"; fi

@@ -1,7 +1,7 @@
 /* test_eval.c - pipeline/eval.h: the scene-caption parser, the shape/colour
  * detector and the style distance, on committed images:
  *   tests/data/eval/NNN.{png,txt}   48 plain renders (tests/reference/gen_eval_fixtures.py)
- *   examples/styles/{outline,hatch,neon}/NNN.{png,txt}   32 each (tools/shapes/gen_styles.py)
+ *   tests/data/shapes64_styles/{outline,hatch,neon}/NNN.{png,txt}   32 each (tools/shapes/gen_styles.py)
  *
  * Bounds, and why:
  *   - detector on plain renders: main object's colour AND shape right on
@@ -247,7 +247,7 @@ int main(void) {
     snprintf(dir, sizeof dir, "%s/tests/data/eval", sl_test_source());
     CHECK(load_set(&sets[0], dir, 48) == 48, "%s: 48 plain fixtures", dir);
     for (int s = 1; s < 4; s++) {
-        snprintf(dir, sizeof dir, "%s/examples/styles/%s", sl_test_source(), names[s]);
+        snprintf(dir, sizeof dir, "%s/tests/data/shapes64_styles/%s", sl_test_source(), names[s]);
         CHECK(load_set(&sets[s], dir, 32) == 32, "%s: 32 images", dir);
     }
     static const double floor_acc[4] = {0.90, 0.70, 0.70, 0.60};

@@ -1,5 +1,5 @@
 /* test_memplan.c - the memory plan (pipeline/memplan.h, issue 22) on the shipped
- * models/shapes64 and examples/styles/neon:
+ * models/shapes64 and tests/data/shapes64_styles/neon:
  * - every plan's rows add up: the persistent set is the sum of the rows that are not
  *   load-time, and the predicted peak is max(that set, the loading set) >= it;
  * - the prediction from the configs alone (sl_train_predict_memory) equals the plan
@@ -220,7 +220,7 @@ static void test_cli(void) {
 
 int main(void) {
     snprintf(g_model, sizeof g_model, "%s/models/shapes64", sl_test_source());
-    snprintf(g_data, sizeof g_data, "%s/examples/styles/neon", sl_test_source());
+    snprintf(g_data, sizeof g_data, "%s/tests/data/shapes64_styles/neon", sl_test_source());
     char dir[2100];
     snprintf(dir, sizeof dir, "%s/tmp_memplan", sl_test_binary());
     mkdir(dir, 0755);

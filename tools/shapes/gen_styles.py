@@ -1,7 +1,7 @@
 #!/usr/bin/env -S /usr/bin/python3
-"""gen_styles.py - writes the example style sets examples/styles/<name>/ for stylora.
+"""gen_styles.py - writes the example style sets tests/data/shapes64_styles/<name>/ (the shapes64 styles, now test fixtures) for stylora.
 
-Usage: /usr/bin/python3 tools/shapes/gen_styles.py [OUT_DIR=examples/styles] [--sheets DIR]
+Usage: /usr/bin/python3 tools/shapes/gen_styles.py [OUT_DIR=tests/data/shapes64_styles] [--sheets DIR]
 For each style (outline, hatch, neon) it draws N seeded scenes from tools/shapes/scene.py
 as 64x64 PNGs NNN.png with captions NNN.txt = "<trigger>, <scene caption>", and a README.md
 saying what the style is and its trigger word. --sheets also writes contact sheets
@@ -28,7 +28,7 @@ STYLES = [  # name, trigger, count, description
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("out", nargs="?", default=os.path.join(ROOT, "examples", "styles"))
+    ap.add_argument("out", nargs="?", default=os.path.join(ROOT, "tests", "data", "shapes64_styles"))
     ap.add_argument("--sheets")
     a = ap.parse_args()
     for k, (name, trigger, n, desc) in enumerate(STYLES):

@@ -192,16 +192,21 @@ def load_data(a):
 
 
 # ------------------------------------------------------------------ stage: vae
-def stage_vae(a):
+def stage_vae(a, cfg=None, images=None, n_latent=None):
+    """images [N,64,64,3] u8 (default: the scene data); latents are cached for the first
+    n_latent of them (default all); cfg defaults to VAE_CFG. tools/emoji/pretrain.py reuses this
+    stage with its own images (plain emoji followed by random looks) and config."""
+    cfg = VAE_CFG if cfg is None else cfg
     ck = os.path.join(a.work, "vae.pt")
     lat_path = os.path.join(a.work, "latents.pt")
     if os.path.exists(lat_path):
         log("vae: %s exists" % lat_path)
         return
     torch.manual_seed(a.seed + 1)
-    imgs, _ = load_data(a)
+    imgs = load_data(a)[0] if images is None else images
     x_all = torch.from_numpy(imgs).permute(0, 3, 1, 2).contiguous()  # [N,3,64,64] u8
-    vae = vae_ref.AutoencoderKL(VAE_CFG)
+    n_latent = len(x_all) if n_latent is None else n_latent
+    vae = vae_ref.AutoencoderKL(cfg)
     opt = torch.optim.AdamW(vae.parameters(), lr=a.vae_lr, weight_decay=0.0)
     step, elapsed = 0, 0.0
     if os.path.exists(ck):
@@ -254,8 +259,8 @@ def stage_vae(a):
     vae.eval()
     means, stds = [], []
     with torch.no_grad():
-        for i in range(0, len(x_all), 64):
-            m, lv = vae.encode(x_all[i:i + 64].float() / 127.5 - 1.0)
+        for i in range(0, n_latent, 64):
+            m, lv = vae.encode(x_all[i:min(i + 64, n_latent)].float() / 127.5 - 1.0)
             means.append(m.half())
             stds.append(torch.exp(0.5 * lv).half())
         mean, std = torch.cat(means), torch.cat(stds)

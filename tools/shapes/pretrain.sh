@@ -7,7 +7,7 @@
 #   2. tools/shapes/pretrain.py    scene data -> VAE -> VAE decoder fine-tune on varied looks ->
 #                                  text encoder + U-Net, export (F16) and
 #                                  tests/data/shapes64_check.safetensors (the C test's golden)
-#   3. tools/shapes/gen_styles.py  examples/styles/{outline,hatch,neon}
+#   3. tools/shapes/gen_styles.py  tests/data/shapes64_styles/{outline,hatch,neon}
 # Scratch files (dataset, latents, checkpoints, log) go to $WORK (default /tmp/shapes64_work);
 # a killed run resumes from its checkpoints when started again with the same $WORK.
 # Extra arguments go to pretrain.py (e.g. --unet-minutes 60, --threads 2).
@@ -22,5 +22,5 @@ WORK=${WORK:-/tmp/shapes64_work}
 mkdir -p "$WORK"
 "$PY" tools/shapes/train_bpe.py models/shapes64/tokenizer
 "$PY" tools/shapes/pretrain.py all --work "$WORK" "$@" 2>&1 | tee -a "$WORK/train.log"
-"$PY" tools/shapes/gen_styles.py examples/styles
+"$PY" tools/shapes/gen_styles.py tests/data/shapes64_styles
 echo "pretrain.sh: done; check with: $PY tools/shapes/sample.py --out /tmp/shapes64_samples.png"
