@@ -24,7 +24,7 @@ steps=${STEPS:-1500}
 out=out/demo
 mkdir -p "$out"
 model=models/shapes64
-data=examples/styles/$style
+data=tests/data/shapes64_styles/$style
 if [[ ! -f "$model/unet/diffusion_pytorch_model.safetensors" ]]; then
   echo "stylora demo: $model is missing: regenerate it with tools/shapes/pretrain.sh" >&2
   exit 1
