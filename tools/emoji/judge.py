@@ -8,7 +8,8 @@ GroupNorm and linear kernels (pipeline/judge.c):
             GroupNorm, SiLU                                   32 -> 16 -> 8 -> 4
   mean over H,W -> proj (linear C3->E) -> L2-normalised embedding e
   classes   [N,E] unit rows, one per base emoji; score = cos(e, class); ranking by score
-Channels C = [32,64,128,256], G = 8, E = 256, N = 1,911.
+Channels C = [32,64,128,256], G = 8, E = 256, N = 1,911 (the defaults of Judge(); tests/reference/judge_ref.py
+builds a tiny one).
 Trained with normalised-softmax cross entropy (scale 16) on every image of the set (skin tones
 labelled with their base emoji), each drawn plain, in one random look (pretrain.looks), or in one
 of the five example styles (gen_styles.STYLES), then shifted, scaled, colour-jittered, blurred
@@ -31,17 +32,18 @@ SCALE = 16.0
 
 
 class Judge(nn.Module):
-    def __init__(self, n_classes):
+    def __init__(self, n_classes, channels=CHANNELS, groups=GROUPS, embed=EMBED):
         super().__init__()
-        c = CHANNELS
-        self.stem = nn.ModuleDict({"conv": nn.Conv2d(3, c[0], 3, 2, 1), "norm": nn.GroupNorm(GROUPS, c[0])})
+        c = self.channels = list(channels)
+        self.groups, self.embed_dim = groups, embed
+        self.stem = nn.ModuleDict({"conv": nn.Conv2d(3, c[0], 3, 2, 1), "norm": nn.GroupNorm(groups, c[0])})
         self.blocks = nn.ModuleList()
         for i in range(3):
             self.blocks.append(nn.ModuleDict({
-                "conv1": nn.Conv2d(c[i], c[i + 1], 3, 2, 1), "norm1": nn.GroupNorm(GROUPS, c[i + 1]),
-                "conv2": nn.Conv2d(c[i + 1], c[i + 1], 3, 1, 1), "norm2": nn.GroupNorm(GROUPS, c[i + 1])}))
-        self.proj = nn.Linear(c[3], EMBED)
-        self.classes = nn.Parameter(torch.randn(n_classes, EMBED) * EMBED ** -0.5)
+                "conv1": nn.Conv2d(c[i], c[i + 1], 3, 2, 1), "norm1": nn.GroupNorm(groups, c[i + 1]),
+                "conv2": nn.Conv2d(c[i + 1], c[i + 1], 3, 1, 1), "norm2": nn.GroupNorm(groups, c[i + 1])}))
+        self.proj = nn.Linear(c[3], embed)
+        self.classes = nn.Parameter(torch.randn(n_classes, embed) * embed ** -0.5)
 
     def embed(self, x):
         h = F.silu(self.stem["norm"](self.stem["conv"](x)))
@@ -137,8 +139,8 @@ def export(model, classes, out_dir, info):
     tmp = os.path.join(out_dir, "model.safetensors.tmp")
     clip_text_ref.st_save(tmp, sd, {"format": "pt"})
     os.replace(tmp, os.path.join(out_dir, "model.safetensors"))
-    cfg = {"_class_name": "StyloraEmojiJudge", "image_size": 64, "channels": CHANNELS, "stem_stride": 2, "norm_num_groups": GROUPS,
-           "norm_eps": 1e-5, "embed_dim": EMBED, "num_classes": len(classes), "input": "RGB in [-1, 1]",
+    cfg = {"_class_name": "StyloraEmojiJudge", "image_size": 64, "channels": model.channels, "stem_stride": 2,
+           "norm_num_groups": model.groups, "norm_eps": 1e-5, "embed_dim": model.embed_dim, "num_classes": len(classes), "input": "RGB in [-1, 1]",
            "score": "cosine of the L2-normalised embedding with each row of `classes`", "training": info}
     with open(os.path.join(out_dir, "config.json"), "w") as f:
         json.dump(cfg, f, indent=2)
