@@ -21,7 +21,14 @@
  * 1.5x margin). Compare sets of equal size; `stylora eval` prints the
  * reference's own halves distance as the noise floor.
  *
- * Prompt fidelity (eval_scene.c). Captions follow tools/shapes/scene.py's
+ * Prompt fidelity, emoji models (pipeline/judge.h, not here): when the model folder has
+ * judge/ or `stylora eval --judge DIR` names one, tools/cmd_eval.c measures prompt
+ * fidelity with it instead of the scene detector below: the share of images whose
+ * prompt's emoji is among the judge's 5 best of all its classes (prompt_fidelity_*),
+ * and the share where it is the best (prompt_fidelity_top1_*); prompts that name no
+ * class are skipped and counted. Chance is 5/N and 1/N (N = 1,911 classes).
+ *
+ * Prompt fidelity, the shapes domain (eval_scene.c). Captions follow tools/shapes/scene.py's
  * grammar (an optional "trigger, " prefix is skipped):
  *   single  "a large red circle [on the left|...] on a yellow background"
  *   group   "two small green stars [in the center|...] on a blue background"
@@ -40,7 +47,8 @@
  *
  * Dimension letters: H height, W width, C channels (images are (H, W, C) 8-bit).
  *
- * Not here: sampling images (tools/cmd_eval.c does that), CLIP-based scores.
+ * Not here: sampling images (tools/cmd_eval.c does that), the emoji judge
+ * (pipeline/judge.h), CLIP-based scores.
  */
 #ifndef SL_PIPELINE_EVAL_H
 #define SL_PIPELINE_EVAL_H

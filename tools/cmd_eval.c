@@ -1,13 +1,23 @@
 /* cmd_eval.c - `stylora eval`: how well a style adapter carries its style and
- * keeps the prompt (issue 10, "Measuring a style").
+ * keeps the prompt (issue 10, "Measuring a style"; the emoji judge: issue 19).
  *
  *   stylora eval --model DIR --lora ADAPTER.safetensors[:W] --style-dir DIR [--prompts FILE]
- *                [--n N] [--seed S] [--steps N] [--cfg S] [--out DIR]
+ *                [--n N] [--seed S] [--steps N] [--cfg S] [--out DIR] [--judge DIR]
  *     samples the same prompts and seeds without and with the adapter, writes
  *     OUT/base/NNN.png, OUT/adapter/NNN.png and OUT/grid.png (top row base,
  *     bottom row adapter), and prints the figures.
- *   stylora eval --images DIR --style-dir DIR
- *     scores a folder of existing images (captions from NNN.txt beside them).
+ *   stylora eval --images DIR (--style-dir DIR | --judge DIR | both) [--model DIR]
+ *     scores a folder of existing images (captions from NNN.txt beside them);
+ *     without --style-dir only the judge's fidelity figures.
+ *
+ * Prompt fidelity is measured one of two ways:
+ *   judge   when --judge DIR is given, or the model folder has judge/ (pipeline/judge.h):
+ *           the share of images whose prompt's emoji is among the judge's 5 best of all
+ *           its classes (prompt_fidelity_*), and the share where it is the best
+ *           (prompt_fidelity_top1_*). A prompt names its class by its caption, after
+ *           dropping "trigger, " prefixes (sl_judge_find_class); prompts that name none
+ *           are skipped and counted (fidelity_skipped). No count_accuracy lines.
+ *   scene   otherwise (the shapes64 domain), as below.
  *
  * Prompts default to the style folder's captions (trigger word included), in
  * file order, cycled up to --n. Figures (pipeline/eval.h defines them):
@@ -15,14 +25,16 @@
  *                      images (0 = same statistics; reference_halves is the
  *                      distance between two halves of the reference set, the
  *                      noise floor at that set size)
- *   prompt_fidelity_*  mean detector score of the main object (1 colour and
- *                      shape, 0.5 one of them); captions outside the scene
- *                      grammar are skipped and counted
+ *   prompt_fidelity_*  scene: mean detector score of the main object (1 colour
+ *                      and shape, 0.5 one of them); captions outside the scene
+ *                      grammar are skipped and counted. judge: top-5 share
+ *   prompt_fidelity_top1_*  judge only: top-1 share
  *   count_accuracy_*   fraction whose main object count is right
  *   style_distance_vae_floor  the reference images encoded and decoded by the
  *                      model's VAE: the closest any adapter can come
  * The last four lines are style_distance_base, style_distance_adapter,
- * prompt_fidelity_base, prompt_fidelity_adapter as `name: value`.
+ * prompt_fidelity_base, prompt_fidelity_adapter as `name: value` (--images: the last
+ * two are style_distance, prompt_fidelity; without --style-dir prompt_fidelity alone).
  */
 #include <dirent.h>
 #include <errno.h>
@@ -37,6 +49,7 @@
 #include "core/tensor.h"
 #include "pipeline/denoise.h"
 #include "pipeline/eval.h"
+#include "pipeline/judge.h"
 #include "pipeline/model.h"
 #include "sample_jobs.h"
 
@@ -119,10 +132,13 @@ static SlStatus set_load(ImageSet *s, const char *dir, SlCtx *ctx) {
 }
 
 typedef struct SetScore {
+    int styled;             /* 1: style figures measured (a reference set was given) */
     double style;           /* distance to the reference set */
     SlStyleDistance parts;  /* its terms */
-    double fidelity;        /* mean over parsed captions (NaN if none) */
-    double both, count;     /* fractions: main object right; its count right */
+    int judged;             /* 1: fidelity from the judge, else from the scene detector */
+    double fidelity;        /* scene: mean over parsed captions; judge: top-5 share (NaN if none) */
+    double top1;            /* judge: top-1 share */
+    double both, count;     /* scene: fractions: main object right; its count right */
     int n_scored, n_skipped;
 } SetScore;
 
@@ -133,19 +149,57 @@ static SlStatus stats_of(SlStyleStats *st, const SlStyleNet *net, const SlImage 
     return SL_OK;
 }
 
-/* Scores imgs[n] against the reference stats, with captions caps[n] ("" = none). */
-static SlStatus score_set(SetScore *out, const SlStyleNet *net, const SlStyleStats *ref, const SlImage *imgs,
-                          char (*caps)[CAP_MAX], int n, SlCtx *ctx) {
+/* The judge's fidelity of imgs[n] with captions caps[n]: top-5 and top-1 shares. */
+static SlStatus judge_set(SetScore *out, SlJudge *judge, const SlImage *imgs, char (*caps)[CAP_MAX], int n,
+                          SlCtx *ctx) {
+    const SlJudgeConfig *jc = sl_judge_config(judge);
+    float *emb = malloc((size_t)jc->embed_dim * sizeof *emb), *scores = malloc((size_t)jc->num_classes * sizeof *scores);
+    SlStatus st = (!emb || !scores) ? sl_fail(ctx, SL_ERR_NOMEM, "out of memory") : SL_OK;
+    int top5 = 0, top1 = 0;
+    for (int i = 0; i < n && !st; i++) {
+        const int cls = caps[i][0] ? sl_judge_find_class(judge, caps[i]) : -1;
+        if (cls < 0) {
+            if (caps[i][0]) sl_log(ctx, SL_LOG_DEBUG, "fidelity skipped: no judge class for '%s'", caps[i]);
+            out->n_skipped++;
+            continue;
+        }
+        st = sl_judge_embed(judge, &imgs[i], 1, emb, ctx);
+        if (!st) st = sl_judge_rank(judge, emb, 1, scores, 0, NULL, ctx);
+        if (st) break;
+        const int place = sl_judge_class_place(judge, scores, cls);
+        top5 += place < 5;
+        top1 += place == 0;
+        out->n_scored++;
+    }
+    free(emb);
+    free(scores);
+    out->judged = 1;
+    out->fidelity = out->n_scored ? (double)top5 / out->n_scored : NAN;
+    out->top1 = out->n_scored ? (double)top1 / out->n_scored : NAN;
+    out->both = out->count = NAN;
+    return st;
+}
+
+/* Scores imgs[n], with captions caps[n] ("" = none): the style distance to the reference
+ * stats (when net is not NULL) and the prompt fidelity (the judge's when judge is not NULL). */
+static SlStatus score_set(SetScore *out, const SlStyleNet *net, const SlStyleStats *ref, SlJudge *judge,
+                          const SlImage *imgs, char (*caps)[CAP_MAX], int n, SlCtx *ctx) {
     memset(out, 0, sizeof *out);
-    SlStyleStats *st = malloc(sizeof *st);
-    if (!st) return sl_fail(ctx, SL_ERR_NOMEM, "out of memory");
-    SlStatus s = stats_of(st, net, imgs, n, 1, 0, ctx);
-    SlStyleDistance d;
-    if (!s) s = sl_style_distance(&d, st, ref, ctx);
-    free(st);
-    if (s) return s;
-    out->style = d.total;
-    out->parts = d;
+    out->style = NAN;
+    if (net) {
+        SlStyleStats *st = malloc(sizeof *st);
+        if (!st) return sl_fail(ctx, SL_ERR_NOMEM, "out of memory");
+        SlStatus s = stats_of(st, net, imgs, n, 1, 0, ctx);
+        SlStyleDistance d;
+        if (!s) s = sl_style_distance(&d, st, ref, ctx);
+        free(st);
+        if (s) return s;
+        out->styled = 1;
+        out->style = d.total;
+        out->parts = d;
+    }
+    if (judge) return judge_set(out, judge, imgs, caps, n, ctx);
+    out->top1 = NAN;
     double sum = 0;
     for (int i = 0; i < n; i++) {
         SlSceneCaption sc;
@@ -289,8 +343,15 @@ static SlStatus write_grid(const char *path, const SlImage *base, const SlImage 
 }
 
 static void print_score(const char *name, const SetScore *s) {
-    printf("%-8s style distance %.4f   prompt fidelity %.3f   main object right %.3f   count right %.3f   (%d scored, %d skipped)\n",
-           name, s->style, s->fidelity, s->both, s->count, s->n_scored, s->n_skipped);
+    printf("%-8s ", name);
+    if (s->styled) printf("style distance %.4f   ", s->style);
+    if (s->judged)
+        printf("prompt fidelity (judge top-5) %.3f   top-1 %.3f   (%d scored, %d skipped)\n", s->fidelity, s->top1,
+               s->n_scored, s->n_skipped);
+    else
+        printf("prompt fidelity %.3f   main object right %.3f   count right %.3f   (%d scored, %d skipped)\n", s->fidelity,
+               s->both, s->count, s->n_scored, s->n_skipped);
+    if (!s->styled) return;
     const SlStyleDistance *d = &s->parts;
     printf("         style terms: gram %.3f colour %.3f saturation %.3f gradient %.3f orientation %.3f dark %.3f "
            "outline %.3f\n", d->gram, d->colour, d->sat, d->grad, d->orient, d->dark, d->ink);
@@ -298,7 +359,7 @@ static void print_score(const char *name, const SetScore *s) {
 
 int cmd_eval(int argc, char **argv) {
     const char *model = NULL, *lora = NULL, *style_dir = NULL, *prompts_file = NULL, *n_s = NULL, *seed_s = NULL,
-               *steps_s = NULL, *cfg_s = NULL, *out = NULL, *images = NULL, *quiet = NULL;
+               *steps_s = NULL, *cfg_s = NULL, *out = NULL, *images = NULL, *quiet = NULL, *judge_dir = NULL;
     const CliOpt opts[] = {
         {"--model", "DIR", "the base model", &model, 0},
         {"--lora", "FILE[:WEIGHT]", "the style adapter (weight default 1)", &lora, 0},
@@ -310,14 +371,18 @@ int cmd_eval(int argc, char **argv) {
         {"--cfg", "S", "guidance scale (default 7)", &cfg_s, 0},
         {"--out", "DIR", "where the images go (default eval-out)", &out, 0},
         {"--images", "DIR", "score this folder of images instead of sampling", &images, 0},
+        {"--judge", "DIR", "the fidelity judge (default: MODEL/judge when it exists)", &judge_dir, 0},
         {"--quiet", NULL, "no progress or warnings", &quiet, 0},
         {0},
     };
-    const char *syn = "--model DIR --lora FILE[:W] --style-dir DIR [options] | --images DIR --style-dir DIR";
+    const char *syn = "--model DIR --lora FILE[:W] --style-dir DIR [options] | --images DIR (--style-dir DIR | --judge DIR)";
     const char *pos[1];
     int npos = 0;
     cli_parse("eval", syn, opts, argc, argv, pos, 1, &npos);
-    if (npos || !style_dir || (!images && (!model || !lora))) {
+    char judge_auto[4096];
+    if (!judge_dir && model && sl_path_is_dir(sl_path_join(judge_auto, sizeof judge_auto, model, "judge")))
+        judge_dir = judge_auto;
+    if (npos || (!images && (!model || !lora || !style_dir)) || (images && !style_dir && !judge_dir)) {
         cli_usage(stderr, "eval", syn, opts);
         return 2;
     }
@@ -338,34 +403,46 @@ int cmd_eval(int argc, char **argv) {
     }
     ImageSet ref = {0}, set = {0};
     SlStyleNet net = {0};
+    SlJudge *judge = NULL;
     SlStyleStats *rs = calloc(3, sizeof *rs); /* reference: all, even, odd */
     SlStatus st = rs ? SL_OK : sl_fail(&ctx, SL_ERR_NOMEM, "out of memory");
-    if (!st) st = set_load(&ref, style_dir, &ctx);
-    if (!st) st = sl_style_net_init(&net, EVAL_SEED, &ctx);
-    if (!st) st = stats_of(&rs[0], &net, ref.img, ref.n, 1, 0, &ctx);
+    if (!st && judge_dir) st = sl_judge_load(&judge, judge_dir, &ctx);
+    if (!st && judge)
+        printf("prompt fidelity: the judge %s (%d classes): is the prompt's emoji among its 5 best, or its best\n",
+               judge_dir, sl_judge_config(judge)->num_classes);
     double halves = NAN;
-    if (!st && ref.n >= 2) {
-        SlStyleDistance d;
-        st = stats_of(&rs[1], &net, ref.img, ref.n, 2, 0, &ctx);
-        if (!st) st = stats_of(&rs[2], &net, ref.img, ref.n, 2, 1, &ctx);
-        if (!st) st = sl_style_distance(&d, &rs[1], &rs[2], &ctx);
-        if (!st) halves = d.total;
+    const SlStyleNet *sn = style_dir ? &net : NULL; /* style figures only against a reference set */
+    if (!st && style_dir) {
+        st = set_load(&ref, style_dir, &ctx);
+        if (!st) st = sl_style_net_init(&net, EVAL_SEED, &ctx);
+        if (!st) st = stats_of(&rs[0], &net, ref.img, ref.n, 1, 0, &ctx);
+        if (!st && ref.n >= 2) {
+            SlStyleDistance d;
+            st = stats_of(&rs[1], &net, ref.img, ref.n, 2, 0, &ctx);
+            if (!st) st = stats_of(&rs[2], &net, ref.img, ref.n, 2, 1, &ctx);
+            if (!st) st = sl_style_distance(&d, &rs[1], &rs[2], &ctx);
+            if (!st) halves = d.total;
+        }
+        SetScore sref;
+        if (!st) st = score_set(&sref, sn, &rs[0], judge, ref.img, ref.caption, ref.n, &ctx);
+        if (st) goto done;
+        printf("reference %s: %d images; distance between its two halves %.4f\n", style_dir, ref.n, halves);
+        print_score("style", &sref);
     }
-    SetScore sref;
-    if (!st) st = score_set(&sref, &net, &rs[0], ref.img, ref.caption, ref.n, &ctx);
     if (st) goto done;
-    printf("reference %s: %d images; distance between its two halves %.4f\n", style_dir, ref.n, halves);
-    print_score("style", &sref);
 
     if (images) { /* score a folder */
         SetScore s;
         st = set_load(&set, images, &ctx);
-        if (!st) st = score_set(&s, &net, &rs[0], set.img, set.caption, set.n, &ctx);
+        if (!st) st = score_set(&s, sn, &rs[0], judge, set.img, set.caption, set.n, &ctx);
         if (st) goto done;
         print_score("images", &s);
-        printf("n_images: %d\nfidelity_skipped: %d\nreference_halves: %.4f\ncount_accuracy: %.4f\n", set.n, s.n_skipped,
-               halves, s.count);
-        printf("style_distance: %.4f\nprompt_fidelity: %.4f\n", s.style, s.fidelity);
+        printf("n_images: %d\nfidelity_skipped: %d\n", set.n, s.n_skipped);
+        if (style_dir) printf("reference_halves: %.4f\n", halves);
+        if (judge) printf("prompt_fidelity_top1: %.4f\n", s.top1);
+        else printf("count_accuracy: %.4f\n", s.count);
+        if (style_dir) printf("style_distance: %.4f\n", s.style);
+        printf("prompt_fidelity: %.4f\n", s.fidelity);
         goto done;
     }
 
@@ -412,7 +489,7 @@ int cmd_eval(int argc, char **argv) {
     if (!rt) st = sl_fail(&ctx, SL_ERR_NOMEM, "out of memory");
     for (int i = 0; !st && i < ref.n; i++) st = vae_round_trip(&m, &ref.img[i], &rt[i], &ctx);
     SetScore srt;
-    if (!st) st = score_set(&srt, &net, &rs[0], rt, ref.caption, ref.n, &ctx);
+    if (!st) st = score_set(&srt, sn, &rs[0], judge, rt, ref.caption, ref.n, &ctx);
     for (int i = 0; rt && i < ref.n; i++) sl_image_free(&rt[i]);
     free(rt);
     if (!st) st = sample_set(&m, prompts, n, seed, steps, cfg, base, "base", quiet != NULL, &ctx);
@@ -427,8 +504,8 @@ int cmd_eval(int argc, char **argv) {
     if (!st) { snprintf(path, sizeof path, "%s/adapter", out); st = write_set(path, ad, n, &ctx); }
     if (!st) { snprintf(path, sizeof path, "%s/grid.png", out); st = write_grid(path, base, ad, n, &ctx); }
     SetScore sb, sd;
-    if (!st) st = score_set(&sb, &net, &rs[0], base, prompts, n, &ctx);
-    if (!st) st = score_set(&sd, &net, &rs[0], ad, prompts, n, &ctx);
+    if (!st) st = score_set(&sb, sn, &rs[0], judge, base, prompts, n, &ctx);
+    if (!st) st = score_set(&sd, sn, &rs[0], judge, ad, prompts, n, &ctx);
     if (!st) {
         printf("sampled %d prompts x 2 (seeds %llu..%llu, %d steps, cfg %g, adapter weight %g) -> %s\n", n,
                (unsigned long long)seed, (unsigned long long)(seed + (uint64_t)n - 1), steps, cfg, job.lora[0].weight, out);
@@ -436,9 +513,10 @@ int cmd_eval(int argc, char **argv) {
         printf("         (vae-rt: the reference images through the VAE and back, the floor for any adapter)\n");
         print_score("base", &sb);
         print_score("adapter", &sd);
-        printf("n_images: %d\nfidelity_skipped: %d\nreference_halves: %.4f\ncount_accuracy_base: %.4f\n"
-               "count_accuracy_adapter: %.4f\nstyle_distance_vae_floor: %.4f\n", n, sb.n_skipped, halves, sb.count,
-               sd.count, srt.style);
+        printf("n_images: %d\nfidelity_skipped: %d\nreference_halves: %.4f\n", n, sb.n_skipped, halves);
+        if (judge) printf("prompt_fidelity_top1_base: %.4f\nprompt_fidelity_top1_adapter: %.4f\n", sb.top1, sd.top1);
+        else printf("count_accuracy_base: %.4f\ncount_accuracy_adapter: %.4f\n", sb.count, sd.count);
+        printf("style_distance_vae_floor: %.4f\n", srt.style);
         printf("style_distance_base: %.4f\nstyle_distance_adapter: %.4f\nprompt_fidelity_base: %.4f\n"
                "prompt_fidelity_adapter: %.4f\n", sb.style, sd.style, sb.fidelity, sd.fidelity);
     }
@@ -452,6 +530,7 @@ done:
     set_free(&ref);
     set_free(&set);
     sl_style_net_free(&net);
+    sl_judge_free(judge);
     free(rs);
     return st ? cli_fail("eval", &ctx) : 0;
 }
