@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "core/config.h"
 #include "core/file.h"
@@ -464,9 +465,7 @@ static int find_exact(const SlJudge *j, const char *seg, size_t n) {
     return -1;
 }
 
-int sl_judge_find_class(const SlJudge *j, const char *prompt) {
-    const char *s = prompt;
-    size_t n = strlen(prompt);
+static int find_from(const SlJudge *j, const char *s, size_t n) {
     for (;;) {
         trim(&s, &n);
         if (!n) return -1;
@@ -479,4 +478,29 @@ int sl_judge_find_class(const SlJudge *j, const char *prompt) {
         n -= (size_t)(comma + 2 - s);
         s = comma + 2;
     }
+}
+
+/* Length of p[0..n) without its trailing ", <CLDR skin tone>" segments (the captions of
+ * skin-tone variations: "a father christmas, medium skin tone"; the judge's classes are
+ * the base emoji). */
+static size_t strip_tones(const char *p, size_t n) {
+    static const char *const tones[] = {", light skin tone", ", medium-light skin tone", ", medium skin tone",
+                                        ", medium-dark skin tone", ", dark skin tone"};
+    for (int again = 1; again;) {
+        again = 0;
+        while (n && (p[n - 1] == ' ' || p[n - 1] == '\n' || p[n - 1] == '\r' || p[n - 1] == '\t')) n--;
+        for (size_t t = 0; t < sizeof tones / sizeof tones[0]; t++) {
+            size_t k = strlen(tones[t]);
+            if (n > k && strncasecmp(p + n - k, tones[t], k) == 0) { n -= k; again = 1; break; }
+        }
+    }
+    return n;
+}
+
+int sl_judge_find_class(const SlJudge *j, const char *prompt) {
+    size_t n = strlen(prompt);
+    int c = find_from(j, prompt, n);
+    size_t b = strip_tones(prompt, n);
+    if (c < 0 && b < n) c = find_from(j, prompt, b);
+    return c;
 }

@@ -70,7 +70,9 @@ int sl_judge_class_place(const SlJudge *j, const float *scores_row, int cls);
 /* The class a prompt asks for, or -1: the prompt trimmed and lower-cased (ASCII) equal to a
  * class caption (compared the same way); else the text up to and including the first ", "
  * is dropped and the rest tried again, repeatedly ("nenmoji, a red apple, food" finds
- * "a red apple, food", then would try "food"). */
+ * "a red apple, food", then would try "food"). A prompt that finds nothing is tried again
+ * without its trailing ", <CLDR skin tone>" segments (a skin-tone variation's caption,
+ * "a father christmas, medium skin tone", finds its base emoji's class). */
 int sl_judge_find_class(const SlJudge *j, const char *prompt);
 
 #endif

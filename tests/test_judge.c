@@ -134,6 +134,10 @@ static void test_find_class(const SlJudge *j) {
         {"a photo of a dog", NULL},
         {"", NULL},
         {" , ", NULL},
+        {"a grinning face, medium skin tone", "a grinning face"},   /* skin-tone variations: the base emoji */
+        {"nenmoji, a rocket, travel, light skin tone, dark skin tone\n", "a rocket, travel"},
+        {"a grinning face, purple skin tone", NULL},
+        {", dark skin tone", NULL},
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
         const int c = sl_judge_find_class(j, cases[i].prompt);

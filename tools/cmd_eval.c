@@ -3,9 +3,10 @@
  *
  *   stylora eval --model DIR --lora ADAPTER.safetensors[:W] --style-dir DIR [--prompts FILE]
  *                [--n N] [--seed S] [--steps N] [--cfg S] [--out DIR] [--judge DIR]
+ *                [--grid-cols K] [--grid-scale S]
  *     samples the same prompts and seeds without and with the adapter, writes
- *     OUT/base/NNN.png, OUT/adapter/NNN.png and OUT/grid.png (top row base,
- *     bottom row adapter), and prints the figures.
+ *     OUT/base/NNN.png, OUT/adapter/NNN.png and OUT/grid.png (a base row above an
+ *     adapter row for every K prompts, pixels S x S), and prints the figures.
  *   stylora eval --images DIR (--style-dir DIR | --judge DIR | both) [--model DIR]
  *     scores a folder of existing images (captions from NNN.txt beside them);
  *     without --style-dir only the judge's fidelity figures.
@@ -324,18 +325,27 @@ static SlStatus vae_round_trip(SlModel *m, const SlImage *in, SlImage *out, SlCt
 }
 
 /* Two rows: base on top, adapter below. */
-static SlStatus write_grid(const char *path, const SlImage *base, const SlImage *ad, int n, SlCtx *ctx) {
+/* The grid: rows of `cols` prompts, each a base row above an adapter row (so a pair of
+ * rows per `cols` prompts), every pixel drawn scale x scale (nearest). */
+static SlStatus write_grid(const char *path, const SlImage *base, const SlImage *ad, int n, int cols, int scale,
+                           SlCtx *ctx) {
     int w = base[0].w, h = base[0].h;
     for (int i = 0; i < n; i++)
         if (base[i].w != w || base[i].h != h || ad[i].w != w || ad[i].h != h || base[i].c != 3 || ad[i].c != 3)
             return sl_fail(ctx, SL_ERR_ARG, "grid: images differ in size");
+    if (cols > n) cols = n;
+    int bands = (n + cols - 1) / cols;
     SlImage g = {0};
-    SL_TRY(sl_image_alloc(&g, w * n, 2 * h, 3, ctx));
-    for (int r = 0; r < 2; r++)
-        for (int i = 0; i < n; i++) {
+    SL_TRY(sl_image_alloc(&g, w * cols * scale, 2 * h * bands * scale, 3, ctx));
+    memset(g.data, 255, (size_t)g.w * g.h * 3);
+    for (int i = 0; i < n; i++)
+        for (int r = 0; r < 2; r++) {
             const SlImage *im = r ? &ad[i] : &base[i];
-            for (int y = 0; y < h; y++)
-                memcpy(g.data + ((size_t)(r * h + y) * g.w + (size_t)i * w) * 3, im->data + (size_t)y * w * 3, (size_t)w * 3);
+            int x0 = (i % cols) * w * scale, y0 = ((i / cols) * 2 + r) * h * scale;
+            for (int y = 0; y < h * scale; y++)
+                for (int x = 0; x < w * scale; x++)
+                    memcpy(g.data + ((size_t)(y0 + y) * g.w + (size_t)(x0 + x)) * 3,
+                           im->data + ((size_t)(y / scale) * w + (size_t)(x / scale)) * 3, 3);
         }
     SlStatus st = sl_image_write_png(&g, path, NULL, 0, ctx);
     sl_image_free(&g);
@@ -358,6 +368,7 @@ static void print_score(const char *name, const SetScore *s) {
 }
 
 int cmd_eval(int argc, char **argv) {
+    const char *gcols_s = NULL, *gscale_s = NULL;
     const char *model = NULL, *lora = NULL, *style_dir = NULL, *prompts_file = NULL, *n_s = NULL, *seed_s = NULL,
                *steps_s = NULL, *cfg_s = NULL, *out = NULL, *images = NULL, *quiet = NULL, *judge_dir = NULL;
     const CliOpt opts[] = {
@@ -366,6 +377,8 @@ int cmd_eval(int argc, char **argv) {
         {"--style-dir", "DIR", "the style's reference images (NNN.png + NNN.txt)", &style_dir, 0},
         {"--prompts", "FILE", "one prompt a line (default: the style's captions)", &prompts_file, 0},
         {"--n", "N", "images per set (default 8)", &n_s, 0},
+        {"--grid-cols", "K", "prompts per grid row pair (default: all in one)", &gcols_s, 0},
+        {"--grid-scale", "S", "grid pixel size, nearest (default 1)", &gscale_s, 0},
         {"--seed", "S", "seed of the first image (default 1; image i uses S + i)", &seed_s, 0},
         {"--steps", "N", "sampling steps (default 20, Euler a)", &steps_s, 0},
         {"--cfg", "S", "guidance scale (default 7)", &cfg_s, 0},
@@ -390,6 +403,8 @@ int cmd_eval(int argc, char **argv) {
     cli_ctx_init(&ctx, quiet != NULL);
     /* the sampling options and output paths, checked before any work */
     int n = n_s ? (int)cli_int("eval", "--n", n_s, 1, 10000) : 8;
+    int gcols = gcols_s ? (int)cli_int("eval", "--grid-cols", gcols_s, 1, 10000) : n;
+    int gscale = gscale_s ? (int)cli_int("eval", "--grid-scale", gscale_s, 1, 8) : 1;
     uint64_t seed = seed_s ? (uint64_t)cli_int("eval", "--seed", seed_s, 0, (long long)1 << 62) : 1;
     int steps = steps_s ? (int)cli_int("eval", "--steps", steps_s, 1, 1000) : 20;
     float cfg = cfg_s ? (float)cli_num("eval", "--cfg", cfg_s, SAMPLE_CFG_MIN, SAMPLE_CFG_MAX, CLI_CLOSED) : 7.0f;
@@ -502,7 +517,7 @@ int cmd_eval(int argc, char **argv) {
     char path[4096];
     if (!st) { snprintf(path, sizeof path, "%s/base", out); st = write_set(path, base, n, &ctx); }
     if (!st) { snprintf(path, sizeof path, "%s/adapter", out); st = write_set(path, ad, n, &ctx); }
-    if (!st) { snprintf(path, sizeof path, "%s/grid.png", out); st = write_grid(path, base, ad, n, &ctx); }
+    if (!st) { snprintf(path, sizeof path, "%s/grid.png", out); st = write_grid(path, base, ad, n, gcols, gscale, &ctx); }
     SetScore sb, sd;
     if (!st) st = score_set(&sb, sn, &rs[0], judge, base, prompts, n, &ctx);
     if (!st) st = score_set(&sd, sn, &rs[0], judge, ad, prompts, n, &ctx);
