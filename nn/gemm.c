@@ -377,6 +377,105 @@ SL_AVX512 static void panels_bf16(int path, float *p, uint32_t *q, int64_t n, in
     }
 }
 
+/* DPBF16 path, packing straight from the operand (no fp32 panel in between; the same numbers):
+ * 16 pair words from n (<= 32) consecutive stored elements at element offset off (element 2w in
+ * word w's low half, 2w+1 in its high half; zeros past n), rounded as bf16_hi. */
+SL_AVX512 static inline __attribute__((always_inline)) __m512i ld_pairs16(const void *base, int64_t off, int64_t n,
+                                                                         int fmt) {
+    if (fmt == SL_GEMM_BF16) { /* already pairs in memory */
+        const uint16_t *h = (const uint16_t *)base + off;
+        if (n >= 32) return _mm512_loadu_si512(h);
+        uint16_t t[32] = {0};
+        if (n > 0) memcpy(t, h, (size_t)n * sizeof(uint16_t));
+        return _mm512_loadu_si512(t);
+    }
+    const __m512i lo = _mm512_srli_epi32(bf16_hi(ld16(base, off, n, fmt)), 16);
+    const __m512i hi = _mm512_srli_epi32(bf16_hi(ld16(base, off + 16, n - 16, fmt)), 16);
+    return _mm512_inserti64x4(_mm512_castsi256_si512(_mm512_cvtepi32_epi16(lo)), _mm512_cvtepi32_epi16(hi), 1);
+}
+
+/* 16 pair words of two stored rows' n (<= 16) consecutive elements at off0 (low halves) and off1
+ * (high halves; has1 == 0: zeros, the pad of an odd kc); lanes past n zero. */
+SL_AVX512 static inline __attribute__((always_inline)) __m512i ld_rows_pairs(const void *base, int64_t off0,
+                                                                            int64_t off1, int has1, int64_t n,
+                                                                            int fmt) {
+    const __m512i lo = _mm512_srli_epi32(bf16_hi(ld16(base, off0, n, fmt)), 16);
+    if (!has1) return lo;
+    return _mm512_or_si512(lo, _mm512_and_si512(bf16_hi(ld16(base, off1, n, fmt)), _mm512_set1_epi32((int)0xffff0000u)));
+}
+
+/* qb [ceil(kc/2), NR]: the pair words of op(B)[k0..k0+kc, c0..c0+nr) (columns past nr and an odd
+ * kc's pad zero), as panel_to_pairs of pack_b's panel; a gathered B goes through that panel (pb). */
+SL_AVX512 static void pack_b_pairs(uint32_t *qb, float *pb, const SlGemmOperand *B, int64_t c0, int64_t nr, int64_t k0,
+                                   int64_t kc) {
+    const int fmt = B->fmt;
+    const int64_t kc2 = (kc + 1) / 2;
+    if (fmt == SL_GEMM_GATHER) {
+        pack_b(pb, B, c0, nr, k0, kc);
+        panel_to_pairs(qb, pb, SL_GEMM_NR, kc);
+        return;
+    }
+    if (B->trans) { /* op(B)(k,j) stored at (j, k): a column's pairs are consecutive; 16x16 word transposes */
+        for (int64_t j0 = 0; j0 < SL_GEMM_NR; j0 += 16)
+            for (int64_t q0 = 0; q0 < kc2; q0 += 16) {
+                __m512 r[16];
+                for (int64_t jj = 0; jj < 16; jj++)
+                    r[jj] = j0 + jj < nr ? _mm512_castsi512_ps(ld_pairs16(B->p, op_off(B, k0 + 2 * q0, c0 + j0 + jj),
+                                                                          kc - 2 * q0, fmt))
+                                         : _mm512_setzero_ps();
+                sl_transpose16_regs(r); /* r[w] = word w of the 16 columns */
+                const int64_t nw = kc2 - q0 < 16 ? kc2 - q0 : 16;
+                for (int64_t w = 0; w < nw; w++) _mm512_storeu_ps((float *)(qb + (q0 + w) * SL_GEMM_NR + j0), r[w]);
+            }
+        return;
+    }
+    for (int64_t q = 0; q < kc2; q++) { /* op(B)(k,j) stored at (k, j): rows 2q and 2q+1 side by side */
+        const int64_t k = k0 + 2 * q;
+        const int has1 = 2 * q + 1 < kc;
+        for (int64_t j0 = 0; j0 < SL_GEMM_NR; j0 += 16)
+            _mm512_storeu_si512(qb + q * SL_GEMM_NR + j0, ld_rows_pairs(B->p, op_off(B, k, c0 + j0),
+                                                                        op_off(B, k + 1, c0 + j0), has1, nr - j0, fmt));
+    }
+}
+
+/* qa: ceil(mb/MR) panels [ceil(kc/2), MR] of the pair words of op(A)[r0..r0+mb, k0..k0+kc) (rows past
+ * mb zero), as panel_to_pairs of pack_a's panels; a gathered operand (the B of a swapped product)
+ * goes through those panels (pa). */
+SL_AVX512 static void pack_a_pairs(uint32_t *qa, float *pa, const SlGemmOperand *A, int64_t r0, int64_t mb, int64_t k0,
+                                   int64_t kc) {
+    const int fmt = A->fmt;
+    const int64_t kc2 = (kc + 1) / 2;
+    if (fmt == SL_GEMM_GATHER) {
+        pack_a(pa, A, r0, mb, k0, kc);
+        panels_bf16(SL_GEMM_BF16_PATH_DPBF16, pa, qa, cdiv(mb, SL_GEMM_MR), SL_GEMM_MR, kc);
+        return;
+    }
+    for (int64_t i0 = 0; i0 < mb; i0 += SL_GEMM_MR) {
+        const int64_t mr = mb - i0 < SL_GEMM_MR ? mb - i0 : SL_GEMM_MR;
+        uint32_t *dst = qa + (i0 / SL_GEMM_MR) * kc2 * SL_GEMM_MR;
+        if (!A->trans) { /* op(A)(i,k) stored at (i, k): a row's pairs are consecutive; word transposes */
+            for (int64_t q0 = 0; q0 < kc2; q0 += 16) {
+                __m512 r[16];
+                for (int64_t i = 0; i < 16; i++)
+                    r[i] = i < mr ? _mm512_castsi512_ps(
+                                        ld_pairs16(A->p, op_off(A, r0 + i0 + i, k0 + 2 * q0), kc - 2 * q0, fmt))
+                                  : _mm512_setzero_ps();
+                sl_transpose16_regs(r);
+                const int64_t nw = kc2 - q0 < 16 ? kc2 - q0 : 16;
+                for (int64_t w = 0; w < nw; w++)
+                    _mm512_mask_storeu_ps((float *)(dst + (q0 + w) * SL_GEMM_MR), (__mmask16)0x0FFF, r[w]);
+            }
+        } else { /* op(A)(i,k) stored at (k, i): rows 2q and 2q+1 side by side, 12 lanes */
+            for (int64_t q = 0; q < kc2; q++) {
+                const int64_t k = k0 + 2 * q;
+                _mm512_mask_storeu_epi32(dst + q * SL_GEMM_MR, (__mmask16)0x0FFF,
+                                         ld_rows_pairs(A->p, op_off(A, r0 + i0, k), op_off(A, r0 + i0, k + 1),
+                                                       2 * q + 1 < kc, mr, fmt));
+            }
+        }
+    }
+}
+
 /* ---- micro-kernels ---- */
 
 /* The 24 accumulators of a 12x32 block as parameters / arguments: c<i>_<h> is row i, columns 16h.. */
@@ -519,12 +618,20 @@ SL_AVX512 static void tile_avx512_lowmem(const SlGemmOperand *A, const SlGemmOpe
         const float bk = k0 == 0 ? beta : 1.0f;
         for (int64_t j0 = 0; j0 < nb; j0 += SL_GEMM_NR) {
             const int64_t nr = nb - j0 < SL_GEMM_NR ? nb - j0 : SL_GEMM_NR;
-            pack_b(pb, B, n0 + j0, nr, k0, kc);
-            if (path) panels_bf16(path, pb, qb, 1, SL_GEMM_NR, kc);
+            if (path == SL_GEMM_BF16_PATH_DPBF16) {
+                pack_b_pairs(qb, pb, B, n0 + j0, nr, k0, kc);
+            } else {
+                pack_b(pb, B, n0 + j0, nr, k0, kc);
+                if (path) panels_bf16(path, pb, qb, 1, SL_GEMM_NR, kc);
+            }
             for (int64_t i0 = 0; i0 < mb; i0 += SL_GEMM_MR) {
                 const int64_t mr = mb - i0 < SL_GEMM_MR ? mb - i0 : SL_GEMM_MR;
-                pack_a(pa, A, m0 + i0, mr, k0, kc);
-                if (path) panels_bf16(path, pa, qa, 1, SL_GEMM_MR, kc);
+                if (path == SL_GEMM_BF16_PATH_DPBF16) {
+                    pack_a_pairs(qa, pa, A, m0 + i0, mr, k0, kc);
+                } else {
+                    pack_a(pa, A, m0 + i0, mr, k0, kc);
+                    if (path) panels_bf16(path, pa, qa, 1, SL_GEMM_MR, kc);
+                }
                 float *cb = tc ? c + j0 * ldc + i0 : c + i0 * ldc + j0;
                 ukr_run(path, kc, pa, pb, SL_GEMM_NR, qa, qb, cb, ldc, mr, nr, alpha, bk, tc, cb, ldc);
             }
@@ -555,8 +662,12 @@ SL_AVX512 static void tile_avx512(const SlGemmOperand *A, const SlGemmOperand *B
     for (int64_t k0 = 0; k0 < K; k0 += SL_GEMM_KC) {
         const int64_t kc = K - k0 < SL_GEMM_KC ? K - k0 : SL_GEMM_KC, kc2 = (kc + 1) / 2;
         const float bk = k0 == 0 ? beta : 1.0f;
-        pack_a(pa, A, m0, mb, k0, kc);
-        if (path) panels_bf16(path, pa, pk->qa, cdiv(mb, SL_GEMM_MR), SL_GEMM_MR, kc);
+        if (path == SL_GEMM_BF16_PATH_DPBF16) {
+            pack_a_pairs(pk->qa, pa, A, m0, mb, k0, kc);
+        } else {
+            pack_a(pa, A, m0, mb, k0, kc);
+            if (path) panels_bf16(path, pa, pk->qa, cdiv(mb, SL_GEMM_MR), SL_GEMM_MR, kc);
+        }
         for (int64_t j0 = 0; j0 < nb; j0 += SL_GEMM_NR) {
             /* one B panel at a time, packed just before its sweep over the A panels (still in L1) */
             const int64_t nr = nb - j0 < SL_GEMM_NR ? nb - j0 : SL_GEMM_NR;
@@ -565,6 +676,8 @@ SL_AVX512 static void tile_avx512(const SlGemmOperand *A, const SlGemmOperand *B
             if (direct && nr == SL_GEMM_NR) {
                 bp = (const float *)B->p + op_off(B, k0, n0 + j0);
                 bs = B->ld;
+            } else if (path == SL_GEMM_BF16_PATH_DPBF16) {
+                pack_b_pairs(pk->qb, pb, B, n0 + j0, nr, k0, kc);
             } else {
                 pack_b(pb, B, n0 + j0, nr, k0, kc);
                 if (path) panels_bf16(path, pb, pk->qb, 1, SL_GEMM_NR, kc);
