@@ -37,14 +37,16 @@
  * SkylakeX small-matrix kernels do), so its bits match sl_sgemm on op(B) stored
  * untransposed, not on a transposed B.
  *
- * bf16 kernel (gemm.h): the AVX-512 tile's packers and plan, with each packed
- * panel then rounded to bfloat16 in registers (integer round-to-nearest-even,
- * denormals kept). DPBF16 path: each panel rewritten as K pairs (one uint32 per
- * row or column holding k = 2q low, 2q+1 high; an odd kc padded with zeros),
- * and a 12x32 micro-kernel of VDPBF16PS (a broadcast pair of A times a pair
- * row of B, 16 columns a register) in the fp32 micro-kernel's register layout,
- * ending in the same store. FMA path: the rounded fp32 panels with rows 2q and
- * 2q+1 swapped, on the fp32 micro-kernel. Both never read op(B) in place, and
+ * bf16 kernel (gemm.h): the AVX-512 tile's plan, with every packed value
+ * rounded to bfloat16 in registers (integer round-to-nearest-even, denormals
+ * kept). DPBF16 path: panels of K pairs (one uint32 per row or column holding
+ * k = 2q low, 2q+1 high; an odd kc padded with zeros), packed straight from the
+ * operand (a stored row's consecutive elements are its pairs: 16x16 word
+ * transposes; two stored rows side by side otherwise; gathers through an fp32
+ * panel), and a 12x32 micro-kernel of VDPBF16PS (a broadcast pair of A times a
+ * pair row of B, 16 columns a register) in the fp32 micro-kernel's register
+ * layout, ending in the same store. FMA path: the fp32 packers' panels rounded
+ * with rows 2q and 2q+1 swapped, on the fp32 micro-kernel. Both never read op(B) in place, and
  * run every shape (skinny products too: swapped when A is transposed, else in
  * partial panels) and nested calls on their micro-kernel, so the plan does not
  * reach the bits. BLAS path: tile_blas on rounded copies.
