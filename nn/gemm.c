@@ -46,10 +46,10 @@
  * panel), and a 12x32 micro-kernel of VDPBF16PS (a broadcast pair of A times a
  * pair row of B, 16 columns a register) in the fp32 micro-kernel's register
  * layout, ending in the same store. FMA path: the fp32 packers' panels rounded
- * with rows 2q and 2q+1 swapped, on the fp32 micro-kernel. Both never read op(B) in place, and
- * run every shape (skinny products too: swapped when A is transposed, else in
- * partial panels) and nested calls on their micro-kernel, so the plan does not
- * reach the bits. BLAS path: tile_blas on rounded copies.
+ * with rows 2q and 2q+1 swapped, on the fp32 micro-kernel. Both paths never read
+ * op(B) in place, and run every shape (skinny products too: swapped when A is
+ * transposed, else in partial panels) and nested calls on their micro-kernel,
+ * so the plan does not reach the bits. BLAS path: tile_blas on rounded copies.
  *
  * Dimension letters: M, N, K as gemm.h; mb/nb a tile, kc a K block,
  * mr/nr a micro-tile (<= 12 x 32).
@@ -554,7 +554,7 @@ SL_AVX512 static void ukr_12x32(int64_t kc, const float *pa, const float *pb, in
 }
 
 #if SL_GEMM_HAVE_DPBF16
-/* ukr_12x32 on bfloat16 pair panels (panel_to_pairs): qa [kc2, MR], qb [kc2, NR]. Each step
+/* ukr_12x32 on bfloat16 pair panels (pack_a_pairs, pack_b_pairs): qa [kc2, MR], qb [kc2, NR]. Each step
  * broadcasts row i's pair of A and multiplies it into the 32 columns' pairs of B with VDPBF16PS
  * (acc += a(2q+1) b(2q+1), then += a(2q) b(2q): exact products, fp32 sums). */
 SL_AVX512BF16 static void ukr_bf16_12x32(int64_t kc2, const uint32_t *qa, const uint32_t *qb, float *c, int64_t ldc,

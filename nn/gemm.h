@@ -18,7 +18,7 @@
  * Bits differ between the kernels (not between thread counts), so a plan
  * passes the same SlKernels to every product it makes. Calls made from inside
  * an OpenMP region run serially on the OpenBLAS kernel. Thread-safe: each
- * thread packs into its own buffer (about 0.9 MB, kept until the thread exits).
+ * thread packs into its own buffer (about 1 MB, kept until the thread exits).
  * Skinny products (N < 96) with A transposed run as C^T = op(B)^T op(A)^T with
  * transposed stores so the wide side fills the micro-kernel; other skinny
  * products use the OpenBLAS kernel. Small products (under ~8 MFLOP) run on the calling thread only.
