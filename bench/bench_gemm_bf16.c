@@ -147,8 +147,9 @@ int main(int argc, char **argv) {
             double best[3];
             run_shape(s, threads, iters, path, best);
             const double flops = 2.0 * (double)s->M * (double)s->N * (double)s->K, g = flops * 1e-9;
-            printf("%-22s %2d  %8.1f GF/s %8.1f GF/s %8.1f GF/s  %9.2f %9.2f\n", s->name, threads, g / best[0],
-                   g / best[1], g / best[2], best[0] / best[1], best[2] / best[1]);
+            printf("%-22s %2d  %8.1f GF/s %8.1f GF/s %8.1f GF/s  %9.2f %9.2f%s\n", s->name, threads, g / best[0],
+                   g / best[1], g / best[2], best[0] / best[1], best[2] / best[1],
+                   path && s->conv ? "  (bf16: the CPU's path, not the forced one)" : "");
             static const char *const col[3] = {"fp32", "bf16", "openblas"};
             for (int v = 0; v < 3; v++) {
                 char name[96], extra[48];
