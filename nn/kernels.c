@@ -13,6 +13,15 @@ static int have_avx512(void) {
 #endif
 }
 
+static int have_avx512bf16(void) {
+#if defined(__x86_64__) && defined(__GNUC__)
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bf16");
+#else
+    return 0;
+#endif
+}
+
+/* Never the bf16 kernel: AUTO keeps fp32 products. */
 SlKernels sl_kernels_default(void) {
     const int avx = have_avx512();
     SlKernels k = {avx ? SL_GEMM_KERNEL_AVX512 : SL_GEMM_KERNEL_BLAS, SL_CONV_KERNEL_AUTO,
@@ -22,6 +31,7 @@ SlKernels sl_kernels_default(void) {
 
 int sl_kernels_gemm(const SlKernels *k) {
     if (k && k->gemm == SL_GEMM_KERNEL_BLAS) return SL_GEMM_KERNEL_BLAS;
+    if (k && k->gemm == SL_GEMM_KERNEL_BF16) return SL_GEMM_KERNEL_BF16;
     return have_avx512() ? SL_GEMM_KERNEL_AVX512 : SL_GEMM_KERNEL_BLAS;
 }
 
@@ -31,11 +41,15 @@ int sl_kernels_attention(const SlKernels *k) {
 }
 
 int sl_kernels_conv_implicit(const SlKernels *k) {
-    return !(k && k->conv == SL_CONV_KERNEL_IM2COL) && sl_kernels_gemm(k) == SL_GEMM_KERNEL_AVX512;
+    const int g = sl_kernels_gemm(k);
+    return !(k && k->conv == SL_CONV_KERNEL_IM2COL) &&
+           (g == SL_GEMM_KERNEL_AVX512 || (g == SL_GEMM_KERNEL_BF16 && have_avx512()));
 }
 
 int sl_kernels_available(const SlKernels *k) {
-    if (!k || have_avx512()) return 1;
+    if (!k) return 1;
+    if (k->gemm == SL_GEMM_KERNEL_BF16 && !have_avx512bf16()) return 0;
+    if (have_avx512()) return 1;
     return k->gemm != SL_GEMM_KERNEL_AVX512 && k->attention != SL_ATT_KERNEL_LANES;
 }
 
@@ -46,7 +60,8 @@ typedef struct KernelName {
 
 static const KernelName k_names[] = {
     {"gemm", "auto", SL_GEMM_KERNEL_AUTO, 0},     {"gemm", "blas", SL_GEMM_KERNEL_BLAS, 0},
-    {"gemm", "avx512", SL_GEMM_KERNEL_AVX512, 1}, {"conv", "auto", SL_CONV_KERNEL_AUTO, 0},
+    {"gemm", "avx512", SL_GEMM_KERNEL_AVX512, 1}, {"gemm", "bf16", SL_GEMM_KERNEL_BF16, 0},
+    {"conv", "auto", SL_CONV_KERNEL_AUTO, 0},
     {"conv", "implicit", SL_CONV_KERNEL_AUTO, 0}, {"conv", "im2col", SL_CONV_KERNEL_IM2COL, 0},
     {"attention", "auto", SL_ATT_KERNEL_AUTO, 0}, {"attention", "rows", SL_ATT_KERNEL_ROWS, 0},
     {"attention", "lanes", SL_ATT_KERNEL_LANES, 1},

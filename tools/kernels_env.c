@@ -1,6 +1,7 @@
 /* kernels_env.c - the kernel overrides of the environment, read here and nowhere else.
  *
- *   SL_GEMM=auto|blas|avx512        GEMM tile kernel (blas: OpenBLAS, also without AVX-512)
+ *   SL_GEMM=auto|blas|avx512|bf16   GEMM tile kernel (blas: OpenBLAS, also without AVX-512;
+ *                                   bf16: every product's operands rounded to bfloat16, nn/gemm.h)
  *   SL_CONV=auto|implicit|im2col    convolution forward: gathered or explicit column matrix
  *   SL_ATTENTION=auto|rows|lanes    attention forward kernel
  *
