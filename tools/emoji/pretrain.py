@@ -164,7 +164,21 @@ def stage_vae(a):
     d = load_data(a)
     keep = d["split"] != "val"
     imgs = np.concatenate([d["plain"], d["plain"][keep], d["varied"][keep]])  # latents: the first N (all plain)
+    ck, lat = os.path.join(a.work, "vae.pt"), os.path.join(a.work, "latents.pt")
+    if a.init_from and not os.path.exists(ck):
+        # continuing from a shipped model: its VAE is the latent space the U-Net knows; no VAE
+        # training (a checkpoint whose elapsed time is the whole budget), only the latent cache
+        sd = shp.load_st(os.path.join(a.init_from, "vae", "diffusion_pytorch_model.safetensors"))
+        torch.save({"model": sd, "opt": None, "step": 0, "elapsed": a.vae_minutes * 60}, ck)
+        log("vae: taken from %s" % a.init_from)
     shp.stage_vae(a, VAE_CFG, imgs, n_latent=len(d["plain"]))
+    if a.init_from:
+        with open(os.path.join(a.init_from, "vae", "config.json")) as f:
+            scale = json.load(f)["scaling_factor"]
+        st = torch.load(lat)
+        if st["scaling_factor"] != scale:
+            st["scaling_factor"] = scale  # the shipped scale, not one re-estimated from new noise draws
+            torch.save(st, lat)
 
 
 def vae_weights(a):
@@ -220,6 +234,8 @@ def stage_unet(a):
     else:
         if a.init_from:
             init_from(a, te, un)
+        elif os.path.exists(os.path.join(a.out, "unet", "diffusion_pytorch_model.safetensors")):
+            log("unet: note: %s already holds a model; this run trains from scratch over it (--init-from to continue)" % a.out)
         ema = [p.detach().clone() for p in params]
     ac = shp.alphas_cumprod()
     snr = ac / (1 - ac)
@@ -350,7 +366,9 @@ def write_check(a, tok, te_cfg, te_sd, un_sd, vae_sd, scale):
         dec = vae.decode(latent)
     t = {"in.input_ids": ids, "te.last_hidden_state": ehs, "unet.in.sample": sample, "unet.in.timesteps": ts,
          "unet.out": out, "vae.in.latents": latent, "vae.dec.sample": dec}
-    shp.save_st(os.path.join(ROOT, "tests", "data", "emoji64_check.safetensors"), t, torch.float32,
+    default_out = os.path.normpath(a.out) == os.path.join(ROOT, "models", "emoji64")
+    path = os.path.join(ROOT, "tests", "data") if default_out else a.work  # only the shipped model's golden is the test's
+    shp.save_st(os.path.join(path, "emoji64_check.safetensors"), t, torch.float32,
                 {"prompts": json.dumps(CHECK_PROMPTS), "source": "tools/emoji/pretrain.py",
                  "unet_ehs": "te.last_hidden_state[0:1]"})
 

@@ -214,7 +214,7 @@ def stage_vae(a, cfg=None, images=None, n_latent=None):
         own = vae.state_dict()
         fits = {k: v for k, v in st["model"].items() if k in own and own[k].shape == v.shape}
         vae.load_state_dict(fits, strict=False)
-        if len(fits) == len(st["model"]) == len(own):
+        if st.get("opt") is not None and len(fits) == len(st["model"]) == len(own):
             opt.load_state_dict(st["opt"])
         else:  # an architecture change (the shipped run dropped the mid attention at 10 min)
             log("vae: checkpoint %d tensors, %d fit the model; fresh optimizer" % (len(st["model"]), len(fits)))
@@ -269,7 +269,7 @@ def stage_vae(a, cfg=None, images=None, n_latent=None):
         x = x_all[:64].float() / 127.5 - 1.0
         rec = vae.decode(vae.encode(x)[0])
         l1 = (rec - x).abs().mean().item()
-    h = np.array(hist[-50:]).mean(0)
+    h = np.array(hist[-50:]).mean(0) if hist else np.full(3, np.nan)  # no step this run (taken from a model)
     info = {"steps": step, "seconds": round(time.time() - t_start), "l1": float(h[0]), "l2": float(h[1]),
             "kl": float(h[2]), "eval_l1_full": l1, "latent_std": 1.0 / scale, "scaling_factor": scale,
             "latent_mean": z.mean().item()}
