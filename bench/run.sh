@@ -28,6 +28,8 @@
 #   vae_decode        one latent (16x16 shapes64, 32x32 SD)  bench_infer vae / bench_torch.py vae
 #   text_encoder      77 tokens, B=1              bench_infer textenc / bench_torch.py textenc
 #   sgemm             OpenBLAS SGEMM 1024^3 with THREADS threads (the reference rate)  bench_sgemm
+#   contended         last, after the table: bench/bench_contended.sh 300 (the demo's training
+#                     idle, beside a busy loop, two at once; prints train_contended_ratio)
 # Threads: OMP_NUM_THREADS=THREADS for stylora, torch.set_num_threads(THREADS) for PyTorch.
 # OMP_WAIT_POLICY=passive for both sides: on this shared machine (other jobs keep the cores
 # busy) PyTorch's default spinning OpenMP workers are up to 50x slower on small ops, which
@@ -140,3 +142,9 @@ run sgemm_end stylora "${c_env[@]}" "$b/bench_sgemm" --threads "$threads" --iter
 args=("$res" "$out/meta.txt")
 [[ $update == 1 ]] && args+=(--readme "$root/bench/README.md")
 python3 "$root/bench/report.py" "${args[@]}"
+# issue 18's "Under load": the demo's training idle, beside a busy loop, and two at once
+# (train_contended_ratio, train_pair_ratio), measured in this same run
+if [[ -z "${ONLY:-}" || "contended" =~ $ONLY ]]; then
+  echo "bench/run.sh: the demo's training under load (bench/bench_contended.sh 300)" >&2
+  bash "$root/bench/bench_contended.sh" 300
+fi
