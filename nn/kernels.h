@@ -61,6 +61,10 @@ int sl_kernels_available(const SlKernels *k);
  * bf16 is accepted on every CPU (it has fallbacks; sl_kernels_available tells). */
 SlStatus sl_kernels_parse(SlKernels *k, const char *what, const char *name, const char *source, SlCtx *ctx);
 
+/* k (NULL: the default) with its GEMM on the bf16 kernel, the other fields kept: what the
+ * products of a frozen bfloat16 weight run on (nn/nn.h's _bf16 entry points). */
+SlKernels sl_kernels_bf16(const SlKernels *k);
+
 /* "blas", "avx512", "bf16", "implicit", "im2col", "rows", "lanes" or "auto": a field's name, for logs. */
 const char *sl_kernels_name(const char *what, int value);
 
