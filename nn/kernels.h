@@ -13,7 +13,9 @@
  * kernels, never between thread counts.
  *
  * The bf16 GEMM kernel is never AUTO: it rounds both operands of every product to
- * bfloat16 (a different result, not only different bits), so a plan opts in. It runs
+ * bfloat16 (a different result, not only different bits), so a plan opts in, for every
+ * product (gemm = BF16) or for those of frozen bfloat16 weights only (nn.h's _bf16 entry
+ * points run on sl_kernels_bf16(kern) whatever kern->gemm says: `--base bf16`). It runs
  * on every CPU: VDPBF16PS where the CPU has AVX512_BF16 (sl_kernels_available), else
  * the same rounded operands through the fp32 AVX-512 kernel (the same bits but for
  * denormals, see nn/gemm.h) or, without AVX-512, through OpenBLAS.
