@@ -12,16 +12,17 @@
  * Each case runs in its own forked child (its own peak; wait4 reads the child's
  * ru_maxrss):
  *   shapes64 (real weights): sl_trainer_init + --steps sl_trainer_step, the program's
- *     own path, with --base fp32, the default (fp16: the file stores F16) and nf4;
+ *     own path, with --base fp32, the default (fp16: the file stores F16), bf16 and nf4;
  *   sd15 --random: no weight files, so the child builds what sl_trainer_init builds
  *     with the same library calls (random CLIP, VAE and U-Net, the U-Net converted to
- *     fp16 / NF4 in place, then the peak reset: a real checkpoint streams into fp16/NF4
+ *     fp16 / bf16 / NF4 in place, then the peak reset: a real checkpoint streams into them
  *     and never holds the fp32 copy), encodes one image and one caption (the encoders'
  *     work buffers; every cache slot gets the result), plans the U-Net as set-up does
  *     (max(micro, 2)) and re-plans it for the micro-batch as the step does, and runs
  *     --steps LoRA steps (forward, MSE, backward, AdamW). The prediction is
  *     sl_train_predict_memory on the same settings (configs, data folder).
- * bf16 bases do not exist in stylora yet (only --save-dtype bf16): no bf16 case.
+ * A bf16 base holds the same bytes as an fp16 one (its kernel's packing buffers are per
+ * thread, ~1 MB, as the fp32 kernel's).
  *
  * Prints one RESULT line per case (bench_util.h) with predicted_mib, measured_mib and
  * ratio = predicted / measured (target: within 15%).
@@ -93,11 +94,13 @@ static int run_random(const SlTrainConfig *c) {
     SlUNet u;
     SlUNetConfig ucfg;
     if (bench_clip_open(&clip, &ccfg, dir, 1, &ctx) || bench_vae_open(&vae, &vcfg, dir, 1, &ctx)) bench_die("bench_memplan", &ctx);
-    const int nf4 = c->base && !strcmp(c->base, "nf4"), half = c->base && !strcmp(c->base, "fp16");
+    const int nf4 = c->base && !strcmp(c->base, "nf4");
+    const int half = c->base && !strcmp(c->base, "fp16") ? SL_HALF_FP16 : c->base && !strcmp(c->base, "bf16") ? SL_HALF_BF16 : 0;
     SlNf4Stats ns;
     SlHalfStats hs;
     if (nf4 ? bench_unet_open_nf4(&u, &ucfg, dir, 1, NULL, 0, &ns, &ctx)
-            : half ? bench_unet_open_half(&u, &ucfg, dir, 1, &hs, &ctx) : bench_unet_open(&u, &ucfg, dir, 1, &ctx))
+            : half ? bench_unet_open_half(&u, &ucfg, dir, 1, (SlHalfFmt)half, &hs, &ctx)
+                   : bench_unet_open(&u, &ucfg, dir, 1, &ctx))
         bench_die("bench_memplan", &ctx);
     rss_note("encoders + U-Net");
     if ((nf4 || half) && bench_reset_peak_rss()) fprintf(stderr, "bench_memplan: cannot reset the peak RSS\n");
@@ -207,10 +210,10 @@ int main(int argc, char **argv) {
     }
     setvbuf(stdout, NULL, _IOLBF, 0);
     const Case cases[] = {
-        {"shapes64_lora_fp32", "fp32", 0}, {"shapes64_lora_fp16", NULL, 0}, {"shapes64_lora_nf4", "nf4", 0},
-        {"sd15_lora_fp32", "fp32", 1},     {"sd15_lora_fp16", "fp16", 1},   {"sd15_lora_nf4", "nf4", 1},
+        {"shapes64_lora_fp32", "fp32", 0}, {"shapes64_lora_fp16", NULL, 0}, {"shapes64_lora_bf16", "bf16", 0},
+        {"shapes64_lora_nf4", "nf4", 0},   {"sd15_lora_fp32", "fp32", 1},   {"sd15_lora_fp16", "fp16", 1},
+        {"sd15_lora_bf16", "bf16", 1},     {"sd15_lora_nf4", "nf4", 1},
     };
-    printf("bf16 base: not in stylora yet (only --save-dtype bf16): no case\n");
     int bad = 0;
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         const Case *k = &cases[i];

@@ -4,7 +4,7 @@
  * tests/reference/bench_torch.py sample.
  *
  * Usage: bench_sample --model DIR [--random] [--res R] [--iters N] [--mode base|merged|unmerged]
- *                     [--rank 8] [--alpha 8] [--base fp32|fp16]
+ *                     [--rank 8] [--alpha 8] [--base fp32|fp16|bf16]
  *   (DIR, --random, --res as bench_train.) The adapter: rank 8 on to_q, to_k, to_v,
  *   to_out.0 of every attention, A and B both seeded random (a trained adapter has
  *   B != 0; the merge then really changes the weights). Merging is done once before
@@ -12,7 +12,8 @@
  * Step = scale the model input (Euler, step 10 of 30), U-Net [2,C,h,w] at t,
  * sl_cfg_combine (guidance 7.5), sl_sampler_step. Prints RESULT sample_<mode>.
  * --base fp16: the U-Net's linear and conv weights held in binary16 (pipeline/half.h; base
- * and unmerged only), RESULT sample_<mode>_fp16.
+ * and unmerged only), RESULT sample_<mode>_fp16. --base bf16: in bfloat16, their products on
+ * the bf16 GEMM kernel (the same modes), RESULT sample_<mode>_bf16.
  * FLOPs: U-Net forward at B=2 (+ the adapter's forward when unmerged).
  */
 #include "bench/bench_util.h"
@@ -22,7 +23,7 @@
 
 int main(int argc, char **argv) {
     const char *model = NULL, *mode = "base";
-    int random = 0, iters = 3, half = 0;
+    int random = 0, iters = 3, half = 0; /* half: 0, or the 16-bit base's SlHalfFmt */
     int64_t res = 0, rank = 8;
     float alpha = 8.0f;
     for (int i = 1; i < argc; i++) {
@@ -33,7 +34,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(s, "--mode") && more) mode = argv[++i];
         else if (!strcmp(s, "--base") && more) {
             const char *v = argv[++i];
-            half = !strcmp(v, "fp16");
+            half = !strcmp(v, "fp16") ? SL_HALF_FP16 : !strcmp(v, "bf16") ? SL_HALF_BF16 : 0;
             if (!half && strcmp(v, "fp32")) model = NULL, i = argc;
         }
         else if (!strcmp(s, "--res") && more) res = atoll(argv[++i]);
@@ -45,7 +46,7 @@ int main(int argc, char **argv) {
     const int m_base = !strcmp(mode, "base"), m_merged = !strcmp(mode, "merged"), m_unmerged = !strcmp(mode, "unmerged");
     if (!model || iters < 1 || !(m_base || m_merged || m_unmerged) || (half && m_merged)) {
         fprintf(stderr, "usage: %s --model DIR [--random] [--res R] [--iters N] [--mode base|merged|unmerged] "
-                        "[--rank R] [--alpha A] [--base fp32|fp16 (not merged)]\n", argv[0]);
+                        "[--rank R] [--alpha A] [--base fp32|fp16|bf16 (not merged)]\n", argv[0]);
         return 2;
     }
     setvbuf(stdout, NULL, _IOLBF, 0);
@@ -72,7 +73,8 @@ int main(int argc, char **argv) {
     SlUNet u;
     SlUNetConfig ucfg;
     SlHalfStats hst;
-    if (half ? bench_unet_open_half(&u, &ucfg, model, random, &hst, &ctx) : bench_unet_open(&u, &ucfg, model, random, &ctx))
+    if (half ? bench_unet_open_half(&u, &ucfg, model, random, (SlHalfFmt)half, &hst, &ctx)
+             : bench_unet_open(&u, &ucfg, model, random, &ctx))
         bench_die("bench_sample", &ctx);
     if (half && random && bench_reset_peak_rss()) fprintf(stderr, "bench_sample: cannot reset the peak RSS\n");
     const SlKernels kern = bench_kernels("bench_sample");
@@ -131,7 +133,7 @@ int main(int argc, char **argv) {
     }
     const double fl = sl_unet_forward_flops(&u) + flops_lora;
     char name[64], extra[256];
-    snprintf(name, sizeof name, "sample_%s%s", mode, half ? "_fp16" : "");
+    snprintf(name, sizeof name, "sample_%s%s", mode, half == SL_HALF_BF16 ? "_bf16" : half ? "_fp16" : "");
     snprintf(extra, sizeof extra, " merge_s=%.4f x0=%.6g", merge_s, x[0]);
     printf("stylora guided sampling step (%s), U-Net %s, 2x%lldx%lldx%lld: %.3f s, %.1f GFLOP\n", mode, model,
            (long long)ucfg.in_channels, (long long)h, (long long)w, best, fl * 1e-9);

@@ -4,7 +4,7 @@
  *
  * Usage: bench_train --model DIR [--random] [--res R] [--batch B] [--iters N] [--full]
  *                    [--rank 8] [--alpha 8] [--targets attn]
- *                    [--base fp32|fp16|nf4] [--nf4-layers attn,ff,proj] [--nf4-dq]
+ *                    [--base fp32|fp16|bf16|nf4] [--nf4-layers attn,ff,proj] [--nf4-dq]
  *   DIR      a diffusers folder: unet/ (and vae/, text_encoder/ configs for the latent
  *            size and text width). --random: configs only, seeded random weights
  *            (SD-1.5 shape: --model $SL_SHARED_DIR/sd15 --random --res 256).
@@ -17,6 +17,8 @@
  *            load_rss_mib = the peak before, with the fp32 copy). Not with --full.
  *   --base fp16 LoRA on a binary16 frozen base (`stylora train --base fp16`, pipeline/half.h):
  *            every U-Net linear and conv weight in binary16, loaded and peak-reset as nf4.
+ *   --base bf16 the same in bfloat16 (`stylora train --base bf16`): the frozen products on
+ *            the bf16 GEMM kernel, the adapter and AdamW in fp32; RESULT train_lora_bf16.
  *
  * One step = what sl_trainer_step does after its batch is drawn: U-Net forward on
  * x_t [B,C,h,w], t [B], text [B,77,D]; the MSE loss against a target and its
@@ -42,14 +44,15 @@
 
 typedef struct Args {
     const char *model, *targets, *nf4_layers;
-    int random, full, iters, plan_only, nf4, nf4_dq, half;
+    int random, full, iters, plan_only, nf4, nf4_dq;
+    int half; /* 0, or the 16-bit base's SlHalfFmt */
     int64_t res, batch, rank;
     float alpha;
 } Args;
 
 static void usage(const char *p) {
     fprintf(stderr, "usage: %s --model DIR [--random] [--res R] [--batch B] [--iters N] [--full] [--plan-only] "
-                    "[--rank R] [--alpha A] [--targets LIST] [--base fp32|fp16|nf4] [--nf4-layers LIST] [--nf4-dq]\n", p);
+                    "[--rank R] [--alpha A] [--targets LIST] [--base fp32|fp16|bf16|nf4] [--nf4-layers LIST] [--nf4-dq]\n", p);
     exit(2);
 }
 
@@ -67,7 +70,7 @@ static Args parse(int argc, char **argv) {
         else if (!strcmp(s, "--nf4-layers")) a.nf4_layers = argv[++i];
         else if (!strcmp(s, "--base")) {
             a.nf4 = !strcmp(v, "nf4");
-            a.half = !strcmp(v, "fp16");
+            a.half = !strcmp(v, "fp16") ? SL_HALF_FP16 : !strcmp(v, "bf16") ? SL_HALF_BF16 : 0;
             if (!a.nf4 && !a.half && strcmp(v, "fp32")) usage(argv[0]);
             i++;
         }
@@ -134,7 +137,8 @@ int main(int argc, char **argv) {
         load_rss = bench_peak_rss_mib();
         if (a.random && bench_reset_peak_rss()) fprintf(stderr, "bench_train: cannot reset the peak RSS\n");
     } else if (a.half) {
-        if (bench_unet_open_half(&u, &ucfg, a.model, a.random, &hst, &ctx)) bench_die("bench_train", &ctx);
+        if (bench_unet_open_half(&u, &ucfg, a.model, a.random, (SlHalfFmt)a.half, &hst, &ctx))
+            bench_die("bench_train", &ctx);
         load_rss = bench_peak_rss_mib();
         if (a.random && bench_reset_peak_rss()) fprintf(stderr, "bench_train: cannot reset the peak RSS\n");
     } else if (bench_unet_open(&u, &ucfg, a.model, a.random, &ctx)) {
@@ -232,9 +236,9 @@ int main(int argc, char **argv) {
              loss, t_init, u.weights.size, n_tr, n_tr * sizeof(float), a.full ? u.grads.size : ad.grads.size,
              sl_adamw_state_bytes(&opt), u.acts.size, a.full ? (size_t)0 : set.cache.size, nx);
     printf("stylora %s step, U-Net %s, B=%lld latents %lldx%lld, T=%lld: %.3f s (forward %.1f GFLOP, backward %.1f, "
-           "adapter %.2f)\n", a.full ? "full fine-tuning" : a.nf4 ? "LoRA on an NF4 base" : a.half ? "LoRA on an fp16 base" : "LoRA", a.model,
+           "adapter %.2f)\n", a.full ? "full fine-tuning" : a.nf4 ? "LoRA on an NF4 base" : a.half == SL_HALF_BF16 ? "LoRA on a bf16 base" : a.half ? "LoRA on an fp16 base" : "LoRA", a.model,
            (long long)B, (long long)h, (long long)w, (long long)T, best, ff * 1e-9, fb * 1e-9, fl * 1e-9);
-    bench_result(a.full ? "train_full" : a.nf4 ? "train_lora_nf4" : a.half ? "train_lora_fp16" : "train_lora", best, ff + fb + fl, extra);
+    bench_result(a.full ? "train_full" : a.nf4 ? "train_lora_nf4" : a.half == SL_HALF_BF16 ? "train_lora_bf16" : a.half ? "train_lora_fp16" : "train_lora", best, ff + fb + fl, extra);
     free(xt); free(target); free(pred); free(dout); free(ehs); free(ts);
     sl_adamw_free(&opt);
     free(params);

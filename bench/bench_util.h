@@ -128,19 +128,21 @@ static inline SlStatus bench_unet_open_nf4(SlUNet *u, SlUNetConfig *cfg, const c
     return st;
 }
 
-/* A binary16 frozen U-Net as `stylora train --base fp16` has it (pipeline/half.h). Real
- * weights: streamed from <dir>/unet/ into binary16 (sl_unet_load_half: the fp32 copy never
- * exists). random: seeded fp32 weights converted in place (sl_unet_to_half; the caller
- * resets the peak RSS after this, as for NF4). */
-static inline SlStatus bench_unet_open_half(SlUNet *u, SlUNetConfig *cfg, const char *dir, int random,
+/* A 16-bit frozen U-Net as `stylora train --base fp16` (fmt SL_HALF_FP16) or `--base bf16`
+ * (SL_HALF_BF16) has it (pipeline/half.h). Real weights: streamed from <dir>/unet/ into 16
+ * bits (sl_unet_load_half / _bf16: the fp32 copy never exists). random: seeded fp32 weights
+ * converted in place (sl_unet_to_half / _bf16; the caller resets the peak RSS after this, as
+ * for NF4). */
+static inline SlStatus bench_unet_open_half(SlUNet *u, SlUNetConfig *cfg, const char *dir, int random, SlHalfFmt fmt,
                                             SlHalfStats *stats, SlCtx *ctx) {
+    const int bf = fmt == SL_HALF_BF16;
     if (random) {
         SL_TRY(bench_unet_open(u, cfg, dir, 1, ctx));
-        return sl_unet_to_half(u, stats, ctx);
+        return bf ? sl_unet_to_bf16(u, stats, ctx) : sl_unet_to_half(u, stats, ctx);
     }
     SlWeights w;
     SL_TRY(bench_unet_shapes_open(u, cfg, dir, &w, ctx));
-    SlStatus st = sl_unet_load_half(u, &w, stats, ctx);
+    SlStatus st = bf ? sl_unet_load_bf16(u, &w, stats, ctx) : sl_unet_load_half(u, &w, stats, ctx);
     sl_weights_close(&w);
     return st;
 }

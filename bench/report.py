@@ -12,20 +12,23 @@ shapes) / stylora seconds; "of SGEMM" = that / the OpenBLAS SGEMM 1024^3 rate of
 """
 import sys
 
-ORDER = ["lora_train_step", "lora_nf4_train_step", "lora_fp16_train_step", "full_train_step", "sample_step", "vae_decode", "text_encoder"]
+ORDER = ["lora_train_step", "lora_nf4_train_step", "lora_fp16_train_step", "lora_bf16_train_step", "full_train_step",
+         "sample_step", "sample_bf16_step", "vae_decode", "text_encoder"]
 SIZES = ["shapes64", "sd15"]
 MODES = ["base", "merged", "unmerged"]
 MEM_FIELDS = [("base_weight_bytes", "frozen base weights (full: the trainable weights themselves)"), ("param_bytes", "trainable parameters"),
               ("grad_bytes", "gradients"), ("optimizer_state_bytes", "optimizer state (AdamW m, v)"),
               ("activation_bytes", "activations (planned arena)"), ("adapter_cache_bytes", "adapter caches")]
 KINDS = {"full_train_step": "full", "lora_train_step": "lora", "lora_nf4_train_step": "lora_nf4",
-         "lora_fp16_train_step": "lora_fp16"}
-KIND_NAMES = {"full": "full", "lora": "LoRA", "lora_nf4": "LoRA + NF4 base", "lora_fp16": "LoRA + fp16 base"}
+         "lora_fp16_train_step": "lora_fp16", "lora_bf16_train_step": "lora_bf16"}
+KIND_NAMES = {"full": "full", "lora": "LoRA", "lora_nf4": "LoRA + NF4 base", "lora_fp16": "LoRA + fp16 base",
+              "lora_bf16": "LoRA + bf16 base"}
 NF4_FIELDS = ["nf4_layers", "nf4_weights", "nf4_fp32_bytes", "nf4_bytes", "nf4_tile_bytes", "load_rss_mib",
               "half_weights", "half_bytes", "half_fp32_bytes"]
-# stylora-only variants of the LoRA step: compared with the fp32 LoRA twin (same work, the
-# twin's frozen weights in fp32); the table marks those rows "(vs fp32 twin)"
-VS_LORA_TWIN = ("lora_nf4_train_step", "lora_fp16_train_step")
+# stylora-only variants of a step (frozen base in NF4, fp16 or bf16): compared with the fp32
+# twin of the same work (the bench it maps to); the table marks those rows "(vs fp32 twin)"
+VS_FP32_TWIN = {"lora_nf4_train_step": "lora_train_step", "lora_fp16_train_step": "lora_train_step",
+                "lora_bf16_train_step": "lora_train_step", "sample_bf16_step": "sample_step"}
 
 
 def parse(path):
@@ -60,7 +63,7 @@ def mem_sum(kind, c):
 def labels():
     for size in SIZES:
         for b in ORDER:
-            if b == "sample_step":
+            if b in ("sample_step", "sample_bf16_step"):
                 for m in MODES:
                     yield "%s.%s.%s" % (b, size, m), b, size, m
             else:
@@ -103,8 +106,9 @@ def main():
         c = next((kv for (side, n), kv in r.items() if side == "stylora"), None)
         t = next((kv for (side, n), kv in r.items() if side == "torch"), None)
         vs_twin = False
-        if not t and bench in VS_LORA_TWIN:
-            t = next((kv for (side, n), kv in rows.get("lora_train_step.%s" % size, {}).items() if side == "torch"), None)
+        if not t and bench in VS_FP32_TWIN:
+            twin = "%s.%s%s" % (VS_FP32_TWIN[bench], size, "." + mode if mode else "")
+            t = next((kv for (side, n), kv in rows.get(twin, {}).items() if side == "torch"), None)
             vs_twin = t is not None
         key = "%s_%s%s" % (bench, size, "_" + mode if mode else "")
         kind = KINDS.get(bench)

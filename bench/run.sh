@@ -22,9 +22,14 @@
 #                     every U-Net linear and conv weight in binary16), stylora only; report.py
 #                     sets it beside the fp32 LoRA twin (RSS and time ratios)
 #                                                 bench_train --base fp16
+#   lora_bf16_train_step  the same on a bfloat16 base (`--base bf16`: the frozen products on the
+#                     bf16 GEMM kernel, LoRA and AdamW in fp32), stylora only, beside the fp32 twin
+#                                                 bench_train --base bf16
 #   full_train_step   the same with every U-Net weight trainable (shapes64; SD-1.5 with --sd15-full)
 #   sample_step       one guided step: U-Net on batch 2 + CFG + Euler update; base, adapter merged,
 #                     adapter unmerged           bench_sample --mode   / bench_torch.py sample --mode
+#   sample_bf16_step  the base and unmerged steps on a bfloat16 base, stylora only, beside the
+#                     fp32 twin                   bench_sample --mode --base bf16
 #   vae_decode        one latent (16x16 shapes64, 32x32 SD)  bench_infer vae / bench_torch.py vae
 #   text_encoder      77 tokens, B=1              bench_infer textenc / bench_torch.py textenc
 #   sgemm             OpenBLAS SGEMM 1024^3 with THREADS threads (the reference rate)  bench_sgemm
@@ -106,6 +111,8 @@ suite() { # suite SIZE LOCK MODELARGS TRAIN_ITERS ITERS
   run "lora_nf4_train_step.$size" stylora $lock "${c_env[@]}" "$b/bench_train" $m --iters "$ti" --base nf4
   # shellcheck disable=SC2086
   run "lora_fp16_train_step.$size" stylora $lock "${c_env[@]}" "$b/bench_train" $m --iters "$ti" --base fp16
+  # shellcheck disable=SC2086
+  run "lora_bf16_train_step.$size" stylora $lock "${c_env[@]}" "$b/bench_train" $m --iters "$ti" --base bf16
   if [[ $size == shapes64 || $sd15_full == 1 ]]; then
     both "full_train_step.$size" "$lock" "$b/bench_train $m --iters $ti --full" "train $m --iters $ti --full"
   else # the full fine-tuning memory plan without allocating it
@@ -114,6 +121,10 @@ suite() { # suite SIZE LOCK MODELARGS TRAIN_ITERS ITERS
   for mode in base merged unmerged; do
     both "sample_step.$size.$mode" "$lock" "$b/bench_sample $m --iters $it --mode $mode" \
       "sample $m --iters $it --mode $mode"
+  done
+  for mode in base unmerged; do
+    # shellcheck disable=SC2086
+    run "sample_bf16_step.$size.$mode" stylora $lock "${c_env[@]}" "$b/bench_sample" $m --iters "$it" --mode $mode --base bf16
   done
   both "vae_decode.$size" "$lock" "$b/bench_infer vae $m --iters $it" "vae $m --iters $it"
   both "text_encoder.$size" "$lock" "$b/bench_infer textenc $m --iters $((it * 2))" "textenc $m --iters $((it * 2))"

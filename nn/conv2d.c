@@ -18,7 +18,8 @@
  * into the workspace, then scattered to [B,Co,P] with the bias: per image they were too
  * narrow for the AVX-512 kernel.
  * Frozen binary16 weights (the _f16 entry points) go through the same code as
- * a SL_GEMM_F16 operand.
+ * a SL_GEMM_F16 operand; frozen bfloat16 weights (_bf16) as a SL_GEMM_BF16 operand
+ * with the products on the bf16 kernel (implicit im2col too: it gathers for that kernel).
  * The _ref twins are direct loops with double accumulators (no BLAS).
  *
  * Dimension letters: B batch, Ci/Co channels, H/W input size, Ho/Wo output
@@ -391,6 +392,13 @@ void sl_conv2d_forward_f16(float *out, const float *in, const uint16_t *w16, con
     conv_forward_op(out, in, &wop, b, d, work, kern);
 }
 
+void sl_conv2d_forward_bf16(float *out, const float *in, const uint16_t *wb, const float *b,
+                            const SlConvDims *d, float *work, const SlKernels *kern) {
+    const SlKernels kb = sl_kernels_bf16(kern);
+    const SlGemmOperand wop = sl_gemm_bf16(wb, d->Ci * d->kh * d->kw, 0);
+    conv_forward_op(out, in, &wop, b, d, work, &kb);
+}
+
 /* ----------------------------------------------------------- backward -- */
 
 /* din of image (Ci,H,W) += the input gradient of output rows [oy0, oy1) (dyb [Co, Pb], row
@@ -446,17 +454,31 @@ void sl_conv2d_backward(float *din, float *dw, float *db, const float *dout, con
     }
 }
 
-/* din [B,Ci,H,W] += the input gradient through the frozen binary16 weight w16 (no dw, db). */
-void sl_conv2d_backward_input_f16(float *din, const float *dout, const uint16_t *w16,
-                                  const SlConvDims *d, float *work, const SlKernels *kern) {
+/* din [B,Ci,H,W] += the input gradient through a frozen weight operand wT (w^T [K,Co]; no dw, db). */
+static void conv_backward_input_op(float *din, const float *dout, const SlGemmOperand *wT, const SlConvDims *d,
+                                   float *work, const SlKernels *kern) {
     if (!din) return;
     const int64_t P = d->Ho * d->Wo;
     const int64_t band = conv_is_pointwise(d) ? d->Ho : conv_band_rows(d);
-    const SlGemmOperand wT = sl_gemm_f16(w16, d->Ci * d->kh * d->kw, 1);
     for (int64_t bi = 0; bi < d->B; bi++)
         for (int64_t oy0 = 0; oy0 < d->Ho; oy0 += band)
-            conv_din_band(din + bi * d->Ci * d->H * d->W, dout + bi * d->Co * P + oy0 * d->Wo, &wT, d, oy0,
+            conv_din_band(din + bi * d->Ci * d->H * d->W, dout + bi * d->Co * P + oy0 * d->Wo, wT, d, oy0,
                           oy0 + band < d->Ho ? oy0 + band : d->Ho, work, kern);
+}
+
+/* din += the input gradient through the frozen binary16 weight w16. */
+void sl_conv2d_backward_input_f16(float *din, const float *dout, const uint16_t *w16,
+                                  const SlConvDims *d, float *work, const SlKernels *kern) {
+    const SlGemmOperand wT = sl_gemm_f16(w16, d->Ci * d->kh * d->kw, 1);
+    conv_backward_input_op(din, dout, &wT, d, work, kern);
+}
+
+/* din += the input gradient through the frozen bfloat16 weight wb, on the bf16 kernel. */
+void sl_conv2d_backward_input_bf16(float *din, const float *dout, const uint16_t *wb,
+                                   const SlConvDims *d, float *work, const SlKernels *kern) {
+    const SlKernels kb = sl_kernels_bf16(kern);
+    const SlGemmOperand wT = sl_gemm_bf16(wb, d->Ci * d->kh * d->kw, 1);
+    conv_backward_input_op(din, dout, &wT, d, work, &kb);
 }
 
 void sl_conv2d_forward_ref(float *out, const float *in, const float *w, const float *b,

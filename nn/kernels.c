@@ -46,6 +46,13 @@ int sl_kernels_conv_implicit(const SlKernels *k) {
            (g == SL_GEMM_KERNEL_AVX512 || (g == SL_GEMM_KERNEL_BF16 && have_avx512()));
 }
 
+SlKernels sl_kernels_bf16(const SlKernels *k) {
+    SlKernels b = {0, 0, 0};
+    if (k) b = *k;
+    b.gemm = SL_GEMM_KERNEL_BF16;
+    return b;
+}
+
 int sl_kernels_available(const SlKernels *k) {
     if (!k) return 1;
     if (k->gemm == SL_GEMM_KERNEL_BF16 && !have_avx512bf16()) return 0;

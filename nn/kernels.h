@@ -13,7 +13,9 @@
  * kernels, never between thread counts.
  *
  * The bf16 GEMM kernel is never AUTO: it rounds both operands of every product to
- * bfloat16 (a different result, not only different bits), so a plan opts in. It runs
+ * bfloat16 (a different result, not only different bits), so a plan opts in, for every
+ * product (gemm = BF16) or for those of frozen bfloat16 weights only (nn.h's _bf16 entry
+ * points run on sl_kernels_bf16(kern) whatever kern->gemm says: `--base bf16`). It runs
  * on every CPU: VDPBF16PS where the CPU has AVX512_BF16 (sl_kernels_available), else
  * the same rounded operands through the fp32 AVX-512 kernel (the same bits but for
  * denormals, see nn/gemm.h) or, without AVX-512, through OpenBLAS.
@@ -60,6 +62,10 @@ int sl_kernels_available(const SlKernels *k);
  * SL_ERR_ARG naming `source` (e.g. the environment variable) and the valid names.
  * bf16 is accepted on every CPU (it has fallbacks; sl_kernels_available tells). */
 SlStatus sl_kernels_parse(SlKernels *k, const char *what, const char *name, const char *source, SlCtx *ctx);
+
+/* k (NULL: the default) with its GEMM on the bf16 kernel, the other fields kept: what the
+ * products of a frozen bfloat16 weight run on (nn/nn.h's _bf16 entry points). */
+SlKernels sl_kernels_bf16(const SlKernels *k);
 
 /* "blas", "avx512", "bf16", "implicit", "im2col", "rows", "lanes" or "auto": a field's name, for logs. */
 const char *sl_kernels_name(const char *what, int value);

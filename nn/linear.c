@@ -6,6 +6,8 @@
  * oracle and never calling BLAS.
  *
  * Dimension letters: N rows (tokens), I in-features, O out-features.
+ * Frozen 16-bit weights: binary16 (_f16: widened while packing, the fp32 kernels'
+ * bits) and bfloat16 (_bf16: the products on the bf16 kernel, nn/gemm.h).
  * Not here: LoRA (styles/), quantized weights (nn/nf4).
  */
 #include "nn.h"
@@ -66,6 +68,23 @@ void sl_linear_backward_input_f16(float *din, const float *dout, const uint16_t 
     if (N <= 0 || O <= 0 || I <= 0 || !din) return;
     const SlGemmOperand A = sl_gemm_f32(dout, O, 0), B = sl_gemm_f16(w16, I, 0);
     sl_gemm_op(N, I, O, 1.0f, &A, &B, 1.0f, din, I, kern);
+}
+
+/* ---- frozen bfloat16 weights: every product on the bf16 kernel (in rounded while packed) ---- */
+
+void sl_linear_forward_bf16(float *out, const float *in, const uint16_t *wb, const float *b,
+                            int64_t N, int64_t I, int64_t O, const SlKernels *kern) {
+    const SlKernels kb = sl_kernels_bf16(kern);
+    const SlGemmOperand W = sl_gemm_bf16(wb, I, 1);
+    linear_forward_op(out, in, &W, b, N, I, O, &kb);
+}
+
+void sl_linear_backward_input_bf16(float *din, const float *dout, const uint16_t *wb,
+                                   int64_t N, int64_t I, int64_t O, const SlKernels *kern) {
+    if (N <= 0 || O <= 0 || I <= 0 || !din) return;
+    const SlKernels kb = sl_kernels_bf16(kern);
+    const SlGemmOperand A = sl_gemm_f32(dout, O, 0), B = sl_gemm_bf16(wb, I, 0);
+    sl_gemm_op(N, I, O, 1.0f, &A, &B, 1.0f, din, I, &kb);
 }
 
 void sl_linear_forward_ref(float *out, const float *in, const float *w, const float *b,

@@ -9,9 +9,11 @@
 
 /* ---- Linear ---- */
 
-/* The dense base product: fp32 m->w, or the frozen binary16 m->w16. */
+/* The dense base product: fp32 m->w, or the frozen 16-bit m->w16 (binary16 or bfloat16). */
 static void lin_dense_forward(const SlLinear *m, float *out, const float *in, const float *b, int64_t N) {
-    if (!m->w && m->w16)
+    if (!m->w && m->w16 && m->w16_bf16)
+        sl_linear_forward_bf16(out, in, m->w16, b, N, m->I, m->O, &m->kern);
+    else if (!m->w && m->w16)
         sl_linear_forward_f16(out, in, m->w16, b, N, m->I, m->O, &m->kern);
     else
         sl_linear_forward(out, in, m->w, b, N, m->I, m->O, &m->kern);
@@ -21,9 +23,10 @@ static void lin_dense_forward(const SlLinear *m, float *out, const float *in, co
 static void lin_dense_backward(const SlLinear *m, float *din, float *dw, float *db, const float *g, const float *in,
                                int64_t N) {
     if (!m->w && m->w16) {
-        assert(!dw && "a binary16 base is frozen");
+        assert(!dw && "a 16-bit base is frozen");
         if (db) sl_linear_backward(NULL, NULL, db, g, in, NULL, N, m->I, m->O, &m->kern);
-        sl_linear_backward_input_f16(din, g, m->w16, N, m->I, m->O, &m->kern);
+        if (m->w16_bf16) sl_linear_backward_input_bf16(din, g, m->w16, N, m->I, m->O, &m->kern);
+        else sl_linear_backward_input_f16(din, g, m->w16, N, m->I, m->O, &m->kern);
         return;
     }
     sl_linear_backward(din, dw, db, g, in, m->w, N, m->I, m->O, &m->kern);
@@ -78,10 +81,12 @@ size_t sl_convmod_workspace(const SlConv2d *m, int64_t B, int64_t H, int64_t W) 
     return sl_conv2d_workspace(&d);
 }
 
-/* The dense base convolution: fp32 m->w, or the frozen binary16 m->w16. */
+/* The dense base convolution: fp32 m->w, or the frozen 16-bit m->w16 (binary16 or bfloat16). */
 static void conv_dense_forward(const SlConv2d *m, float *out, const float *in, const float *b, const SlConvDims *d,
                                float *work) {
-    if (!m->w && m->w16)
+    if (!m->w && m->w16 && m->w16_bf16)
+        sl_conv2d_forward_bf16(out, in, m->w16, b, d, work, &m->kern);
+    else if (!m->w && m->w16)
         sl_conv2d_forward_f16(out, in, m->w16, b, d, work, &m->kern);
     else
         sl_conv2d_forward(out, in, m->w, b, d, work, &m->kern);
@@ -90,9 +95,10 @@ static void conv_dense_forward(const SlConv2d *m, float *out, const float *in, c
 static void conv_dense_backward(const SlConv2d *m, float *din, float *dw, float *db, const float *g, const float *in,
                                 const SlConvDims *d, float *work) {
     if (!m->w && m->w16) {
-        assert(!dw && "a binary16 base is frozen");
+        assert(!dw && "a 16-bit base is frozen");
         if (db) sl_conv2d_backward(NULL, NULL, db, g, in, NULL, d, work, &m->kern);
-        if (din) sl_conv2d_backward_input_f16(din, g, m->w16, d, work, &m->kern);
+        if (din && m->w16_bf16) sl_conv2d_backward_input_bf16(din, g, m->w16, d, work, &m->kern);
+        else if (din) sl_conv2d_backward_input_f16(din, g, m->w16, d, work, &m->kern);
         return;
     }
     sl_conv2d_backward(din, dw, db, g, in, m->w, d, work, &m->kern);

@@ -34,8 +34,8 @@
  * one that advances on every call.
  * With ops->base_forward present, m->w may be NULL (the hook holds the frozen
  * weight in its own format) and m->dw must be NULL.
- * Without a base hook the base product reads m->w (fp32), or m->w16 (binary16,
- * frozen: m->w and m->dw NULL) when m->w is NULL.
+ * Without a base hook the base product reads m->w (fp32), or m->w16 (binary16, or
+ * bfloat16 when m->w16_bf16; frozen: m->w and m->dw NULL) when m->w is NULL.
  * Hooks never allocate inside forward/backward.
  *
  * Not here: the adapters themselves (styles/), weight loading (models).
@@ -84,8 +84,10 @@ struct SlHook {
 struct SlLinear {
     int64_t I, O;            /* in / out features. NB: <complex.h> (pulled in by cblas.h) defines I: include cblas.h only in files that do not touch these fields, or #undef I */
     float *w;            /* [O,I]  key <name>.weight */
-    const uint16_t *w16; /* [O,I] in IEEE binary16 when w == NULL: a frozen half-precision base
-                            (pipeline/half.h), widened inside the GEMM's packing */
+    const uint16_t *w16; /* [O,I] in 16 bits when w == NULL: a frozen base (pipeline/half.h), IEEE
+                            binary16 widened inside the GEMM's packing, or bfloat16 (w16_bf16) */
+    int w16_bf16;        /* 1: w16 holds bfloat16 and its products run on the bf16 GEMM kernel
+                            (--base bf16; nn.h's _bf16 entry points); 0: binary16 */
     float *b;            /* [O]    key <name>.bias, NULL if the layer has none */
     float *dw, *db;      /* same shapes; NULL when frozen */
     int conv1x1;         /* stored as a [O,I,1,1] conv weight */
@@ -97,7 +99,8 @@ struct SlLinear {
 struct SlConv2d {
     int64_t Ci, Co, k, stride, pad;
     float *w;            /* [Co,Ci,k,k] key <name>.weight */
-    const uint16_t *w16; /* the same in binary16 when w == NULL (frozen, as SlLinear.w16) */
+    const uint16_t *w16; /* the same in 16 bits when w == NULL (frozen, as SlLinear.w16) */
+    int w16_bf16;        /* as SlLinear.w16_bf16 */
     float *b;            /* [Co]        key <name>.bias (NULL if none) */
     float *dw, *db;
     SlHook *hook;

@@ -47,6 +47,15 @@ void sl_linear_forward_f16(float *out, const float *in, const uint16_t *w16, con
                            int64_t N, int64_t I, int64_t O, const SlKernels *kern);
 void sl_linear_backward_input_f16(float *din, const float *dout, const uint16_t *w16,
                                   int64_t N, int64_t I, int64_t O, const SlKernels *kern);
+/* A frozen bfloat16 weight wb [O,I] (--base bf16, no dw): both products run on the bf16 GEMM
+ * kernel whatever kern->gemm says (sl_kernels_bf16; nn/gemm.h): in / dout rounded to bfloat16
+ * while packed, fp32 sums; the bias is added in fp32. Not the fp32 result: each operand
+ * carries bfloat16's relative error (<= 2^-9). The bits do not depend on the thread count.
+ * out is overwritten (+ b); din +=. */
+void sl_linear_forward_bf16(float *out, const float *in, const uint16_t *wb, const float *b,
+                            int64_t N, int64_t I, int64_t O, const SlKernels *kern);
+void sl_linear_backward_input_bf16(float *din, const float *dout, const uint16_t *wb,
+                                   int64_t N, int64_t I, int64_t O, const SlKernels *kern);
 
 /* ---- Conv2d (groups = 1, dilation = 1), asymmetric zero padding allowed ---- */
 typedef struct SlConvDims {
@@ -76,6 +85,12 @@ void sl_conv2d_forward_f16(float *out, const float *in, const uint16_t *w16, con
                            const SlConvDims *d, float *work, const SlKernels *kern);
 void sl_conv2d_backward_input_f16(float *din, const float *dout, const uint16_t *w16,
                                   const SlConvDims *d, float *work, const SlKernels *kern);
+/* A frozen bfloat16 weight wb [Co,Ci,kh,kw] (as the linear _bf16 pair: products on the bf16
+ * kernel, the column matrix / dout rounded while packed; bias in fp32). */
+void sl_conv2d_forward_bf16(float *out, const float *in, const uint16_t *wb, const float *b,
+                            const SlConvDims *d, float *work, const SlKernels *kern);
+void sl_conv2d_backward_input_bf16(float *din, const float *dout, const uint16_t *wb,
+                                   const SlConvDims *d, float *work, const SlKernels *kern);
 
 /* ---- GroupNorm over [B,C,HW] with G groups; mean/rstd [B*G] saved for backward ---- */
 void sl_groupnorm_forward(float *out, float *mean, float *rstd, const float *in,

@@ -30,13 +30,14 @@ void sl_mem_plan_add(SlMemPlan *p, const char *label, double bytes) {
 void sl_mem_plan_from_parts(SlMemPlan *plan, const SlMemParts *m) {
     plan->n = 0;
     char l[96];
-    const int nf4 = m->unet_nf4 > 0, half = m->unet_fp16 > 0;
+    const int nf4 = m->unet_nf4 > 0, half = m->unet_fp16 > 0 || m->unet_bf16 > 0;
     if (m->full) {
         sl_mem_plan_add(plan, "U-Net weights, fp32 (trained: --full)", m->unet_fp32);
     } else {
         sl_mem_plan_add(plan, nf4 || half ? "frozen U-Net weights, fp32 (norms, biases, the rest)"
                                           : "frozen U-Net weights, fp32", m->unet_fp32);
-        if (half) sl_mem_plan_add(plan, "frozen U-Net weights, fp16 (linears+convs)", m->unet_fp16);
+        if (m->unet_fp16 > 0) sl_mem_plan_add(plan, "frozen U-Net weights, fp16 (linears+convs)", m->unet_fp16);
+        if (m->unet_bf16 > 0) sl_mem_plan_add(plan, "frozen U-Net weights, bf16 (linears+convs)", m->unet_bf16);
         if (nf4) {
             sl_mem_plan_add(plan, "frozen U-Net weights, NF4 packed + absmax (linears)", m->unet_nf4);
             sl_mem_plan_add(plan, "NF4 dequantization tile", m->nf4_tile);
@@ -63,7 +64,7 @@ void sl_mem_plan_from_parts(SlMemPlan *plan, const SlMemParts *m) {
     sl_mem_plan_add(plan, "program, libraries, threads", SL_MEMPLAN_PROGRAM_BYTES);
     sl_mem_plan_add(plan, "U-Net weight files mapped " SL_MEMPLAN_TRANSIENT, m->mapped_files);
     /* loading: the program, every weight arena and the U-Net's mapped files (it loads last) */
-    const double weights = m->unet_fp32 + m->unet_fp16 + m->unet_nf4 + m->nf4_tile + m->text_encoder + m->vae;
+    const double weights = m->unet_fp32 + m->unet_fp16 + m->unet_bf16 + m->unet_nf4 + m->nf4_tile + m->text_encoder + m->vae;
     const double load = SL_MEMPLAN_PROGRAM_BYTES + weights + m->mapped_files;
     const double train = sl_mem_plan_persistent(plan);
     plan->predicted_peak = train > load ? train : load;
@@ -171,8 +172,9 @@ SlStatus sl_mem_unet_split(SlUNet *shapes, int nf4, int half, const char *which,
     } else if (half) {
         size_t t, h;
         SL_TRY(sl_unet_half_bytes(shapes, &t, &h, ctx));
-        m->unet_fp16 = (double)h;
-        m->unet_fp32 = (total > 0 ? total : (double)t) - m->unet_fp16;
+        if (half == SL_HALF_BF16) m->unet_bf16 = (double)h;
+        else m->unet_fp16 = (double)h;
+        m->unet_fp32 = (total > 0 ? total : (double)t) - (double)h;
     } else {
         m->unet_fp32 = total > 0 ? total : unet_fp32_bytes(shapes);
     }
@@ -271,7 +273,8 @@ SlStatus sl_train_predict_memory(const SlTrainConfig *c, SlMemPlan *plan, SlCtx 
     SL_TRY(sl_unet_init_shapes(&u, &ucfg, ctx));
     /* the base as sl_trainer_init / sl_model_load choose it: --base, else a pre-quantized
      * folder stays NF4 and an all-F16 file is held as fp16 (LoRA without DoRA) */
-    int nf4 = c->base && !strcmp(c->base, "nf4"), half = c->base && !strcmp(c->base, "fp16");
+    int nf4 = c->base && !strcmp(c->base, "nf4");
+    int half = c->base && !strcmp(c->base, "fp16") ? SL_HALF_FP16 : c->base && !strcmp(c->base, "bf16") ? SL_HALF_BF16 : 0;
     char which[256];
     snprintf(which, sizeof which, "%s", c->nf4_layers ? c->nf4_layers : SL_NF4_DEFAULT_LAYERS);
     int dq = c->nf4_double_quant;
@@ -288,7 +291,7 @@ SlStatus sl_train_predict_memory(const SlTrainConfig *c, SlMemPlan *plan, SlCtx 
             dq = 0;
             snprintf(which, sizeof which, "%s", layers ? layers : SL_NF4_DEFAULT_LAYERS);
         } else if (!st && !c->base && !c->full && !c->dora && sl_unet_weights_all_f16(&u, &w)) {
-            half = 1;
+            half = SL_HALF_FP16;
         }
         if (!st) sl_weights_close(&w);
     }

@@ -57,7 +57,7 @@ typedef struct SlMemParts {
     int64_t micro;             /* images per forward/backward */
     int64_t plan_batch;        /* the U-Net activation plan's batch: max(micro, 2) (set-up's, for guided samples) */
     int64_t images;            /* images in the latent cache */
-    double unet_fp32, unet_fp16, unet_nf4, nf4_tile; /* the U-Net weight arena by dtype */
+    double unet_fp32, unet_fp16, unet_bf16, unet_nf4, nf4_tile; /* the U-Net weight arena by dtype */
     double text_encoder, vae;  /* their fp32 weight arenas */
     double trainable, grads, grad_sum, optimizer; /* grad_sum: the double accumulator (micro < batch) */
     double unet_acts;          /* the U-Net activation arena (forward caches kept for backward) */

@@ -64,9 +64,10 @@ static SlStatus load_unet(SlModel *m, SlWeights *w, const char *cfg_dir, int ldm
     int nf4 = 0;
     const char *layers = NULL;
     if (!ldm) SL_TRY(sl_weights_nf4_probe(w, &nf4, &layers, ctx));
-    if (nf4 && o->unet_half)
-        return sl_fail(ctx, SL_ERR_UNSUPPORTED, "%s: the U-Net is pre-quantized to NF4: --base fp16 does not apply "
-                       "(leave --base out to use it as NF4, or --base fp32)", m->path);
+    if (o->unet_half && o->unet_bf16) return sl_fail(ctx, SL_ERR_ARG, "the U-Net is held in fp16 or in bf16, not both");
+    if (nf4 && (o->unet_half || o->unet_bf16))
+        return sl_fail(ctx, SL_ERR_UNSUPPORTED, "%s: the U-Net is pre-quantized to NF4: --base %s does not apply "
+                       "(leave --base out to use it as NF4, or --base fp32)", m->path, o->unet_bf16 ? "bf16" : "fp16");
     if (nf4) return load_unet_prequant(m, w, layers, o->unet_dense, ctx);
     SL_TRY(sl_unet_init_shapes(&m->unet, &m->unet_cfg, ctx));
     m->has_unet = 1;
@@ -78,12 +79,16 @@ static SlStatus load_unet(SlModel *m, SlWeights *w, const char *cfg_dir, int ldm
         sl_unet_free_map(pairs, n);
         SL_TRY(st);
     }
-    const int half = o->unet_half || (o->unet_half_if_f16 && sl_unet_weights_all_f16(&m->unet, w));
-    if (!half) SL_TRY(sl_unet_alloc_weights(&m->unet, ctx));
+    const int half = !o->unet_bf16 && (o->unet_half || (o->unet_half_if_f16 && sl_unet_weights_all_f16(&m->unet, w)));
+    if (!half && !o->unet_bf16) SL_TRY(sl_unet_alloc_weights(&m->unet, ctx));
     if (half && !o->unet_half)
         sl_log(ctx, SL_LOG_INFO, "%s: the U-Net's weights are stored F16: held as they are (exact, half the memory "
                "of fp32; --base fp32 widens them)", m->path);
-    if (half) {
+    if (o->unet_bf16) {
+        SlHalfStats hs;
+        SL_TRY(sl_unet_load_bf16(&m->unet, w, &hs, ctx));
+        sl_half_log_stats(ctx, &hs);
+    } else if (half) {
         SlHalfStats hs;
         SL_TRY(sl_unet_load_half(&m->unet, w, &hs, ctx));
         sl_half_log_stats(ctx, &hs);

@@ -42,6 +42,9 @@ typedef struct SlModelOpts {
                                 pipeline/half.h); not with a pre-quantized U-Net */
     int unet_half_if_f16;    /* the same, but only when every one of those weights is stored F16
                                 (then exact: the default of a LoRA training run); else fp32 */
+    int unet_bf16;           /* the U-Net's linear and conv weights load as bfloat16 and their products
+                                run on the bf16 GEMM kernel (--base bf16, pipeline/half.h); not with
+                                unet_half nor a pre-quantized U-Net */
     SlKernels kernels;       /* the kernels every part runs on (nn/kernels.h; zero: the CPU's default) */
 } SlModelOpts;
 

@@ -691,14 +691,15 @@ static SlStatus trainer_init(SlTrainer *tr, const SlTrainConfig *cfg, SlCtx *ctx
     SL_TRY(sl_dataset_scan(&tr->data, c->data, &dopts, ctx));
     sl_log(ctx, SL_LOG_INFO, "data: %d images in %s", tr->data.n, c->data);
     SL_TRY(sl_train_data_hash(&tr->data, &tr->data_hash, ctx));
-    const int half = c->base && !strcmp(c->base, "fp16");
+    const int half = c->base && !strcmp(c->base, "fp16"), bf16 = c->base && !strcmp(c->base, "bf16");
     /* by default a LoRA run holds an F16 checkpoint's U-Net as it is stored (exact, half the
-     * memory; pipeline/half.h); --base fp32 forces fp32, --full and DoRA need it */
+     * memory; pipeline/half.h); --base fp32 forces fp32, --full and DoRA need it. --base bf16:
+     * bfloat16 weights, their products on the bf16 kernel (the adapter and AdamW stay fp32) */
     SlModelOpts mo = {.config_dir = c->config_dir, .unet_dense = c->base && !strcmp(c->base, "fp32"), .unet_half = half,
-                      .unet_half_if_f16 = !c->base && !c->full && !c->dora, .kernels = c->kernels};
+                      .unet_half_if_f16 = !c->base && !c->full && !c->dora, .unet_bf16 = bf16, .kernels = c->kernels};
     const int nf4 = c->base && !strcmp(c->base, "nf4"); /* [nf4] */
-    if (c->base && !nf4 && !half && strcmp(c->base, "fp32")) return sl_fail(ctx, SL_ERR_ARG, "base '%s': use fp32, fp16 or nf4", c->base); /* [nf4] */
-    if ((nf4 || half) && (c->full || c->dora)) return sl_fail(ctx, SL_ERR_UNSUPPORTED, "an %s base is frozen and has no fp32 weight: no --full, no DoRA", nf4 ? "NF4" : "fp16"); /* [nf4] */
+    if (c->base && !nf4 && !half && !bf16 && strcmp(c->base, "fp32")) return sl_fail(ctx, SL_ERR_ARG, "base '%s': use fp32, fp16, bf16 or nf4", c->base); /* [nf4] */
+    if ((nf4 || half || bf16) && (c->full || c->dora)) return sl_fail(ctx, SL_ERR_UNSUPPORTED, "an %s base is frozen and has no fp32 weight: no --full, no DoRA", nf4 ? "NF4" : bf16 ? "bf16" : "fp16"); /* [nf4] */
     if (nf4) SL_TRY(sl_model_load_nf4(&tr->model, c->model, &mo, c->nf4_layers, c->nf4_double_quant, ctx)); /* [nf4] */
     else SL_TRY(sl_model_load(&tr->model, c->model, &mo, ctx));
     /* after the load, so a path that is no model gets the loader's message */
@@ -1118,7 +1119,7 @@ void sl_trainer_mem_plan(const SlTrainer *tr, SlMemPlan *plan) {
      * real one stop the NF4 planner) */
     /* (an adapter's hook hides the NF4 hook of the linears it wraps from sl_unet_count_nf4) */
     const int nf4 = (c->base && !strcmp(c->base, "nf4")) || sl_unet_count_nf4(&md->unet) > 0;
-    const int half = sl_unet_count_half(&md->unet) > 0;
+    const int half = sl_unet_count_bf16(&md->unet) > 0 ? SL_HALF_BF16 : sl_unet_count_half(&md->unet) > 0 ? SL_HALF_FP16 : 0;
     SlUNet twin;
     SlCtx quiet;
     sl_ctx_init(&quiet);

@@ -75,7 +75,7 @@ typedef struct SlTrainConfig {
     int dora, rslora, gaussian_init;
     float dropout;
     int full;                    /* train every U-Net weight instead (baseline) */
-    const char *base;            /* [nf4] NULL/"fp32"; "fp16": binary16 frozen U-Net weights (pipeline/half.h); "nf4": NF4 frozen U-Net linears (pipeline/quant.h) */
+    const char *base;            /* [nf4] NULL/"fp32"; "fp16": binary16 frozen U-Net weights (pipeline/half.h); "bf16": bfloat16 ones, their products on the bf16 kernel (half.h); "nf4": NF4 frozen U-Net linears (pipeline/quant.h) */
     const char *nf4_layers;      /* [nf4] NULL: SL_NF4_DEFAULT_LAYERS */
     int nf4_double_quant;        /* [nf4] double-quantized absmax */
     /* objective and optimizer */
@@ -224,7 +224,8 @@ void sl_trainer_mem_plan(const SlTrainer *tr, SlMemPlan *plan);
 SlStatus sl_train_predict_memory(const SlTrainConfig *c, SlMemPlan *plan, SlCtx *ctx);
 /* Pieces both plans share (memplan.c): the bytes the U-Net's load maps (its folder's
  * weight files, or the single file), the trainer's step buffers, and the U-Net weight
- * arena split by dtype (shapes: a U-Net from sl_unet_init_shapes; total 0: its size
+ * arena split by dtype (shapes: a U-Net from sl_unet_init_shapes; half: 0, or the 16-bit
+ * format of a half base, SL_HALF_FP16 / SL_HALF_BF16 of pipeline/half.h; total 0: its size
  * as planned, else the real arena's bytes). */
 double sl_mem_mapped_bytes(const char *model);
 double sl_mem_step_buffer_bytes(int64_t micro, int64_t nl, int64_t nt, int64_t samples);

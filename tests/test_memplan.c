@@ -4,7 +4,7 @@
  *   load-time, and the predicted peak is max(that set, the loading set) >= it;
  * - the prediction from the configs alone (sl_train_predict_memory) equals the plan
  *   read from an initialised trainer's arenas (sl_trainer_mem_plan) row by row within
- *   ROW_RTOL and in the peak within PEAK_RTOL, for the fp16 (by dtype), fp32 and NF4
+ *   ROW_RTOL and in the peak within PEAK_RTOL, for the fp16 (by dtype), bf16, fp32 and NF4
  *   bases, a micro-batched run with samples and a DoRA run;
  * - --max-memory sizes parse (8G, 3500M, 2GiB, bytes) and bad ones are errors naming it;
  * - sl_train_fit_memory picks the largest micro-batch that fits a limit, and names
@@ -85,6 +85,9 @@ static void test_predict_equals_loaded(void) {
     cfg_default(&c);
     c.base = "fp32";
     check_case("--base fp32", &c);
+    cfg_default(&c);
+    c.base = "bf16";
+    check_case("--base bf16", &c);
     cfg_default(&c);
     c.base = "nf4";
     check_case("--base nf4", &c);

@@ -2,7 +2,11 @@
  * files are written from the golden tensors, the real program runs each
  * component, and its outputs are compared with what diffusers/transformers
  * computed (tolerance: 1e-4 of the output's scale, as the model tests). Also
- * the denoise loop (DDIM, 5 steps, guidance 7.5) against the golden loop. */
+ * the denoise loop (DDIM, 5 steps, guidance 7.5) against the golden loop.
+ * With --base bf16 (bfloat16 U-Net weights, products on the bf16 kernel): unet.out within
+ * BF16_OUT_TOL of its max, the loss within BF16_LOSS_RTOL and each LoRA gradient at cosine
+ * >= BF16_GRAD_COS with PEFT's fp32 one (issue 18's bounds). */
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -11,6 +15,9 @@
 #include "test_util.h"
 
 #define GOLDEN_RTOL_OF_SCALE 1e-4
+#define BF16_OUT_TOL 2e-2  /* of max |golden| */
+#define BF16_LOSS_RTOL 2e-3
+#define BF16_GRAD_COS 0.999
 
 static SlStFile g_gold;
 static char g_dir[2048], g_model[2048];
@@ -74,6 +81,31 @@ static void compare(const char *file, const char *name, const char *ref, double 
     sl_st_close(&f);
 }
 
+/* Cosine of output tensor `name` of dir/file with golden `ref` (-2 when either is missing). */
+static double cosine(const char *file, const char *name, const char *ref) {
+    char p[4096];
+    snprintf(p, sizeof p, "%s/%s", g_dir, file);
+    SlCtx ctx;
+    sl_ctx_init(&ctx);
+    SlStFile f;
+    if (sl_st_open(&f, p, &ctx) != SL_OK) return -2;
+    const SlStEntry *e = sl_st_find(&f, name), *g = gold(ref);
+    double c = -2;
+    if (e && g && sl_shape_numel(e->ndim, e->shape) == sl_shape_numel(g->ndim, g->shape)) {
+        const size_t n = (size_t)sl_shape_numel(g->ndim, g->shape);
+        float *a = malloc(n * 4), *b = malloc(n * 4);
+        if (sl_st_read_f32(&f, e, a, &ctx) == SL_OK && sl_st_read_f32(&g_gold, g, b, &ctx) == SL_OK) {
+            double ab = 0, aa = 0, bb = 0;
+            for (size_t i = 0; i < n; i++) ab += (double)a[i] * b[i], aa += (double)a[i] * a[i], bb += (double)b[i] * b[i];
+            c = ab / (sqrt(aa * bb) + 1e-300);
+        }
+        free(a);
+        free(b);
+    }
+    sl_st_close(&f);
+    return c;
+}
+
 int main(void) {
     snprintf(g_dir, sizeof g_dir, "%s/tmp_test_probe", sl_test_binary());
     mkdir(g_dir, 0755);
@@ -128,6 +160,28 @@ int main(void) {
             n_grads++;
         }
         CHECK(n_grads == 64, "expected 64 golden LoRA gradients, found %d", n_grads);
+    }
+    /* --base bf16 */
+    if (run_probe("unet", "unet_in.safetensors", "unet_bf16.safetensors", "--base bf16"))
+        compare("unet_bf16.safetensors", "out", "unet.out", BF16_OUT_TOL);
+    char bf16_opt[4300];
+    snprintf(bf16_opt, sizeof bf16_opt, "%s --base bf16", lora_opt);
+    if (run_probe("unet-grad", "grad_in.safetensors", "grad_bf16.safetensors", bf16_opt)) {
+        compare("grad_bf16.safetensors", "loss", "lora.loss", BF16_LOSS_RTOL);
+        double worst = 2;
+        int n_grads = 0;
+        for (int i = 0; i < g_gold.n; i++) {
+            const char *gn = g_gold.entries[i].name;
+            if (strncmp(gn, "lora.grad.", 10) != 0) continue;
+            char out_name[1024];
+            snprintf(out_name, sizeof out_name, "%s.grad", gn + 10);
+            const double c = cosine("grad_bf16.safetensors", out_name, gn);
+            CHECK(c >= BF16_GRAD_COS, "--base bf16: %s cosine %.6f with PEFT's (want >= %.3f)", out_name, c, BF16_GRAD_COS);
+            if (c < worst) worst = c;
+            n_grads++;
+        }
+        CHECK(n_grads == 64, "--base bf16: expected 64 golden LoRA gradients, found %d", n_grads);
+        printf("ok   --base bf16: %d LoRA gradients, smallest cosine with PEFT's %.6f\n", n_grads, worst);
     }
     write_input("ddim_in.safetensors", (const char *const[]){"ddim.in.latents", "latents", "ddim.in.cond", "cond",
                                                               "ddim.in.uncond", "uncond", NULL});

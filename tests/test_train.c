@@ -566,7 +566,7 @@ static void test_bad_weights(void) {
               isnan(cases[k].all) ? "NaN" : "3e38", cases[k].key, sl_status_name(st), ctx.msg, want);
         sl_trainer_free(&tr);
     }
-    /* the same check on the U-Net's fp16 and NF4 loaders, which read in chunks: the
+    /* the same check on the U-Net's fp16, NF4 and bf16 loaders, which read in chunks: the
      * element is counted from the tensor's start */
     const char *q = "down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q.weight";
     snprintf(part, sizeof part, "%s/unet", model);
@@ -577,11 +577,11 @@ static void test_bad_weights(void) {
     char want[4400];
     snprintf(want, sizeof want, "U-Net: weight '%s' in %s/diffusion_pytorch_model.safetensors has 1 NaN/Inf value "
              "(the first at element 70)", q, part);
-    for (int k = 0; ok && k < 2; k++) {
+    for (int k = 0; ok && k < 3; k++) {
         SlModel m;
-        SlModelOpts mo = {.unet_half = k == 0};
-        SlStatus st = k == 0 ? sl_model_load(&m, model, &mo, &ctx) : sl_model_load_nf4(&m, model, &mo, NULL, 1, &ctx);
-        CHECK(st == SL_ERR_NUMERIC && strstr(ctx.msg, want), "NaN in %s, %s: %s: %s", q, k ? "nf4" : "fp16",
+        SlModelOpts mo = {.unet_half = k == 0, .unet_bf16 = k == 2};
+        SlStatus st = k != 1 ? sl_model_load(&m, model, &mo, &ctx) : sl_model_load_nf4(&m, model, &mo, NULL, 1, &ctx);
+        CHECK(st == SL_ERR_NUMERIC && strstr(ctx.msg, want), "NaN in %s, %s: %s: %s", q, k == 1 ? "nf4" : k ? "bf16" : "fp16",
               sl_status_name(st), ctx.msg);
         if (st == SL_OK) sl_model_free(&m);
     }

@@ -64,7 +64,7 @@ int cmd_probe(int argc, char **argv) {
         {"--merge", NULL, "merge the adapters into the weights first", &merge, 0},
         {"--lora-alpha", "A", "alpha in (0, 10000] for every module, over what the adapter files store", &lora_alpha, 0},
         {"--quiet", NULL, "no progress or info lines", &quiet, 0},
-        {"--base", "KIND", "U-Net weights: fp32 (default) | fp16 (binary16 linears+convs) | nf4 (--set nf4_layers=LIST, --set nf4_dq=1)", &base, 0}, /* [nf4] */
+        {"--base", "KIND", "U-Net weights: fp32 (default) | fp16 (binary16 linears+convs) | bf16 (bfloat16 linears+convs on the bf16 kernel) | nf4 (--set nf4_layers=LIST, --set nf4_dq=1)", &base, 0}, /* [nf4] */
         {0},
     };
     const char *synopsis = "COMPONENT --model DIR --in IN.safetensors --out OUT.safetensors [options]";

@@ -180,13 +180,13 @@ static int sample_main(SampleArgs *ap) {
     SlModel m;
     /* by default an F16 checkpoint's U-Net stays binary16 (exact, half the memory; pipeline/half.h) */
     SlModelOpts mo = {.config_dir = a.config, .unet_dense = a.base && !strcmp(a.base, "fp32"), .unet_half = a.base && !strcmp(a.base, "fp16"),
-                      .unet_half_if_f16 = !a.base}; /* [nf4] */
+                      .unet_half_if_f16 = !a.base, .unet_bf16 = a.base && !strcmp(a.base, "bf16")}; /* [nf4] */
     if (cli_kernels_from_env(&mo.kernels, &ctx) != SL_OK) {
         free(jobs);
         return cli_fail("sample", &ctx);
     }
     const int nf4 = a.base && !strcmp(a.base, "nf4"); /* [nf4] */
-    if (a.base && !nf4 && !mo.unet_half && strcmp(a.base, "fp32")) { fprintf(stderr, "stylora sample: error: --base is fp32, fp16 or nf4\n"); free(jobs); return 2; } /* [nf4] */
+    if (a.base && !nf4 && !mo.unet_half && !mo.unet_bf16 && strcmp(a.base, "fp32")) { fprintf(stderr, "stylora sample: error: --base is fp32, fp16, bf16 or nf4\n"); free(jobs); return 2; } /* [nf4] */
     if ((nf4 ? sl_model_load_nf4(&m, a.model, &mo, a.nf4_layers, a.nf4_dq != NULL, &ctx) : sl_model_load(&m, a.model, &mo, &ctx)) != SL_OK) { /* [nf4] */
         free(jobs);
         return cli_fail("sample", &ctx);

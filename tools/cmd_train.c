@@ -178,7 +178,7 @@ int cmd_train(int argc, char **argv) {
         {"--report", NULL, "write <out>.html, the run's report (default; images in <out>.report/)", &a.v[A_REPORT], 0},
         {"--no-report", NULL, "no HTML report", &a.v[A_NO_REPORT], 0},
         {"--quiet", NULL, "no progress bar", &a.v[A_QUIET], 0},
-        {"--base", "KIND", "frozen U-Net weights: fp32 | fp16 (linears+convs in binary16: half the memory) | nf4 (QLoRA, 4-bit NormalFloat linears); default: fp16 when the file stores them F16 (exact), else fp32", &a.v[A_BASE], 0}, /* [nf4] */
+        {"--base", "KIND", "frozen U-Net weights: fp32 | fp16 (linears+convs in binary16: half the memory) | bf16 (linears+convs in bfloat16, their products on the bf16 kernel: faster where the CPU has AVX512_BF16, not exact) | nf4 (QLoRA, 4-bit NormalFloat linears); default: fp16 when the file stores them F16 (exact), else fp32", &a.v[A_BASE], 0}, /* [nf4] */
         {"--nf4-layers", "LIST", "with --base nf4: attn,ff,proj (default), time, all, or patterns", &a.v[A_NF4_LAYERS], 0}, /* [nf4] */
         {"--nf4-double-quant", NULL, "with --base nf4: 8-bit double-quantized block scales", &a.v[A_NF4_DQ], 0}, /* [nf4] */
         {0},

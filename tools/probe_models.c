@@ -24,11 +24,12 @@
 static SlStatus load(SlModel *m, const ProbeArgs *a, int text, int vae, int unet, SlCtx *ctx) {
     SlModelOpts o = {.config_dir = a->config ? a->config : probe_setting(a, "config"), .skip_text = !text, .skip_vae = !vae, .skip_unet = !unet,
                      .unet_dense = a->base && !strcmp(a->base, "fp32"), /* [nf4] a pre-quantized model: dequantized */
-                     .unet_half = a->base && !strcmp(a->base, "fp16")}; /* pipeline/half.h */
+                     .unet_half = a->base && !strcmp(a->base, "fp16"), /* pipeline/half.h */
+                     .unet_bf16 = a->base && !strcmp(a->base, "bf16")};
     /* [nf4] --base nf4: the U-Net linears are streamed into NF4 (pipeline/quant.h); a
      * pre-quantized model is NF4 without it */
-    if (a->base && strcmp(a->base, "fp32") && strcmp(a->base, "nf4") && strcmp(a->base, "fp16"))
-        return sl_fail(ctx, SL_ERR_ARG, "--base is fp32, fp16 or nf4, not '%s'", a->base);
+    if (a->base && strcmp(a->base, "fp32") && strcmp(a->base, "nf4") && strcmp(a->base, "fp16") && strcmp(a->base, "bf16"))
+        return sl_fail(ctx, SL_ERR_ARG, "--base is fp32, fp16, bf16 or nf4, not '%s'", a->base);
     SL_TRY(cli_kernels_from_env(&o.kernels, ctx));
     const char *dq = probe_setting(a, "nf4_dq");
     if (a->base && !strcmp(a->base, "nf4"))
@@ -42,7 +43,8 @@ static SlStatus load(SlModel *m, const ProbeArgs *a, int text, int vae, int unet
         return st;
     }
     if (unet && a->merge && sl_unet_count_half(&m->unet)) {
-        sl_log(ctx, SL_LOG_WARN, "--merge on an fp16 base: the binary16 weights are widened to fp32 first");
+        sl_log(ctx, SL_LOG_WARN, "--merge on an %s base: the %s weights are widened to fp32 first",
+               sl_unet_count_bf16(&m->unet) ? "bf16" : "fp16", sl_unet_count_bf16(&m->unet) ? "bfloat16" : "binary16");
         SlStatus st = sl_unet_half_to_dense(&m->unet, NULL, 0, ctx);
         if (st) sl_model_free(m);
         return st;

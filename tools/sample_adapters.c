@@ -53,10 +53,11 @@ static SlStatus get_adapter(AdState *s, const SampleRun *r, const char *path, Sl
     return SL_OK;
 }
 
-/* [nf4] Merging needs dense weights: the NF4 linears (or binary16 weights, --base fp16)
+/* [nf4] Merging needs dense weights: the NF4 linears (or 16-bit weights, --base fp16 / bf16)
  * these adapters touch are widened to fp32 (and stay so for later jobs; the others stay). */
 static SlStatus dequantize_targets(SlModel *m, SlAdapter *const *ads, int n, SlCtx *ctx) {
     const int n16 = sl_unet_count_half(&m->unet);
+    const char *tag = sl_unet_count_bf16(&m->unet) ? "bf16" : "fp16";
     if (!sl_unet_count_nf4(&m->unet) && !n16) return SL_OK;
     int total = 0, k = 0;
     for (int i = 0; i < n; i++) total += ads[i]->n;
@@ -70,8 +71,8 @@ static SlStatus dequantize_targets(SlModel *m, SlAdapter *const *ads, int n, SlC
     if (!st && k && n16) st = sl_unet_half_to_dense(&m->unet, names, k, ctx);
     free(names);
     if (!st && n16 > sl_unet_count_half(&m->unet))
-        sl_log(ctx, SL_LOG_INFO, "--merge on an fp16 base: %d weights widened to fp32 for merging (%d stay fp16)",
-               n16 - sl_unet_count_half(&m->unet), sl_unet_count_half(&m->unet));
+        sl_log(ctx, SL_LOG_INFO, "--merge on an %s base: %d weights widened to fp32 for merging (%d stay %s)", tag,
+               n16 - sl_unet_count_half(&m->unet), sl_unet_count_half(&m->unet), tag);
     const int after = sl_unet_count_nf4(&m->unet);
     if (!st && after < before)
         sl_log(ctx, SL_LOG_WARN, "--merge on an NF4 base: %d NF4 linears dequantized to fp32 for merging (%d stay NF4)",

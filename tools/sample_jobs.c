@@ -58,7 +58,7 @@ void sample_args_parse(SampleArgs *a, int argc, char **argv) {
         {"--vae-tile", "N", "decode in tiles of N latent pixels (bounds memory at large sizes)", &a->vae_tile, 0},
         {"--threads", "N", "threads (default: all cores)", &a->threads, 0},
         {"--quiet", NULL, "no progress bars", &a->quiet, 0},
-        {"--base", "KIND", "U-Net weights: fp32 | fp16 (linears+convs in binary16) | nf4 (4-bit NormalFloat linears); default: fp16 when the file stores them F16 (exact), else fp32", &a->base, 0}, /* [nf4] */
+        {"--base", "KIND", "U-Net weights: fp32 | fp16 (linears+convs in binary16) | bf16 (in bfloat16, products on the bf16 kernel) | nf4 (4-bit NormalFloat linears); default: fp16 when the file stores them F16 (exact), else fp32", &a->base, 0}, /* [nf4] */
         {"--nf4-layers", "LIST", "with --base nf4: attn,ff,proj (default), time, all, or patterns", &a->nf4_layers, 0}, /* [nf4] */
         {"--nf4-double-quant", NULL, "with --base nf4: 8-bit double-quantized block scales", &a->nf4_dq, 0}, /* [nf4] */
         {0},
