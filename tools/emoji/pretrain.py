@@ -333,61 +333,19 @@ def stage_unet(a):
                                                                     float(np.mean(hist[-200:]))))
 
 
-# ------------------------------------------------------------------ export
-def export(a, tok, te_cfg, ema, te, un, scale, step, seconds, hist, vhist):
-    n_te = len(te.names)
-    te_sd = shp.f16_round(dict(zip(te.names, ema[:n_te])))
-    un_sd = shp.f16_round(dict(zip([k for k, _ in un.named_parameters()], ema[n_te:])))
-    vae_sd = shp.f16_round(vae_weights(a))
-    out = a.out
-    for sub in ("text_encoder", "unet", "vae", "scheduler"):
-        os.makedirs(os.path.join(out, sub), exist_ok=True)
-    meta = {"format": "pt"}
-    shp.save_st(os.path.join(out, "text_encoder", "model.safetensors"), te_sd, torch.float16, meta)
-    shp.save_st(os.path.join(out, "unet", "diffusion_pytorch_model.safetensors"), un_sd, torch.float16, meta)
-    shp.save_st(os.path.join(out, "vae", "diffusion_pytorch_model.safetensors"), vae_sd, torch.float16, meta)
-
-    def dump(obj, *p):
-        with open(os.path.join(out, *p) + ".tmp", "w") as f:
-            json.dump(obj, f, indent=2)
-            f.write("\n")
-        os.replace(os.path.join(out, *p) + ".tmp", os.path.join(out, *p))
-    dump(te_cfg, "text_encoder", "config.json")
-    dump(UNET_CFG, "unet", "config.json")
-    dump(dict(VAE_CFG, scaling_factor=round(scale, 5)), "vae", "config.json")
-    dump(shp.SCHED_CFG, "scheduler", "scheduler_config.json")
-    dump(shp.MODEL_INDEX, "model_index.json")
-    info = {"unet_steps": step, "unet_seconds": round(seconds), "unet_batch": a.batch,
-            "loss_avg_last200": float(np.mean(hist[-200:])) if hist else None, "val_loss": vhist,
-            "loss_curve": [[i, float(np.mean(hist[max(0, i - 100):i]))] for i in range(100, len(hist) + 1, 100)]}
-    with open(os.path.join(a.work, "train_info.json"), "w") as f:
-        json.dump(info, f)
-    write_check(a, tok, te_cfg, te_sd, un_sd, vae_sd, scale)
-    log("exported step %d to %s" % (step, out))
+# ------------------------------------------------------------------ export (tools/shapes/pretrain.py's, with this recipe)
+SOURCE = "tools/emoji/pretrain.py"
 
 
-def write_check(a, tok, te_cfg, te_sd, un_sd, vae_sd, scale):
-    """Golden values for the shipped-model C test: fp32 math on the F16-rounded weights."""
-    ids = torch.tensor([tok.encode(p)[0] for p in CHECK_PROMPTS], dtype=torch.int64)
-    un = unet_ref.UNet(UNET_CFG)
-    un.load_state_dict(un_sd, strict=True)
-    vae = vae_ref.AutoencoderKL(dict(VAE_CFG, scaling_factor=scale))
-    vae.load_state_dict(vae_sd, strict=True)
-    g = torch.Generator().manual_seed(1234)
-    sample = torch.randn(1, 4, 16, 16, generator=g)
-    latent = torch.randn(1, 4, 16, 16, generator=g)
-    ts = torch.tensor([500.0])
-    with torch.no_grad():
-        ehs = clip_text_ref.clip_text_forward(te_sd, te_cfg, ids)[0]
-        out = un(sample, ts, ehs[:1])
-        dec = vae.decode(latent)
-    t = {"in.input_ids": ids, "te.last_hidden_state": ehs, "unet.in.sample": sample, "unet.in.timesteps": ts,
-         "unet.out": out, "vae.in.latents": latent, "vae.dec.sample": dec}
+def check_path(a):
+    """The test's golden for the shipped model only; a run with another --out keeps its own in WORK."""
     default_out = os.path.normpath(a.out) == os.path.join(ROOT, "models", "emoji64")
-    path = os.path.join(ROOT, "tests", "data") if default_out else a.work  # only the shipped model's golden is the test's
-    shp.save_st(os.path.join(path, "emoji64_check.safetensors"), t, torch.float32,
-                {"prompts": json.dumps(CHECK_PROMPTS), "source": "tools/emoji/pretrain.py",
-                 "unet_ehs": "te.last_hidden_state[0:1]"})
+    return os.path.join(os.path.join(ROOT, "tests", "data") if default_out else a.work, "emoji64_check.safetensors")
+
+
+def export(a, tok, te_cfg, ema, te, un, scale, step, seconds, hist, vhist):
+    shp.export(a, tok, te_cfg, ema, te, un, scale, step, seconds, hist, recipe=sys.modules[__name__],
+               extra={"val_loss": vhist})
 
 
 def stage_export(a):

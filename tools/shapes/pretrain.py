@@ -466,14 +466,26 @@ def f16_round(sd):
     return {k: v.detach().half().float() for k, v in sd.items()}
 
 
-def export(a, tok, te_cfg, ema, te, un, scale, step, seconds, hist):
-    """Writes OUT (EMA weights, F16) and the check file, computed from the F16-rounded weights."""
+SOURCE = "tools/shapes/pretrain.py"
+
+
+def check_path(a):
+    """Where write_check puts the golden of tests/test_shipped_model.c."""
+    return os.path.join(ROOT, "tests", "data", "shapes64_check.safetensors")
+
+
+def export(a, tok, te_cfg, ema, te, un, scale, step, seconds, hist, recipe=None, extra=None):
+    """Writes OUT (EMA weights, F16) and the check file, computed from the F16-rounded weights.
+    recipe: the module whose UNET_CFG, VAE_CFG, CHECK_PROMPTS, SOURCE, vae_weights(a) and
+    check_path(a) are used (default this one, shapes64; tools/emoji/pretrain.py passes itself);
+    extra: more fields for WORK/train_info.json."""
+    r = recipe or sys.modules[__name__]
     names_te = list(te.sd().keys())
     n_te = len(names_te)
     te_sd = f16_round(dict(zip(names_te, ema[:n_te])))
     un_keys = [k for k, _ in un.named_parameters()]
     un_sd = f16_round(dict(zip(un_keys, ema[n_te:])))
-    vae_sd = f16_round(vae_weights(a))
+    vae_sd = f16_round(r.vae_weights(a))
     out = a.out
     for sub in ("text_encoder", "unet", "vae", "scheduler"):
         os.makedirs(os.path.join(out, sub), exist_ok=True)
@@ -483,29 +495,32 @@ def export(a, tok, te_cfg, ema, te, un, scale, step, seconds, hist):
     save_st(os.path.join(out, "vae", "diffusion_pytorch_model.safetensors"), vae_sd, torch.float16, meta)
 
     def dump(obj, *p):
-        with open(os.path.join(out, *p), "w") as f:
+        path = os.path.join(out, *p)
+        with open(path + ".tmp", "w") as f:
             json.dump(obj, f, indent=2)
             f.write("\n")
+        os.replace(path + ".tmp", path)
     dump(te_cfg, "text_encoder", "config.json")
-    dump(UNET_CFG, "unet", "config.json")
-    dump(dict(VAE_CFG, scaling_factor=round(scale, 5)), "vae", "config.json")
+    dump(r.UNET_CFG, "unet", "config.json")
+    dump(dict(r.VAE_CFG, scaling_factor=round(scale, 5)), "vae", "config.json")
     dump(SCHED_CFG, "scheduler", "scheduler_config.json")
     dump(MODEL_INDEX, "model_index.json")
-    info = {"unet_steps": step, "unet_seconds": round(seconds), "unet_batch": a.batch,
-            "loss_avg_last200": float(np.mean(hist[-200:])) if hist else None,
-            "loss_curve": [[i, float(np.mean(hist[max(0, i - 100):i]))] for i in range(100, len(hist) + 1, 100)]}
+    info = dict({"unet_steps": step, "unet_seconds": round(seconds), "unet_batch": a.batch,
+                 "loss_avg_last200": float(np.mean(hist[-200:])) if hist else None,
+                 "loss_curve": [[i, float(np.mean(hist[max(0, i - 100):i]))] for i in range(100, len(hist) + 1, 100)]},
+                **(extra or {}))
     with open(os.path.join(a.work, "train_info.json"), "w") as f:
         json.dump(info, f)
-    write_check(a, tok, te_cfg, te_sd, un_sd, vae_sd, scale)
+    write_check(a, tok, te_cfg, te_sd, un_sd, vae_sd, scale, r)
     log("exported step %d to %s" % (step, out))
 
 
-def write_check(a, tok, te_cfg, te_sd, un_sd, vae_sd, scale):
+def write_check(a, tok, te_cfg, te_sd, un_sd, vae_sd, scale, r):
     """Golden values for tests/test_shipped_model.c, fp32 math on the F16-rounded weights."""
-    ids = torch.tensor([tok.encode(p)[0] for p in CHECK_PROMPTS], dtype=torch.int64)
-    un = unet_ref.UNet(UNET_CFG)
+    ids = torch.tensor([tok.encode(p)[0] for p in r.CHECK_PROMPTS], dtype=torch.int64)
+    un = unet_ref.UNet(r.UNET_CFG)
     un.load_state_dict(un_sd, strict=True)
-    vae = vae_ref.AutoencoderKL(dict(VAE_CFG, scaling_factor=scale))
+    vae = vae_ref.AutoencoderKL(dict(r.VAE_CFG, scaling_factor=scale))
     vae.load_state_dict(vae_sd, strict=True)
     g = torch.Generator().manual_seed(1234)
     sample = torch.randn(1, 4, 16, 16, generator=g)
@@ -517,9 +532,8 @@ def write_check(a, tok, te_cfg, te_sd, un_sd, vae_sd, scale):
         dec = vae.decode(latent)
     t = {"in.input_ids": ids, "te.last_hidden_state": ehs, "unet.in.sample": sample, "unet.in.timesteps": ts,
          "unet.out": out, "vae.in.latents": latent, "vae.dec.sample": dec}
-    path = os.path.join(ROOT, "tests", "data", "shapes64_check.safetensors")
-    save_st(path, t, torch.float32, {"prompts": json.dumps(CHECK_PROMPTS), "source": "tools/shapes/pretrain.py",
-                                     "unet_ehs": "te.last_hidden_state[0:1]"})
+    save_st(r.check_path(a), t, torch.float32, {"prompts": json.dumps(r.CHECK_PROMPTS), "source": r.SOURCE,
+                                                "unet_ehs": "te.last_hidden_state[0:1]"})
 
 
 def stage_export(a):
