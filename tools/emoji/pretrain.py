@@ -23,7 +23,6 @@ Needs torch, numpy, regex, PIL for /usr/bin/python3 (tools/deps.sh --torch). 2 t
 import argparse
 import importlib.util
 import json
-import math
 import os
 import random
 import sys
@@ -295,24 +294,13 @@ def stage_unet(a):
         noise = torch.randn(z0.shape, generator=g)
         acb = ac[t][:, None, None, None]
         zt = acb.sqrt() * z0 + (1 - acb).sqrt() * noise
-        frac = (time.time() - t_start) / budget
-        lr = a.lr * min(1.0, (step + 1) / a.warmup) * (0.5 * (1 + math.cos(math.pi * min(frac, 1.0))) * 0.9 + 0.1)
-        for pg in opt.param_groups:
-            pg["lr"] = lr
+        lr = shp.unet_lr(a, step, (time.time() - t_start) / budget, opt)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bool(a.bf16)):  # AVX512_BF16: 3.7x (text encoder)
             pred = un(zt, t.float(), te(ids)).float()                       # and ~3x (U-Net) faster here
         w = torch.clamp(snr[t], max=a.min_snr) / snr[t]  # min-SNR-gamma weighting (Hang et al. 2023), epsilon form
         per = ((pred - noise) ** 2).mean(dim=(1, 2, 3))
         loss = (w * per).mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        step += 1
-        dcy = min(a.ema, (1 + step) / (10 + step))
-        with torch.no_grad():
-            for e, p in zip(ema, params):
-                e.mul_(dcy).add_(p.detach(), alpha=1 - dcy)
+        step = shp.unet_update(a, opt, params, ema, loss, step)
         hist.append(per.mean().item())
         if time.time() - t_log > 60 or step in (5, 50):
             el = time.time() - t_start

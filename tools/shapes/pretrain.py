@@ -381,6 +381,30 @@ def make_models(a, vocab_size):
     return te_cfg, te, un
 
 
+def unet_lr(a, step, frac, opt):
+    """Sets and returns the joint stage's learning rate: a.warmup linear steps, then a cosine over
+    the wall-clock budget (frac = the share used) from a.lr down to a.lr / 10."""
+    lr = a.lr * min(1.0, (step + 1) / a.warmup) * (0.5 * (1 + math.cos(math.pi * min(frac, 1.0))) * 0.9 + 0.1)
+    for pg in opt.param_groups:
+        pg["lr"] = lr
+    return lr
+
+
+def unet_update(a, opt, params, ema, loss, step):
+    """One AdamW step on loss (grad-norm clip 1), then the EMA (decay min(a.ema, (1+s)/(10+s)));
+    returns the new step count."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(params, 1.0)
+    opt.step()
+    step += 1
+    d = min(a.ema, (1 + step) / (10 + step))
+    with torch.no_grad():
+        for e, p in zip(ema, params):
+            e.mul_(d).add_(p.detach(), alpha=1 - d)
+    return step
+
+
 def stage_unet(a):
     tok = clip_tokenizer_ref.Tok(os.path.join(a.out, "tokenizer"))
     _, caps = load_data(a)
@@ -429,22 +453,11 @@ def stage_unet(a):
         noise = torch.randn(z0.shape, generator=g)
         acb = ac[t][:, None, None, None]
         zt = acb.sqrt() * z0 + (1 - acb).sqrt() * noise
-        frac = (time.time() - t_start) / budget
-        lr = a.lr * min(1.0, (step + 1) / a.warmup) * (0.5 * (1 + math.cos(math.pi * min(frac, 1.0))) * 0.9 + 0.1)
-        for pg in opt.param_groups:
-            pg["lr"] = lr
+        lr = unet_lr(a, step, (time.time() - t_start) / budget, opt)
         ehs = te(ids)
         pred = un(zt, t.float(), ehs)
         loss = F.mse_loss(pred, noise)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        step += 1
-        d = min(a.ema, (1 + step) / (10 + step))
-        with torch.no_grad():
-            for e, p in zip(ema, params):
-                e.mul_(d).add_(p.detach(), alpha=1 - d)
+        step = unet_update(a, opt, params, ema, loss, step)
         hist.append(loss.item())
         if time.time() - t_log > 60 or step in (5, 50):
             el = time.time() - t_start
